@@ -1,0 +1,385 @@
+"""The wire protocol: one versioned, typed envelope for every socket.
+
+Every message is msgpack ``{v, id, type, ts_ns, body}``. ``decode`` validates everything
+(size, shape, version, type, body fields) and raises ``ProtocolError`` with a stable
+``ErrorCode``; it never trusts wire data and never unpickles. Imported by the orchestrator,
+the worker and the CLI.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from typing import Any, ClassVar
+
+import msgspec
+
+from strategies.bar import Bar
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20  # application limit: larger messages get a TOO_LARGE error reply
+ZMQ_MAX_MESSAGE_BYTES = 4 << 20  # transport limit (ZMQ_MAXMSGSIZE): larger drops the peer
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable error codes. Never renumber or rename: scripts match on them."""
+
+    MALFORMED = "malformed"  # not a msgpack envelope
+    BAD_VERSION = "bad_version"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_BODY = "bad_body"  # known type, wrong or missing fields
+    TOO_LARGE = "too_large"
+    NOT_ALLOWED = "not_allowed"  # valid message, wrong socket or wrong moment
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    NOT_RUNNING = "not_running"
+    BAD_CONFIG = "bad_config"
+    CONFLICT = "conflict"  # e.g. fleet runs another feed
+    NOT_AVAILABLE = "not_available"
+    ORDER_REJECTED = "order_rejected"  # exchange filters (Binance -1013)
+    INSUFFICIENT_BALANCE = "insufficient_balance"  # Binance -2010
+    UNKNOWN_ORDER = "unknown_order"  # Binance -2013
+    SHUTTING_DOWN = "shutting_down"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.value}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every message body; ``TYPE`` is the envelope's ``type``."""
+
+    TYPE: ClassVar[str] = ""
+
+
+# --- shared records -------------------------------------------------------------------------
+
+
+class StrategySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    params: dict[str, float | int | str | bool] = {}
+
+
+class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Exchange filters of one symbol, as decimal strings (exact)."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    tick_size: str
+    min_price: str
+    max_price: str
+    step_size: str
+    min_qty: str
+    max_qty: str
+    min_notional: str
+    market_max_qty: str = "0"
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    client_order_id: str
+    symbol: str
+    side: str  # BUY | SELL
+    type: str  # MARKET | LIMIT
+    quantity: str
+    price: str | None = None
+    status: str = "NEW"  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED
+    executed_qty: str = "0"
+    reason: str = ""
+    created_ns: int = 0
+    updated_ns: int = 0
+
+
+class FillView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    trade_id: int
+    client_order_id: str
+    symbol: str
+    side: str
+    price: str
+    qty: str
+    fee: str
+    fee_asset: str
+    time_ns: int
+
+
+class PositionView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    qty: str = "0"
+    avg_entry: str = "0"
+    realized_pnl: str = "0"  # quote, net of all fees paid
+    fees_paid: str = "0"
+    trades: int = 0
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    strategies: list[StrategySpec]
+    stake: str  # quote amount per entry
+    order_type: str = "MARKET"  # MARKET | LIMIT
+    limit_ttl_bars: int = 5  # a LIMIT entry not filled after this many bars is cancelled
+    heartbeat_s: float = 1.0
+    liveness: int = 4  # missed orchestrator heartbeats before the worker exits on its own
+
+
+# --- control socket (CLI -> orchestrator) ---------------------------------------------------
+
+
+class Ping(Message, frozen=True, kw_only=True):
+    TYPE = "ping"
+
+
+class Pong(Message, frozen=True, kw_only=True):
+    TYPE = "pong"
+    pid: int
+    home: str
+    version: int = PROTOCOL_VERSION
+
+
+class Up(Message, frozen=True, kw_only=True):
+    TYPE = "up"
+    symbols: list[str]
+    strategies: list[StrategySpec] = []
+    stake: str = "100"
+    order_type: str = "MARKET"
+    wait_s: float = 30.0
+
+
+class SymbolResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    state: str
+    pid: int | None = None
+    error: str = ""
+
+
+class UpResult(Message, frozen=True, kw_only=True):
+    TYPE = "up_result"
+    results: list[SymbolResult]
+
+
+class Kill(Message, frozen=True, kw_only=True):
+    TYPE = "kill"
+    symbols: list[str]
+    flatten: bool = False
+
+
+class KillResult(Message, frozen=True, kw_only=True):
+    TYPE = "kill_result"
+    results: list[SymbolResult]
+
+
+class Down(Message, frozen=True, kw_only=True):
+    TYPE = "down"
+    flatten: bool = False
+
+
+class Status(Message, frozen=True, kw_only=True):
+    TYPE = "status"
+
+
+class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pid: int
+    home: str
+    mode: str
+    feed: str
+    interval: str
+    speed: float
+    uptime_s: float
+    started_ns: int
+    feed_time: int | None  # open time (ms) of the feed's latest bar
+    feed_ended: bool
+    protocol: int = PROTOCOL_VERSION
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    pid: int | None
+    state: str
+    uptime_s: float | None
+    restarts: int
+    heartbeat_age_s: float | None
+    last_bar_time: int | None
+    last_price: float | None
+    bars: int
+    position: float
+    avg_entry: float
+    realized_pnl: float
+    unrealized_pnl: float
+    open_orders: int
+    trades: int
+    last_error: str
+    cpu_percent: float | None
+    rss_bytes: int | None
+    strategies: list[str]
+
+
+class StatusReport(Message, frozen=True, kw_only=True):
+    TYPE = "status_report"
+    orchestrator: OrchestratorStatus
+    workers: list[WorkerStatus]
+
+
+class Ok(Message, frozen=True, kw_only=True):
+    TYPE = "ok"
+    detail: str = ""
+
+
+class Error(Message, frozen=True, kw_only=True):
+    TYPE = "error"
+    code: str
+    reason: str
+
+
+# --- broker socket (worker <-> orchestrator) ------------------------------------------------
+
+
+class Register(Message, frozen=True, kw_only=True):
+    TYPE = "register"
+    symbol: str
+    pid: int
+
+
+class Welcome(Message, frozen=True, kw_only=True):
+    TYPE = "welcome"
+    config: WorkerConfig
+    rules: SymbolRules
+    position: PositionView
+    open_orders: list[OrderView]
+    next_seq: int
+    history: list[Bar]
+
+
+class WorkerHeartbeat(Message, frozen=True, kw_only=True):
+    TYPE = "worker_heartbeat"
+    bars: int = 0
+    last_bar_time: int | None = None
+    strategy_errors: int = 0
+    last_error: str = ""
+
+
+class OrchestratorHeartbeat(Message, frozen=True, kw_only=True):
+    TYPE = "orchestrator_heartbeat"
+
+
+class PlaceOrder(Message, frozen=True, kw_only=True):
+    TYPE = "place_order"
+    client_order_id: str
+    side: str
+    type: str
+    quantity: str
+    price: str | None = None
+
+
+class CancelOrder(Message, frozen=True, kw_only=True):
+    TYPE = "cancel_order"
+    client_order_id: str
+
+
+class OrderUpdate(Message, frozen=True, kw_only=True):
+    TYPE = "order_update"
+    order: OrderView
+    fills: list[FillView] = []
+    position: PositionView
+
+
+class StopWorker(Message, frozen=True, kw_only=True):
+    TYPE = "stop_worker"
+    flatten: bool = False
+
+
+class Goodbye(Message, frozen=True, kw_only=True):
+    TYPE = "goodbye"
+    reason: str = ""
+
+
+# --- PUB sockets ----------------------------------------------------------------------------
+
+
+class BarMessage(Message, frozen=True, kw_only=True):
+    TYPE = "bar"
+    bar: Bar
+
+
+class Event(Message, frozen=True, kw_only=True):
+    TYPE = "event"
+    kind: str  # state, fill, order, error, fleet
+    symbol: str = ""
+    detail: str = ""
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Ping, Pong, Up, UpResult, Kill, KillResult, Down, Status, StatusReport, Ok, Error,
+        Register, Welcome, WorkerHeartbeat, OrchestratorHeartbeat, PlaceOrder, CancelOrder,
+        OrderUpdate, StopWorker, Goodbye, BarMessage, Event,
+    )
+}
+
+
+class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    v: int
+    id: str
+    type: str
+    ts_ns: int
+    body: msgspec.Raw
+
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+_body_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    name: msgspec.msgpack.Decoder(cls) for name, cls in MESSAGE_TYPES.items()
+}
+
+
+def new_id() -> str:
+    return os.urandom(8).hex()
+
+
+def encode(message: Message, msg_id: str | None = None) -> bytes:
+    body = _encoder.encode(message)
+    envelope = Envelope(
+        PROTOCOL_VERSION, msg_id or new_id(), message.TYPE, time.time_ns(), msgspec.Raw(body)
+    )
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        envelope = _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"not a protocol envelope: {exc}") from None
+    if envelope.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {envelope.v} is not supported (this side speaks "
+            f"{PROTOCOL_VERSION})",
+        )
+    return envelope
+
+
+def decode_body(envelope: Envelope) -> Message:
+    decoder = _body_decoders.get(envelope.type)
+    if decoder is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {envelope.type!r}")
+    try:
+        message: Message = decoder.decode(envelope.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(ErrorCode.BAD_BODY, f"bad {envelope.type!r} body: {exc}") from None
+    return message
+
+
+def decode(data: bytes) -> tuple[Envelope, Message]:
+    """Decode and validate one message; raises ProtocolError, never anything else."""
+    envelope = decode_envelope(data)
+    return envelope, decode_body(envelope)
+
+
+def error_reply(error: ProtocolError) -> Error:
+    return Error(code=error.code.value, reason=error.reason)

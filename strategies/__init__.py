@@ -1,0 +1,1 @@
+"""Strategies: per-symbol trading logic. Imports nothing from orchestrator/ or worker/."""
