@@ -147,6 +147,10 @@ class Up(Message, frozen=True, kw_only=True):
     stake: str = "100"
     order_type: str = "MARKET"
     wait_s: float = 30.0
+    # what the caller expects of the fleet; "" = whatever runs. A mismatch is a CONFLICT.
+    mode: str = ""
+    feed: str = ""
+    interval: str = ""
 
 
 class SymbolResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -205,7 +209,9 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     last_bar_time: int | None
     last_price: float | None
     bars: int
+    foreign_bars: int
     position: float
+    worker_position: float | None
     avg_entry: float
     realized_pnl: float
     unrealized_pnl: float
@@ -257,6 +263,9 @@ class WorkerHeartbeat(Message, frozen=True, kw_only=True):
     TYPE = "worker_heartbeat"
     bars: int = 0
     last_bar_time: int | None = None
+    last_close: float | None = None
+    position: str = "0"  # what the worker believes it holds
+    foreign_bars: int = 0  # bars of another symbol that reached it (must stay 0)
     strategy_errors: int = 0
     last_error: str = ""
 

@@ -1,0 +1,37 @@
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_HOME ?= .demo
+
+.PHONY: help setup demo test lint typecheck check bench clean
+
+help: #-- list the targets
+	@grep -E '^[a-z]+:.*#--' $(MAKEFILE_LIST) | sed -E 's/:.*#-- /\t/' | expand -t 12
+
+$(BIN)/multibot: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/multibot #-- create .venv and install multibot with its dev tools
+
+demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctrl-C stops all
+	@trap '$(BIN)/multibot down --home $(DEMO_HOME) >/dev/null 2>&1; echo; echo "fleet stopped"' EXIT; \
+	$(BIN)/multibot up BTCUSDT ETHUSDT XRPUSDT --home $(DEMO_HOME) && \
+	$(BIN)/multibot status --watch --home $(DEMO_HOME)
+
+test: setup #-- the whole test suite (real processes, sockets, SQLite)
+	$(BIN)/python -m pytest -q
+
+lint: setup #-- ruff
+	$(BIN)/ruff check orchestrator worker strategies tests
+
+typecheck: setup #-- mypy (strict)
+	$(BIN)/mypy
+
+check: lint typecheck test #-- everything CI should be happy with
+
+clean: #-- remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO_HOME)

@@ -1,0 +1,1 @@
+"""Brokers: exchange rules, position accounting, the SQLite journal and the paper broker."""

@@ -1,0 +1,283 @@
+"""`multibot`: start, inspect and stop a fleet of per-symbol trading processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from orchestrator.client import DaemonStartError, FleetNotRunning, request, start_daemon
+from orchestrator.home import Home
+from orchestrator.protocol import (
+    Down,
+    Kill,
+    KillResult,
+    ProtocolError,
+    Status,
+    StatusReport,
+    StrategySpec,
+    SymbolResult,
+    Up,
+    UpResult,
+)
+from orchestrator.settings import (
+    DEFAULT_SPEED,
+    FleetSettings,
+    SettingsError,
+    normalize_symbols,
+    parse_decimal,
+)
+
+app = typer.Typer(
+    help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Fleet state directory [env MULTIBOT_HOME; default "
+                 "~/.local/state/multibot]", show_default=False),
+]
+SymbolsArg = Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT",
+                                                 show_default=False)]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _request(home: Home, message: object, timeout: float = 10.0) -> object:
+    try:
+        return request(home, message, timeout)  # type: ignore[arg-type]
+    except FleetNotRunning as exc:
+        _fail(f"{exc}; start one with `multibot up SYMBOL`")
+    except ProtocolError as exc:
+        usage = {"unknown_symbol", "bad_config", "conflict", "not_running", "not_available"}
+        _fail(f"{exc.reason} [{exc.code.value}]",
+              EXIT_USAGE if exc.code.value in usage else EXIT_FAILED)
+
+
+def _print_results(results: list[SymbolResult]) -> bool:
+    ok = True
+    for r in results:
+        line = f"{r.symbol:<12} {r.state:<9} pid {r.pid or '-'}"
+        if r.error:
+            line += f"  ({r.error})"
+        typer.echo(line)
+        ok = ok and r.state in ("RUNNING", "STOPPED")
+    return ok
+
+
+def _strategy_specs(raw: list[str]) -> list[StrategySpec]:
+    from strategies.base import StrategyError
+    from strategies.registry import create, parse_spec
+
+    specs = []
+    for text in raw:
+        try:
+            name, params = parse_spec(text)
+            create(name, params)  # fail here, before anything starts
+        except StrategyError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        specs.append(StrategySpec(name=name, params=params))
+    return specs
+
+
+@app.command()
+def up(
+    symbols: SymbolsArg,
+    home: HomeOption = None,
+    mode: Annotated[str | None, typer.Option(help="paper (default) | testnet | live")] = None,
+    feed: Annotated[str | None, typer.Option(
+        help="replay (default: bundled real klines) | synthetic (any symbol)")] = None,
+    interval: Annotated[str | None, typer.Option(help="bar interval (default 1m)")] = None,
+    speed: Annotated[float, typer.Option(help="bars per second")] = DEFAULT_SPEED,
+    strategy: Annotated[list[str] | None, typer.Option(
+        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross)")] = None,
+    stake: Annotated[str, typer.Option(help="quote amount per entry")] = "100",
+    order_type: Annotated[str, typer.Option(help="MARKET | LIMIT")] = "MARKET",
+    seed: Annotated[int, typer.Option(help="synthetic feed seed")] = 7,
+    foreground: Annotated[bool, typer.Option(
+        help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
+    wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
+) -> None:
+    """Start symbols (starting the fleet if needed, else hot-adding them)."""
+    from orchestrator.client import ping
+
+    fleet_home = Home.at(home)
+    settings = FleetSettings(mode=mode or "paper", feed=feed or "replay",
+                             interval=interval or "1m", speed=speed, seed=seed)
+    try:
+        settings.check()
+        names = normalize_symbols(symbols)
+        parse_decimal(stake, "--stake", positive=True)
+    except SettingsError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if order_type.upper() not in ("MARKET", "LIMIT"):
+        _fail("--order-type must be MARKET or LIMIT", EXIT_USAGE)
+    specs = _strategy_specs(strategy or [])
+    message = Up(symbols=names, strategies=specs, stake=stake, order_type=order_type.upper(),
+                 wait_s=wait, mode=mode or "", feed=feed or "", interval=interval or "")
+    running = ping(fleet_home)
+    if running is None:
+        _validate_symbols(settings, names)
+        if foreground:
+            _run_foreground(fleet_home, settings, message)
+            return
+        try:
+            pid = start_daemon(fleet_home, settings)
+        except DaemonStartError as exc:
+            _fail(str(exc))
+        typer.echo(f"started orchestrator pid {pid} ({settings.mode}, {settings.feed} "
+                   f"{settings.interval} @ {settings.speed:g} bars/s) home {fleet_home.root}")
+    elif foreground:
+        _fail(f"a fleet already runs on {fleet_home.root} (pid {running.pid})", EXIT_USAGE)
+    reply = _request(fleet_home, message, timeout=wait + 15)
+    assert isinstance(reply, UpResult)
+    if not _print_results(reply.results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
+    from orchestrator.feeds.base import UnknownSymbol
+    from orchestrator.fleet import make_feed
+
+    try:
+        feed = make_feed(settings, None)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    errors = []
+    for name in names:
+        try:
+            feed.validate(name)
+        except UnknownSymbol as exc:
+            errors.append(str(exc))
+    if errors:
+        _fail("\n".join(errors), EXIT_USAGE)
+
+
+def _run_foreground(home: Home, settings: FleetSettings, message: Up) -> None:
+    from orchestrator.daemon import configure_logging, run
+
+    configure_logging(home, console=True)
+    typer.echo(f"orchestrator pid {os.getpid()} in the foreground; Ctrl-C stops the fleet",
+               err=True)
+    code = run(home, settings, initial=message)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable (stable schema)")] = False,
+    watch: Annotated[bool, typer.Option(help="refresh until Ctrl-C")] = False,
+    every: Annotated[float, typer.Option(help="refresh period with --watch")] = 1.0,
+) -> None:
+    """One row per symbol: process facts and trading facts."""
+    import msgspec
+
+    from orchestrator.render import status_table
+
+    fleet_home = Home.at(home)
+    while True:
+        report = _request(fleet_home, Status(), timeout=10.0)
+        assert isinstance(report, StatusReport)
+        if json:
+            typer.echo(msgspec.json.format(msgspec.json.encode(report), indent=2).decode())
+        else:
+            if watch:
+                typer.echo("\x1b[H\x1b[2J", nl=False)
+            typer.echo(status_table(report))
+        if not watch:
+            return
+        try:
+            time.sleep(every)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def kill(
+    symbols: SymbolsArg,
+    home: HomeOption = None,
+    flatten: Annotated[bool, typer.Option(help="also close the position")] = False,
+) -> None:
+    """Stop symbols gracefully (open orders cancelled); the others keep trading."""
+    try:
+        names = normalize_symbols(symbols)
+    except SettingsError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    reply = _request(Home.at(home), Kill(symbols=names, flatten=flatten), timeout=60.0)
+    assert isinstance(reply, KillResult)
+    if not _print_results(reply.results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def down(
+    home: HomeOption = None,
+    flatten: Annotated[bool, typer.Option(help="close every position first")] = False,
+) -> None:
+    """Stop every worker, then the orchestrator; returns when nothing is left."""
+    from orchestrator.client import pid_alive
+
+    fleet_home = Home.at(home)
+    pid = fleet_home.read_pid()
+    _request(fleet_home, Down(flatten=flatten), timeout=120.0)
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        _fail(f"orchestrator pid {pid} is still alive")
+    typer.echo(f"fleet on {fleet_home.root} stopped")
+
+
+@app.command()
+def logs(
+    symbol: Annotated[str, typer.Argument(help="a symbol, or 'orchestrator'")],
+    home: HomeOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
+) -> None:
+    """Print a symbol's log (or the orchestrator's)."""
+    from orchestrator.logs import follow_file, last_lines
+
+    fleet_home = Home.at(home)
+    name = symbol.strip()
+    path = (fleet_home.orchestrator_log if name.lower() == "orchestrator"
+            else fleet_home.worker_log(name.upper()))
+    if not path.exists():
+        known = sorted(p.stem for p in fleet_home.logs_dir.glob("*.log"))
+        _fail(f"no log for {name} in {fleet_home.logs_dir}; available: "
+              f"{', '.join(known) or 'none'}")
+    sys.stdout.write(last_lines(path, lines))
+    sys.stdout.flush()
+    if follow:
+        try:
+            follow_file(path, sys.stdout)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def symbols() -> None:
+    """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
+    from orchestrator.feeds.bundled import catalog
+
+    for interval, names in sorted(catalog().items()):
+        typer.echo(f"{interval:<4} {' '.join(names)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Handlers for the control socket: what `multibot up/status/kill/down` ask of the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from orchestrator.feeds.base import HISTORY_LIMIT, UnknownSymbol
+from orchestrator.protocol import (
+    Down,
+    ErrorCode,
+    Kill,
+    KillResult,
+    Message,
+    Ok,
+    Ping,
+    Pong,
+    ProtocolError,
+    Status,
+    StrategySpec,
+    SymbolResult,
+    Up,
+    UpResult,
+    WorkerConfig,
+)
+from orchestrator.settings import ORDER_TYPES, SettingsError, normalize_symbols, parse_decimal
+from orchestrator.status import StatusBuilder
+from orchestrator.supervisor import ACTIVE, State, WorkerHandle
+from strategies.registry import create
+from strategies.base import StrategyError
+
+if TYPE_CHECKING:
+    from orchestrator.fleet import Fleet
+
+DEFAULT_STRATEGY = StrategySpec(name="sma_cross")
+
+
+def strategies_warmup(specs: list[StrategySpec]) -> int:
+    """Build every strategy once (as a worker would) so bad specs fail before any spawn."""
+    warmup = 0
+    for spec in specs:
+        try:
+            warmup = max(warmup, create(spec.name, spec.params).warmup)
+        except StrategyError as exc:
+            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
+    return min(warmup, HISTORY_LIMIT)
+
+
+def _result(handle: WorkerHandle, error: str = "") -> SymbolResult:
+    if not error and handle.state not in (State.RUNNING, State.STOPPED):
+        error = handle.last_error
+    return SymbolResult(symbol=handle.symbol, state=handle.state.value, pid=handle.pid,
+                        error=error)
+
+
+class ControlHandlers:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._status = StatusBuilder(fleet)
+
+    async def handle(self, message: Message) -> Message:
+        if isinstance(message, Ping):
+            return Pong(pid=os.getpid(), home=str(self._fleet.home.root))
+        if isinstance(message, Status):
+            return self._status.report()
+        if self._fleet.shutting_down:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the fleet is shutting down")
+        if isinstance(message, Up):
+            return await self._up(message)
+        if isinstance(message, Kill):
+            return await self._kill(message)
+        if isinstance(message, Down):
+            await self._fleet.stop_for_down(message.flatten)
+            return Ok(detail="fleet stopped")
+        raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{message.TYPE!r} is not a control request")
+
+    def _check_matches_fleet(self, up: Up) -> None:
+        settings = self._fleet.settings
+        for option, asked, running in (("mode", up.mode, settings.mode),
+                                       ("feed", up.feed, settings.feed),
+                                       ("interval", up.interval, settings.interval)):
+            if asked and asked != running:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"the running fleet uses --{option} {running}, not {asked}; "
+                    "run `multibot down` first to change it",
+                )
+
+    def _symbols(self, raw: list[str]) -> list[str]:
+        try:
+            return normalize_symbols(raw)
+        except SettingsError as exc:
+            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
+
+    async def _up(self, up: Up) -> UpResult:
+        fleet = self._fleet
+        self._check_matches_fleet(up)
+        symbols = self._symbols(up.symbols)
+        unknown = []
+        for symbol in symbols:
+            try:
+                fleet.feed.validate(symbol)
+            except UnknownSymbol as exc:
+                unknown.append(str(exc))
+        if unknown:
+            raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, "; ".join(unknown))
+        specs = up.strategies or [DEFAULT_STRATEGY]
+        warmup = strategies_warmup(specs)
+        try:
+            parse_decimal(up.stake, "stake", positive=True)
+        except SettingsError as exc:
+            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
+        if up.order_type not in ORDER_TYPES:
+            raise ProtocolError(ErrorCode.BAD_CONFIG,
+                                f"order type must be one of {', '.join(ORDER_TYPES)}")
+        results: dict[str, SymbolResult] = {}
+        started: list[str] = []
+        for symbol in symbols:
+            handle = fleet.supervisor.handles.get(symbol)
+            if handle is not None and handle.state in ACTIVE | {State.STOPPING}:
+                results[symbol] = _result(handle, f"already {handle.state.value.lower()}")
+                continue
+            rules = fleet.feed.add(symbol)
+            fleet.rules[symbol] = rules
+            fleet.broker.add_rules(rules)
+            config = WorkerConfig(symbol=symbol, strategies=specs, stake=up.stake,
+                                  order_type=up.order_type)
+            await fleet.supervisor.start(symbol, config, warmup)
+            started.append(symbol)
+        waited = await asyncio.gather(
+            *(fleet.supervisor.wait_started(symbol, up.wait_s) for symbol in started)
+        )
+        for handle in waited:
+            results[handle.symbol] = _result(handle)
+        return UpResult(results=[results[s] for s in symbols])
+
+    async def _kill(self, kill: Kill) -> KillResult:
+        fleet = self._fleet
+        symbols = self._symbols(kill.symbols)
+        handles = fleet.supervisor.handles
+        not_running = [s for s in symbols if s not in handles or handles[s].state == State.STOPPED]
+        if not_running:
+            running = sorted(s for s, h in handles.items() if h.state != State.STOPPED)
+            raise ProtocolError(
+                ErrorCode.NOT_RUNNING,
+                f"not running: {', '.join(not_running)}; running: {', '.join(running) or 'none'}",
+            )
+        stopped = await asyncio.gather(
+            *(fleet.supervisor.stop(symbol, kill.flatten) for symbol in symbols)
+        )
+        for symbol in symbols:
+            fleet.feed.remove(symbol)
+        return KillResult(results=[_result(handle) for handle in stopped])
+

@@ -1,0 +1,76 @@
+"""Entry point of the orchestrator process (background daemon or `up --foreground`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+import msgspec
+
+from orchestrator.home import Home, HomeError
+from orchestrator.protocol import Up
+from orchestrator.settings import FleetSettings, SettingsError
+
+EXIT_HOME_BUSY = 3
+EXIT_BAD_SETTINGS = 2
+log = logging.getLogger("orchestrator")
+
+
+def configure_logging(home: Home, console: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if console:  # foreground: the terminal AND the log file
+        home.ensure()
+        handlers.append(logging.FileHandler(home.orchestrator_log))
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True,
+        format=f"%(asctime)s orchestrator pid={os.getpid()} %(levelname)s %(name)s %(message)s",
+    )
+
+
+def run(home: Home, settings: FleetSettings, initial: Up | None = None) -> int:
+    try:
+        settings.check()
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_SETTINGS
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(f"multibot-orchestrator {home.root}")
+    except ImportError:
+        pass
+
+    async def main() -> None:
+        from orchestrator.fleet import Fleet  # heavy imports only in the orchestrator
+
+        fleet = Fleet(home, settings)
+        await fleet.run(initial)
+
+    try:
+        asyncio.run(main())
+    except HomeError as exc:
+        log.error("%s", exc)
+        return EXIT_HOME_BUSY
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multibot-orchestrator")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--settings", default="{}", help="FleetSettings as JSON")
+    args = parser.parse_args(argv)
+    home = Home.at(args.home)
+    configure_logging(home, console=False)
+    try:
+        settings = msgspec.json.decode(args.settings.encode(), type=FleetSettings)
+    except msgspec.ValidationError as exc:
+        log.error("bad settings: %s", exc)
+        return EXIT_BAD_SETTINGS
+    return run(home, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

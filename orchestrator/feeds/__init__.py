@@ -1,0 +1,1 @@
+"""Market data feeds: replay (bundled real klines) and synthetic (seeded random walk)."""

@@ -1,0 +1,57 @@
+"""Human-readable status: one row per symbol."""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.protocol import StatusReport, WorkerStatus
+
+_COLUMNS = ("SYMBOL", "PID", "STATE", "UPTIME", "RST", "HB", "BAR (UTC)", "PRICE", "POSITION",
+            "AVG ENTRY", "REALIZED", "UNREAL", "OPEN", "TRADES", "CPU%", "RSS", "LAST ERROR")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _bar_time(ms: int | None) -> str:
+    return time.strftime("%m-%d %H:%M", time.gmtime(ms / 1000)) if ms is not None else "-"
+
+
+def _num(value: float | None, digits: int = 8) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
+
+
+def _row(w: WorkerStatus) -> tuple[str, ...]:
+    return (
+        w.symbol, str(w.pid or "-"), w.state, _duration(w.uptime_s), str(w.restarts),
+        f"{w.heartbeat_age_s:.1f}s" if w.heartbeat_age_s is not None else "-",
+        _bar_time(w.last_bar_time), _num(w.last_price), _num(w.position),
+        _num(w.avg_entry), f"{w.realized_pnl:+.2f}", f"{w.unrealized_pnl:+.2f}",
+        str(w.open_orders), str(w.trades),
+        f"{w.cpu_percent:.1f}" if w.cpu_percent is not None else "-",
+        f"{w.rss_bytes / 2**20:.0f}M" if w.rss_bytes else "-",
+        (w.last_error[:60] + "…") if len(w.last_error) > 60 else (w.last_error or "-"),
+    )
+
+
+def status_table(report: StatusReport) -> str:
+    o = report.orchestrator
+    feed = f"{o.feed} {o.interval} @ {o.speed:g} bars/s" + (" (ended)" if o.feed_ended else "")
+    header = (f"orchestrator pid {o.pid} · up {_duration(o.uptime_s)} · mode {o.mode} · "
+              f"feed {feed} · at {_bar_time(o.feed_time)} · home {o.home}")
+    rows = [_COLUMNS, *(_row(w) for w in report.workers)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    total = sum(w.realized_pnl + w.unrealized_pnl for w in report.workers)
+    footer = f"{len(report.workers)} symbol(s) · total PnL {total:+.2f} (quote)"
+    if not report.workers:
+        footer = "no symbols yet: `multibot up SYMBOL`"
+    return "\n".join([header, "", *lines, "", footer])

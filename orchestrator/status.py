@@ -1,0 +1,82 @@
+"""One status row per symbol: process facts (supervisor, psutil) + trading facts (broker)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+
+from orchestrator.protocol import OrchestratorStatus, StatusReport, WorkerStatus
+from orchestrator.supervisor import State, WorkerHandle
+
+if TYPE_CHECKING:
+    from orchestrator.fleet import Fleet
+
+
+class StatusBuilder:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._procs: dict[int, psutil.Process] = {}  # kept so cpu_percent has a baseline
+
+    def report(self) -> StatusReport:
+        fleet = self._fleet
+        settings = fleet.settings
+        orchestrator = OrchestratorStatus(
+            pid=os.getpid(), home=str(fleet.home.root), mode=settings.mode, feed=settings.feed,
+            interval=settings.interval, speed=settings.speed,
+            uptime_s=round(time.monotonic() - fleet.started_mono, 3),
+            started_ns=fleet.started_ns, feed_time=fleet.feed.cursor,
+            feed_ended=fleet.feed.ended,
+        )
+        handles = sorted(fleet.supervisor.handles.values(), key=lambda h: h.symbol)
+        live_pids = {h.pid for h in handles if h.pid is not None}
+        for pid in set(self._procs) - live_pids:
+            del self._procs[pid]
+        return StatusReport(orchestrator=orchestrator,
+                            workers=[self._worker(h) for h in handles])
+
+    def _process_facts(self, pid: int | None) -> tuple[float | None, int | None]:
+        if pid is None:
+            return None, None
+        with contextlib.suppress(psutil.Error):
+            proc = self._procs.get(pid)
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+                proc.cpu_percent(None)
+            return round(proc.cpu_percent(None), 1), int(proc.memory_info().rss)
+        return None, None
+
+    def _worker(self, handle: WorkerHandle) -> WorkerStatus:
+        broker = self._fleet.broker
+        symbol = handle.symbol
+        now = time.monotonic()
+        position = broker.position(symbol)
+        last_price = broker.last_price(symbol)
+        cpu, rss = self._process_facts(handle.pid)
+        heartbeat_age = None
+        if handle.last_heartbeat is not None and handle.process is not None:
+            heartbeat_age = round(now - handle.last_heartbeat, 3)
+        uptime = None
+        if handle.state == State.RUNNING and handle.running_since is not None:
+            uptime = round(now - handle.running_since, 3)
+        stats = handle.stats
+        return WorkerStatus(
+            symbol=symbol, pid=handle.pid, state=handle.state.value, uptime_s=uptime,
+            restarts=handle.restarts, heartbeat_age_s=heartbeat_age,
+            last_bar_time=stats.last_bar_time,
+            last_price=stats.last_close if stats.last_close is not None else (
+                float(last_price) if last_price is not None else None),
+            bars=stats.bars, foreign_bars=stats.foreign_bars,
+            position=float(position.qty),
+            worker_position=float(stats.position) if handle.registered else None,
+            avg_entry=float(position.avg_entry),
+            realized_pnl=round(float(position.realized_pnl), 8),
+            unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
+            open_orders=len(broker.open_orders(symbol)), trades=position.trades,
+            last_error=handle.last_error or stats.last_error,
+            cpu_percent=cpu, rss_bytes=rss,
+            strategies=[spec.name for spec in handle.config.strategies],
+        )

@@ -1,0 +1,307 @@
+"""One supervised OS process per symbol: spawn, liveness, restart with backoff, orderly stop.
+
+Semantics follow OTP/supervisord: an unexpected exit restarts the worker after a growing
+backoff; more than ``max_restarts`` exits within ``window_s`` marks that symbol FAILED (the
+others are untouched). A stop asks the worker first, then SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.home import Home
+from orchestrator.protocol import (
+    ErrorCode,
+    Message,
+    ProtocolError,
+    StopWorker,
+    WorkerConfig,
+    WorkerHeartbeat,
+)
+
+log = logging.getLogger(__name__)
+
+_LOG_ROTATE_BYTES = 10 << 20
+
+
+class State(enum.StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    BACKOFF = "BACKOFF"
+    FAILED = "FAILED"
+
+
+_ALLOWED = {
+    State.STARTING: {State.RUNNING, State.STOPPING, State.BACKOFF, State.FAILED},
+    State.RUNNING: {State.STOPPING, State.BACKOFF, State.FAILED},
+    State.STOPPING: {State.STOPPED},
+    State.STOPPED: {State.STARTING},
+    State.BACKOFF: {State.STARTING, State.STOPPED},
+    State.FAILED: {State.STARTING, State.STOPPED},
+}
+ACTIVE = {State.STARTING, State.RUNNING, State.BACKOFF}
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    start_timeout_s: float = 20.0
+    liveness_s: float = 4.0
+    grace_s: float = 5.0
+    term_s: float = 2.0
+
+
+@dataclass
+class WorkerHandle:
+    symbol: str
+    config: WorkerConfig
+    warmup: int
+    state: State = State.STOPPED
+    process: asyncio.subprocess.Process | None = None
+    registered: bool = False
+    spawned_at: float = 0.0
+    running_since: float | None = None
+    last_heartbeat: float | None = None
+    restarts: int = 0
+    recent_exits: deque[float] = field(default_factory=deque)
+    last_error: str = ""
+    exit_reason: str = ""  # what the worker said (goodbye) or why we killed it
+    stats: WorkerHeartbeat = field(default_factory=WorkerHeartbeat)
+    backoff_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def transition(self, new: State) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise RuntimeError(f"{self.symbol}: illegal transition {self.state} -> {new}")
+        self.state = new
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+def _rotate(path: os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_size > _LOG_ROTATE_BYTES:
+            os.replace(path, f"{os.fspath(path)}.1")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        home: Home,
+        policy: Policy,
+        send: Callable[[str, Message], None],
+        on_state: Callable[[WorkerHandle], None],
+        on_gone: Callable[[str], None],
+    ) -> None:
+        self._home = home
+        self._policy = policy
+        self._send = send  # to a worker over the broker socket
+        self._on_state = on_state  # every state change (events, journal)
+        self._on_gone = on_gone  # a symbol stopped or gave up: clean its open orders
+        self.handles: dict[str, WorkerHandle] = {}
+
+    def _set(self, handle: WorkerHandle, state: State) -> None:
+        handle.transition(state)
+        self._on_state(handle)
+
+    # --- starting ---------------------------------------------------------------------------
+
+    async def start(self, symbol: str, config: WorkerConfig, warmup: int) -> WorkerHandle:
+        handle = self.handles.get(symbol)
+        if handle is not None and handle.state not in (State.STOPPED, State.FAILED):
+            return handle
+        handle = WorkerHandle(symbol=symbol, config=config, warmup=warmup,
+                              restarts=handle.restarts if handle else 0)
+        self.handles[symbol] = handle
+        await self._spawn(handle)
+        return handle
+
+    async def _spawn(self, handle: WorkerHandle) -> None:
+        log_path = self._home.worker_log(handle.symbol)
+        _rotate(log_path)
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        with open(log_path, "ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "worker", "--symbol", handle.symbol,
+                "--home", str(self._home.root),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True,  # a Ctrl-C on the terminal reaches only the orchestrator
+                env=env,
+            )
+        handle.process = process
+        handle.registered = False
+        handle.spawned_at = time.monotonic()
+        handle.running_since = None
+        handle.last_heartbeat = None
+        handle.exit_reason = ""
+        self._set(handle, State.STARTING)
+        log.info("%s: spawned worker pid %d", handle.symbol, process.pid)
+        asyncio.get_running_loop().create_task(self._watch(handle, process))
+
+    async def wait_started(self, symbol: str, timeout: float) -> WorkerHandle:
+        """Until RUNNING, FAILED, or the timeout (then whatever state it is in)."""
+        handle = self.handles[symbol]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            handle = self.handles[symbol]
+            if handle.state in (State.RUNNING, State.FAILED, State.STOPPED):
+                break
+            await asyncio.sleep(0.02)
+        return handle
+
+    # --- messages from workers ----------------------------------------------------------------
+
+    def registered(self, symbol: str, pid: int) -> WorkerHandle:
+        handle = self.handles.get(symbol)
+        if handle is None or handle.pid != pid or handle.state not in ACTIVE:
+            raise ProtocolError(
+                ErrorCode.NOT_ALLOWED, f"no worker for {symbol} with pid {pid} is expected"
+            )
+        handle.registered = True
+        handle.last_heartbeat = time.monotonic()
+        return handle
+
+    def heartbeat(self, symbol: str, stats: WorkerHeartbeat) -> None:
+        handle = self.handles.get(symbol)
+        if handle is None or not handle.registered:
+            return
+        handle.last_heartbeat = time.monotonic()
+        handle.stats = stats
+        if handle.state == State.STARTING:
+            handle.running_since = time.monotonic()
+            self._set(handle, State.RUNNING)
+
+    def goodbye(self, symbol: str, reason: str) -> None:
+        handle = self.handles.get(symbol)
+        if handle is not None and reason:
+            handle.exit_reason = reason
+
+    def is_live(self, symbol: str) -> bool:
+        handle = self.handles.get(symbol)
+        return handle is not None and handle.registered and handle.state in ACTIVE
+
+    # --- exits and restarts -------------------------------------------------------------------
+
+    async def _watch(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
+        returncode = await process.wait()
+        if handle.process is not process:
+            return
+        handle.process = None
+        handle.registered = False
+        how = describe_exit(returncode)
+        if handle.state == State.STOPPING:
+            log.info("%s: worker stopped (%s)", handle.symbol, how)
+            self._set(handle, State.STOPPED)
+            return
+        handle.last_error = f"{handle.exit_reason} ({how})" if handle.exit_reason else how
+        log.warning("%s: worker died unexpectedly: %s", handle.symbol, handle.last_error)
+        now = time.monotonic()
+        handle.recent_exits.append(now)
+        while handle.recent_exits and now - handle.recent_exits[0] > self._policy.window_s:
+            handle.recent_exits.popleft()
+        if len(handle.recent_exits) > self._policy.max_restarts:
+            handle.last_error = (
+                f"gave up after {len(handle.recent_exits)} exits within "
+                f"{self._policy.window_s:g}s; last: {handle.last_error}"
+            )
+            self._set(handle, State.FAILED)
+            self._on_gone(handle.symbol)
+            return
+        steps = self._policy.backoff_s
+        delay = steps[min(len(handle.recent_exits) - 1, len(steps) - 1)]
+        self._set(handle, State.BACKOFF)
+        handle.backoff_task = asyncio.get_running_loop().create_task(
+            self._restart_later(handle, delay)
+        )
+
+    async def _restart_later(self, handle: WorkerHandle, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if handle.state == State.BACKOFF and self.handles.get(handle.symbol) is handle:
+            handle.restarts += 1
+            await self._spawn(handle)
+
+    def check_liveness(self) -> None:
+        """Kill hung or never-registering workers; their exit then restarts them."""
+        now = time.monotonic()
+        for handle in self.handles.values():
+            if handle.process is None:
+                continue
+            if handle.state == State.RUNNING and handle.last_heartbeat is not None:
+                silent = now - handle.last_heartbeat
+                if silent > self._policy.liveness_s:
+                    self._kill(handle, f"no heartbeat for {silent:.1f}s")
+            elif handle.state == State.STARTING:
+                if now - handle.spawned_at > self._policy.start_timeout_s:
+                    self._kill(handle, f"not running after {self._policy.start_timeout_s:g}s")
+
+    def _kill(self, handle: WorkerHandle, reason: str) -> None:
+        log.warning("%s: killing worker pid %s: %s", handle.symbol, handle.pid, reason)
+        handle.exit_reason = reason
+        self._signal(handle, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(handle: WorkerHandle, sig: signal.Signals) -> None:
+        if handle.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.send_signal(sig)
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    async def stop(self, symbol: str, flatten: bool) -> WorkerHandle:
+        handle = self.handles.get(symbol)
+        if handle is None or handle.state == State.STOPPED:
+            raise ProtocolError(ErrorCode.NOT_RUNNING, f"{symbol} is not running")
+        if handle.state in (State.BACKOFF, State.FAILED):
+            if handle.backoff_task is not None:
+                handle.backoff_task.cancel()
+            self._set(handle, State.STOPPED)
+            self._on_gone(symbol)
+            return handle
+        if handle.state != State.STOPPING:
+            self._set(handle, State.STOPPING)
+            if handle.registered:
+                self._send(symbol, StopWorker(flatten=flatten))
+            else:
+                self._signal(handle, signal.SIGTERM)
+        for sig, wait in ((None, self._policy.grace_s), (signal.SIGTERM, self._policy.term_s),
+                          (signal.SIGKILL, 10.0)):
+            if sig is not None:
+                log.warning("%s: worker did not exit in time; sending %s", symbol, sig.name)
+                self._signal(handle, sig)
+            if await self._exited(handle, wait):
+                break
+        self._on_gone(symbol)
+        return handle
+
+    async def _exited(self, handle: WorkerHandle, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while handle.state != State.STOPPED and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return handle.state == State.STOPPED
+
+    async def stop_all(self, flatten: bool) -> None:
+        live = [s for s, h in self.handles.items() if h.state != State.STOPPED]
+        await asyncio.gather(*(self.stop(s, flatten) for s in live), return_exceptions=True)

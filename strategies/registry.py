@@ -1,0 +1,238 @@
+"""Find strategy classes by name or reference and build fresh, validated instances.
+
+A reference is a built-in name (``sma_cross``), ``package.module:Class`` or
+``path/to/file.py:Class``. A CLI spec appends parameters after one more colon:
+``sma_cross:fast=5,slow=20`` or ``path/to/my.py:MyStrat:fast=5``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from strategies.base import Params, Strategy, StrategyError
+from strategies.ema_cross import EmaCross
+from strategies.sma_cross import SmaCross
+
+__all__ = ["builtins", "create", "describe", "load_strategy_class", "parse_spec"]
+
+_BUILTINS: tuple[type[Strategy], ...] = (EmaCross, SmaCross)
+_REF_HELP = "a built-in name, 'package.module:Class' or 'path/to/file.py:Class'"
+_IDENT = re.compile(r"[A-Za-z_]\w*\Z")
+_FIELD_AT = re.compile(r"- at `\$\.(\w+)`")
+
+
+def builtins() -> dict[str, type[Strategy]]:
+    """Built-in strategy classes by name, sorted by name."""
+    return {cls.name: cls for cls in sorted(_BUILTINS, key=lambda c: c.name)}
+
+
+def load_strategy_class(ref: str) -> type[Strategy]:
+    """Resolve a built-in name, ``package.module:Class`` or ``path/to/file.py:Class``."""
+    ref = ref.strip()
+    known = builtins()
+    if ref in known:
+        return known[ref]
+    if ":" not in ref:
+        hint = difflib.get_close_matches(ref, known, n=1)
+        maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise StrategyError(
+            f"unknown strategy {ref!r}{maybe}; built-in strategies: {', '.join(known)}; "
+            f"or give {_REF_HELP}"
+        )
+    where, _, attr = ref.rpartition(":")
+    if not where or not _IDENT.match(attr):
+        raise StrategyError(f"malformed strategy reference {ref!r}; expected {_REF_HELP}")
+    if where in known:
+        raise StrategyError(
+            f"malformed strategy spec {ref!r}: {where!r} is a built-in strategy; give its "
+            f"parameters as {where}:key=value,key=value"
+        )
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _load_file(where, ref)
+    else:
+        module = _import_module(where, ref)
+    obj = getattr(module, attr, None)
+    if obj is None:
+        found = sorted(
+            n
+            for n, v in vars(module).items()
+            if inspect.isclass(v) and issubclass(v, Strategy) and v is not Strategy
+        )
+        raise StrategyError(
+            f"{where!r} has no attribute {attr!r}; strategy classes there: "
+            f"{', '.join(found) or 'none'}"
+        )
+    return _check_class(obj, ref)
+
+
+def create(name_or_ref: str, params: Mapping[str, Any] | None = None) -> Strategy:
+    """Build a NEW strategy instance, converting ``params`` strictly into its Params type."""
+    cls = load_strategy_class(name_or_ref)
+    label = cls.name
+    values = dict(params or {})
+    fields = {f.name for f in msgspec.structs.fields(cls.Params)}
+    for key in values:
+        if key not in fields:
+            raise StrategyError(
+                f"strategy {label!r} has no parameter {key!r}; valid parameters: {_param_list(cls)}"
+            )
+    try:
+        typed = msgspec.convert(values, type=cls.Params)
+    except msgspec.ValidationError as exc:
+        match = _FIELD_AT.search(str(exc))
+        what = f"parameter {match.group(1)!r}" if match else "parameters"
+        reason = _FIELD_AT.sub("", str(exc)).strip()
+        raise StrategyError(
+            f"strategy {label!r}: bad value for {what}: {reason}; valid parameters: "
+            f"{_param_list(cls)}"
+        ) from None
+    try:
+        return cls(typed)
+    except StrategyError:
+        raise
+    except Exception as exc:
+        raise StrategyError(
+            f"strategy {label!r} failed to initialise: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """Split a CLI spec like ``ref`` or ``ref:key=value,key=value`` into (ref, params).
+
+    Values become int, else float, else bool (true/false), else str. The parameter group is
+    the part after the last ':' and is recognised by its '='.
+    """
+    spec = text.strip()
+    ref, sep, tail = spec.rpartition(":")
+    if not sep or "=" not in tail:
+        ref, tail = spec, ""
+    ref = ref.strip()
+    if not ref or ref.startswith(":") or ref.endswith(":"):
+        raise StrategyError(f"malformed strategy spec {text!r}: expected 'name[:key=value,...]'")
+    if "=" in ref:
+        raise StrategyError(
+            f"malformed strategy spec {text!r}: parameters go in one comma-separated group "
+            "after the last ':', e.g. 'sma_cross:fast=5,slow=20'"
+        )
+    params: dict[str, Any] = {}
+    if tail:
+        for item in tail.split(","):
+            key, eq, raw = (part.strip() for part in item.partition("="))
+            if not eq or not _IDENT.match(key) or not raw:
+                raise StrategyError(
+                    f"malformed parameter {item.strip()!r} in strategy spec {text!r}: "
+                    "expected key=value"
+                )
+            if key in params:
+                raise StrategyError(f"parameter {key!r} given twice in strategy spec {text!r}")
+            params[key] = _parse_value(raw)
+    return ref, params
+
+
+def describe(cls: type[Strategy]) -> list[tuple[str, str, Any]]:
+    """(name, type name, default) of each parameter; required ones show msgspec.NODEFAULT."""
+    rows: list[tuple[str, str, Any]] = []
+    for field in msgspec.structs.fields(cls.Params):
+        default = field.default
+        if default is msgspec.NODEFAULT and field.default_factory is not msgspec.NODEFAULT:
+            default = field.default_factory()
+        rows.append((field.name, _type_name(field.type), default))
+    return rows
+
+
+def _parse_value(raw: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(raw)
+        except ValueError:
+            pass
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return raw
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and not isinstance(tp, types.GenericAlias):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _param_list(cls: type[Strategy]) -> str:
+    rows = describe(cls)
+    if not rows:
+        return "none"
+    return ", ".join(
+        f"{n}: {t}" + ("" if d is msgspec.NODEFAULT else f" = {d!r}") for n, t, d in rows
+    )
+
+
+def _check_class(obj: object, ref: str) -> type[Strategy]:
+    if not (inspect.isclass(obj) and issubclass(obj, Strategy)):
+        raise StrategyError(f"{ref!r} is not a Strategy subclass (got {obj!r})")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise StrategyError(f"strategy {ref!r} is abstract; it must implement: {missing}")
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name:
+        raise StrategyError(f"strategy {ref!r} must set a class attribute name = '...'")
+    if not (inspect.isclass(obj.Params) and issubclass(obj.Params, Params)):
+        raise StrategyError(
+            f"strategy {name!r}: Params must subclass strategies.base.Params, got {obj.Params!r}"
+        )
+    return obj
+
+
+def _import_module(module_name: str, ref: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise StrategyError(
+                f"cannot import module {module_name!r} for strategy {ref!r}: not found"
+            ) from exc
+        raise StrategyError(f"error importing {module_name!r} for strategy {ref!r}: {exc}") from exc
+    except Exception as exc:
+        raise StrategyError(
+            f"error importing {module_name!r} for strategy {ref!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _load_file(where: str, ref: str) -> types.ModuleType:
+    """Import a strategy file once per resolved path, under a unique private module name."""
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise StrategyError(f"strategy file {where!r} (from {ref!r}) does not exist")
+    digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.stem)
+    mod_name = f"_multibot_user_{stem}_{digest}"
+    cached = sys.modules.get(mod_name)
+    if cached is not None:
+        return cached
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise StrategyError(f"cannot load strategy file {str(path)!r} (from {ref!r})")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[mod_name]
+        if not isinstance(exc, Exception):
+            raise
+        raise StrategyError(
+            f"error loading strategy file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return module

@@ -1,0 +1,53 @@
+"""SMA crossover: long when the fast SMA crosses above the slow SMA, flat when it crosses below."""
+
+from __future__ import annotations
+
+from strategies.bar import Bar, Signal
+from strategies.base import Params, Strategy, StrategyError
+from strategies.indicators import SMA, Crossover
+
+
+class SmaCrossParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Periods, in bars, of the fast and slow simple moving averages."""
+
+    fast: int = 10
+    slow: int = 30
+
+
+class SmaCross(Strategy):
+    """Long when SMA(fast) crosses above SMA(slow); flat when it crosses back below."""
+
+    name = "sma_cross"
+    description = "Long when the fast SMA crosses above the slow SMA, flat when it crosses below."
+    Params = SmaCrossParams
+    params: SmaCrossParams
+
+    def __init__(self, params: SmaCrossParams | None = None) -> None:
+        super().__init__(params)
+        self.fast = SMA(self.params.fast)
+        self.slow = SMA(self.params.slow)
+        self.cross = Crossover()
+
+    def validate(self) -> None:
+        check_fast_slow(self.name, self.params.fast, self.params.slow)
+
+    @property
+    def warmup(self) -> int:
+        return self.params.slow + 1
+
+    def on_bar(self, bar: Bar) -> Signal | None:
+        fast = self.fast.update(bar.close)
+        slow = self.slow.update(bar.close)
+        if fast is None or slow is None:
+            return None
+        event = self.cross.update(fast, slow)
+        return Signal.LONG if event > 0 else Signal.FLAT if event < 0 else None
+
+
+def check_fast_slow(strategy: str, fast: int, slow: int) -> None:
+    """Raise StrategyError unless 1 <= fast < slow (shared by the crossover strategies)."""
+    for key, val in (("fast", fast), ("slow", slow)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise StrategyError(f"strategy {strategy!r}: {key} must be an int >= 1, got {val!r}")
+    if fast >= slow:
+        raise StrategyError(f"strategy {strategy!r}: fast ({fast}) must be less than slow ({slow})")

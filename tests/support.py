@@ -1,0 +1,103 @@
+"""Helpers for tests that drive real fleets: the CLI as a subprocess, deadlines, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class FleetCli:
+    """Runs `multibot ... --home HOME` as a real subprocess and cleans up after itself."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def run(self, *args: str, timeout: float = 60.0, check: bool = False
+            ) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "orchestrator.cli", *args, "--home", str(self.home)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def up(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return self.run("up", *args, timeout=timeout, check=True)
+
+    def status(self) -> dict[str, Any]:
+        proc = self.run("status", "--json", check=True)
+        data: dict[str, Any] = json.loads(proc.stdout)
+        return data
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return {w["symbol"]: w for w in self.status()["workers"]}
+
+    def orchestrator_pid(self) -> int | None:
+        try:
+            return int((self.home / "run" / "orchestrator.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process started for this home (orchestrator and workers)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = proc.info["cmdline"] or []
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if str(self.home) in " ".join(cmdline) and proc.pid != os.getpid():
+                if any("orchestrator" in c or "worker" in c for c in cmdline):
+                    found.append(proc)
+        return found
+
+    def journal(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.home / "multibot.db", timeout=5)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def cleanup(self) -> None:
+        """Best effort orderly `down`, then SIGKILL whatever is left of this home."""
+        if self.orchestrator_pid() is not None:
+            try:
+                self.run("down", timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.processes():
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+
+
+def worker_running(cli: FleetCli, symbol: str, not_pid: int | None = None
+                   ) -> dict[str, Any] | None:
+    worker = cli.workers().get(symbol)
+    if worker and worker["state"] == "RUNNING" and worker["pid"] != not_pid:
+        return worker
+    return None

@@ -1,0 +1,163 @@
+"""End to end: real orchestrator and worker processes, real ZeroMQ sockets, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from orchestrator.feeds.bundled import load_klines
+from tests.support import FleetCli, eventually, worker_running
+
+pytestmark = pytest.mark.process
+
+THREE = ("BTCUSDT", "ETHUSDT", "XRPUSDT")
+
+
+def _close_at(symbol: str, open_time: int) -> float:
+    bars = load_klines(symbol, "1m")
+    (index,) = (bars["open_time"] == open_time).nonzero()
+    return float(bars["close"][index[0]])
+
+
+def _bars(fleet: FleetCli) -> dict[str, int]:
+    return {s: w["bars"] for s, w in fleet.workers().items()}
+
+
+def test_up_status_kill_down(fleet: FleetCli) -> None:
+    out = fleet.up(*THREE, "--speed", "20").stdout
+    for symbol in THREE:
+        assert f"{symbol}" in out and "RUNNING" in out
+    workers = fleet.workers()
+    pids = {s: workers[s]["pid"] for s in THREE}
+    assert len(set(pids.values())) == 3
+    orchestrator_pid = fleet.status()["orchestrator"]["pid"]
+    for symbol, pid in pids.items():
+        proc = psutil.Process(pid)
+        assert proc.ppid() == orchestrator_pid  # a separate OS process per symbol
+        assert symbol in " ".join(proc.cmdline())
+
+    # every worker advances, on its own symbol's bars only (its last close is its own price)
+    before = _bars(fleet)
+    eventually(lambda: all(b > before[s] + 3 for s, b in _bars(fleet).items()),
+               what="all three workers to process bars")
+    for symbol, worker in fleet.workers().items():
+        assert worker["foreign_bars"] == 0
+        assert worker["last_price"] == _close_at(symbol, worker["last_bar_time"])
+
+    killed = fleet.run("kill", "ETHUSDT", check=True)
+    assert "STOPPED" in killed.stdout
+    assert not psutil.pid_exists(pids["ETHUSDT"]) or \
+        psutil.Process(pids["ETHUSDT"]).status() == psutil.STATUS_ZOMBIE
+    after_kill = fleet.workers()
+    assert after_kill["ETHUSDT"]["state"] == "STOPPED" and after_kill["ETHUSDT"]["pid"] is None
+    for symbol in ("BTCUSDT", "XRPUSDT"):
+        assert after_kill[symbol]["pid"] == pids[symbol]
+    mark = _bars(fleet)
+    eventually(lambda: all(_bars(fleet)[s] > mark[s] + 3 for s in ("BTCUSDT", "XRPUSDT")),
+               what="the other two to keep trading")
+    assert fleet.workers()["ETHUSDT"]["bars"] == mark["ETHUSDT"] or \
+        fleet.workers()["ETHUSDT"]["state"] == "STOPPED"
+
+    fleet.run("down", check=True)
+    assert fleet.processes() == []
+    assert not (fleet.home / "run" / "orchestrator.pid").exists()
+    journal = fleet.journal()
+    assert journal.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_hot_add_and_second_up_of_a_running_symbol(fleet: FleetCli) -> None:
+    fleet.up("btcusdt", "BTCUSDT")  # case is normalised, duplicates dropped
+    btc = fleet.workers()["BTCUSDT"]["pid"]
+    assert list(fleet.workers()) == ["BTCUSDT"]
+    out = fleet.up("SOLUSDT", "BTCUSDT").stdout
+    assert "already running" in out
+    workers = fleet.workers()
+    assert workers["BTCUSDT"]["pid"] == btc
+    assert workers["SOLUSDT"]["state"] == "RUNNING" and workers["SOLUSDT"]["pid"] != btc
+
+
+def test_unknown_symbol_is_refused_before_anything_starts(fleet: FleetCli) -> None:
+    proc = fleet.run("up", "BTCUSDT", "FOOUSDT")
+    assert proc.returncode == 2
+    assert "FOOUSDT" in proc.stderr and "BTCUSDT" in proc.stderr  # names it, lists the rest
+    assert fleet.processes() == []  # nothing was started, not even BTCUSDT
+    fleet.up("BTCUSDT")
+    proc = fleet.run("up", "NOPEUSDT")
+    assert proc.returncode == 2 and "NOPEUSDT" in proc.stderr
+    assert list(fleet.workers()) == ["BTCUSDT"]
+
+
+def test_commands_without_a_fleet_fail_clearly(fleet: FleetCli) -> None:
+    for command in (["status"], ["status", "--json"], ["kill", "BTCUSDT"], ["down"]):
+        proc = fleet.run(*command)
+        assert proc.returncode == 1, command
+        assert "no fleet is running" in proc.stderr
+
+
+def test_kill_of_a_symbol_that_is_not_running(fleet: FleetCli) -> None:
+    fleet.up("BTCUSDT")
+    proc = fleet.run("kill", "ETHUSDT")
+    assert proc.returncode == 2
+    assert "ETHUSDT" in proc.stderr and "BTCUSDT" in proc.stderr
+    assert fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+
+
+def test_live_modes_are_refused_until_the_binance_broker_lands(fleet: FleetCli) -> None:
+    for mode in ("testnet", "live"):
+        proc = fleet.run("up", "BTCUSDT", "--mode", mode)
+        assert proc.returncode == 2 and "not available yet" in proc.stderr
+    assert fleet.processes() == []
+
+
+def test_logs_show_a_symbols_own_log(fleet: FleetCli) -> None:
+    fleet.up("XRPUSDT")
+    proc = fleet.run("logs", "XRPUSDT", "-n", "20", check=True)
+    assert "XRPUSDT" in proc.stdout and "warmed up" in proc.stdout
+    assert "BTCUSDT" not in proc.stdout
+    missing = fleet.run("logs", "DOGEUSDT")
+    assert missing.returncode == 1 and "XRPUSDT" in missing.stderr
+
+
+def test_synthetic_feed_serves_any_symbol(fleet: FleetCli) -> None:
+    fleet.up("FOOUSDT", "BTCUSDT", "--feed", "synthetic", "--speed", "50")
+    before = _bars(fleet)
+    eventually(lambda: all(b > before[s] for s, b in _bars(fleet).items()),
+               what="synthetic bars")
+    proc = fleet.run("up", "ETHUSDT", "--feed", "replay")
+    assert proc.returncode == 2 and "synthetic" in proc.stderr  # conflict is explained
+
+
+def test_orchestrator_sigkill_workers_exit_and_up_resumes(fleet: FleetCli) -> None:
+    fleet.up("BTCUSDT", "ETHUSDT", "--speed", "100", "-s", "sma_cross:fast=2,slow=5")
+    eventually(lambda: all(w["trades"] >= 3 for w in fleet.workers().values()),
+               what="both symbols to trade")
+    worker_pids = [w["pid"] for w in fleet.workers().values()]
+    orchestrator = fleet.orchestrator_pid()
+    assert orchestrator is not None
+    os.kill(orchestrator, signal.SIGKILL)
+    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
+                               != psutil.STATUS_ZOMBIE for p in worker_pids),
+               timeout=10, what="orphaned workers to exit on their own")
+    with fleet.journal() as journal:
+        fills_before = journal.execute("SELECT * FROM fills ORDER BY trade_id").fetchall()
+    positions = {
+        s: sum(float(f["qty"]) * (1 if f["side"] == "BUY" else -1)
+               for f in fills_before if f["symbol"] == s)
+        for s in ("BTCUSDT", "ETHUSDT")
+    }
+    # no stale lock or socket blocks the restart; positions resume from the journal
+    fleet.up("BTCUSDT", "ETHUSDT", "--speed", "100", "-s", "sma_cross:fast=2,slow=5")
+    workers = fleet.workers()
+    with fleet.journal() as journal:
+        fills_after = journal.execute("SELECT * FROM fills ORDER BY trade_id").fetchall()
+    assert [tuple(r) for r in fills_after[: len(fills_before)]] == \
+        [tuple(r) for r in fills_before]  # nothing lost
+    for symbol, worker in workers.items():
+        mine = [f for f in fills_after if f["symbol"] == symbol]
+        assert worker["position"] == pytest.approx(
+            sum(float(f["qty"]) * (1 if f["side"] == "BUY" else -1) for f in mine))
+        if len(mine) == len([f for f in fills_before if f["symbol"] == symbol]):
+            assert worker["position"] == pytest.approx(positions[symbol])

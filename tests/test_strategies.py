@@ -1,0 +1,385 @@
+"""Tests for strategies/: base, indicators, built-ins, registry and combiner."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import math
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from strategies import registry
+from strategies.bar import Bar, Signal
+from strategies.base import INTERFACE_VERSION, Strategy, StrategyError, safe_on_bar
+from strategies.combine import Combiner
+from strategies.ema_cross import EmaCross
+from strategies.indicators import EMA, SMA, Crossover
+from strategies.sma_cross import SmaCross, SmaCrossParams
+
+LONG, FLAT = Signal.LONG, Signal.FLAT
+ROOT = Path(__file__).resolve().parents[1]
+KLINES = ROOT / "orchestrator" / "data" / "klines"
+
+
+@cache
+def load_bars(symbol: str) -> tuple[Bar, ...]:
+    """Bundled 1m klines (open_time,open,high,low,close,volume) as Bars."""
+    with gzip.open(KLINES / f"{symbol}-1m.csv.gz", "rt", newline="") as fh:
+        rows = [
+            {**r, "symbol": symbol, "close_time": int(r["open_time"]) + 59_999}
+            for r in csv.DictReader(fh)
+        ]
+    return tuple(msgspec.convert(rows, list[Bar], strict=False))
+
+
+def closes(symbol: str = "BTCUSDT") -> np.ndarray:
+    return np.array([b.close for b in load_bars(symbol)])
+
+
+def run(strategy: Strategy, bars: tuple[Bar, ...]) -> list[Signal]:
+    return [s for b in bars if (s := safe_on_bar(strategy, b)) is not None]
+
+
+def sma_reference(x: np.ndarray, period: int) -> np.ndarray:
+    return np.convolve(x, np.ones(period) / period, mode="valid")
+
+
+def ema_reference(x: np.ndarray, period: int) -> np.ndarray:
+    alpha = 2.0 / (period + 1)
+    out = [float(np.mean(x[:period]))]
+    for v in x[period:]:
+        out.append(out[-1] + alpha * (v - out[-1]))
+    return np.array(out)
+
+
+def feed(ind: SMA | EMA, x: np.ndarray) -> np.ndarray:
+    out = [ind.update(float(v)) for v in x]
+    assert all(v is None for v in out[: ind.period - 1])
+    return np.array(out[ind.period - 1 :], dtype=float)
+
+
+# --- indicators ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("period", [1, 2, 10, 30, 200])
+def test_sma_matches_numpy_on_real_closes(period: int) -> None:
+    x = closes()
+    got = feed(SMA(period), x)
+    np.testing.assert_allclose(got, sma_reference(x, period), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("period", [1, 2, 12, 26, 200])
+def test_ema_matches_sma_seeded_loop_on_real_closes(period: int) -> None:
+    x = closes()
+    got = feed(EMA(period), x)
+    np.testing.assert_allclose(got, ema_reference(x, period), rtol=1e-9, atol=0)
+
+
+def test_sma_has_no_drift_over_40000_bars_or_after_huge_values() -> None:
+    x = [float(v) for v in closes()]
+    huge = [1e15 + i for i in range(1000)] + [1.0 + i * 1e-3 for i in range(200)]
+    assert len(x) >= 40_000
+    for data, period in ((x, 20), (huge, 50)):
+        sma = SMA(period)
+        for v in data:
+            sma.update(v)
+        assert sma.count == len(data)
+        assert sma.value == pytest.approx(math.fsum(data[-period:]) / period, rel=1e-12)
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300),
+    st.integers(1, 40),
+)
+def test_sma_property_equals_window_mean(data: list[float], period: int) -> None:
+    sma = SMA(period)
+    for i, v in enumerate(data):
+        got = sma.update(v)
+        if i + 1 < period:
+            assert got is None and not sma.ready
+        else:
+            exact = math.fsum(data[i + 1 - period : i + 1]) / period
+            assert got == pytest.approx(exact, rel=1e-9, abs=1e-6)
+
+
+def test_indicator_ready_value_reset_and_bad_input() -> None:
+    ema = EMA(3)
+    assert not ema.ready and ema.value is None
+    assert ema.update(1.0) is None and ema.update(2.0) is None
+    assert ema.update(3.0) == 2.0 and ema.ready
+    assert ema.update(4.0) == pytest.approx(3.0)
+    ema.reset()
+    assert not ema.ready and ema.count == 0
+    with pytest.raises(ValueError, match="non-finite"):
+        SMA(3).update(math.nan)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="period"):
+            SMA(bad)
+
+
+def test_crossover_events_alternate() -> None:
+    cross = Crossover()
+    events = [cross.update(a, b) for a, b in [(1, 2), (2, 2), (3, 2), (4, 2), (2, 2), (3, 2)]]
+    assert events == [0, 0, 1, 0, -1, 1]
+
+
+# --- built-in strategies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls", "warmup"),
+    [
+        ("sma_cross", SmaCross, 31),
+        ("ema_cross", EmaCross, 27),
+        ("ema_cross:fast=5,slow=20", EmaCross, 21),
+    ],
+)
+def test_cross_on_real_btc_alternates_long_and_flat(spec: str, cls: type, warmup: int) -> None:
+    bars = load_bars("BTCUSDT")
+    strat = registry.create(*registry.parse_spec(spec))
+    assert isinstance(strat, cls) and strat.warmup == warmup
+    assert all(strat.on_bar(b) is None for b in bars[: warmup - 1])
+    signals = run(strat, bars[warmup - 1 :])
+    assert LONG in signals and FLAT in signals
+    assert all(a is not b for a, b in itertools.pairwise(signals))
+
+
+def test_sma_cross_events_match_numpy_crossings() -> None:
+    bars = load_bars("BTCUSDT")[:5000]
+    x = np.array([b.close for b in bars])
+    fast, slow = sma_reference(x, 5)[15:], sma_reference(x, 20)
+    above = fast > slow
+    expected = [LONG if a else FLAT for p, a in itertools.pairwise(above) if a != p]
+    ref, params = registry.parse_spec("sma_cross:fast=5,slow=20")
+    assert run(registry.create(ref, params), bars) == expected
+
+
+# --- factory / isolation ------------------------------------------------------------------
+
+
+def test_factory_returns_fresh_independent_instances() -> None:
+    a, b = registry.create("sma_cross"), registry.create("sma_cross")
+    assert a is not b and isinstance(a, SmaCross) and isinstance(b, SmaCross)
+    assert a.fast is not b.fast and a.slow is not b.slow
+    run(a, load_bars("BTCUSDT")[:500])
+    run(b, load_bars("ETHUSDT")[:500])
+    assert a.fast.value is not None and b.fast.value is not None
+    assert a.fast.value != b.fast.value
+    assert a.fast.value == pytest.approx(float(np.mean(closes("BTCUSDT")[490:500])))
+    assert b.fast.value == pytest.approx(float(np.mean(closes("ETHUSDT")[490:500])))
+    fresh = registry.create("sma_cross")
+    assert fresh.fast.value is None and fresh.fast.count == 0  # type: ignore[attr-defined]
+
+
+LEAKY = """
+from strategies.base import Params, Strategy
+from strategies.bar import Bar, Signal
+
+
+class LeakyParams(Params):
+    threshold: float = 0.0
+
+
+class Leaky(Strategy):  # deliberately keeps state in a mutable class attribute
+    name = "leaky"
+    Params = LeakyParams
+    seen: list[float] = []
+
+    @property
+    def warmup(self) -> int:
+        return 1
+
+    def on_bar(self, bar: Bar) -> Signal | None:
+        self.seen.append(bar.close)
+        return Signal.LONG if bar.close > self.params.threshold else Signal.FLAT
+"""
+
+
+def test_leaky_user_strategy_loads_from_file_ref(tmp_path: Path) -> None:
+    path = tmp_path / "my_leaky.py"
+    path.write_text(LEAKY)
+    ref, params = registry.parse_spec(f"{path}:Leaky:threshold=1e9")
+    assert (ref, params) == (f"{path}:Leaky", {"threshold": 1e9})
+    cls = registry.load_strategy_class(ref)
+    assert cls.name == "leaky" and registry.load_strategy_class(ref) is cls
+    a, b = registry.create(ref, params), registry.create(ref, {"threshold": 0})
+    assert a is not b and a.params != b.params
+    bar = load_bars("BTCUSDT")[0]
+    assert safe_on_bar(a, bar) is FLAT and safe_on_bar(b, bar) is LONG
+    # Class attributes are shared inside one process (plain Python): isolation between
+    # symbols comes from one process per symbol, and built-ins keep state on the instance.
+    assert a.seen is b.seen and len(a.seen) == 2  # type: ignore[attr-defined]
+    assert registry.describe(cls) == [("threshold", "float", 0.0)]
+
+
+def test_broken_user_files_and_bad_refs_give_strategy_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('boom at import')\n")
+    with pytest.raises(StrategyError, match="boom at import"):
+        registry.load_strategy_class(f"{bad}:X")
+    notstrat = tmp_path / "plain.py"
+    notstrat.write_text("class X:\n    pass\n")
+    with pytest.raises(StrategyError, match="not a Strategy subclass"):
+        registry.load_strategy_class(f"{notstrat}:X")
+    with pytest.raises(StrategyError, match="has no attribute 'Nope'"):
+        registry.load_strategy_class(f"{notstrat}:Nope")
+    with pytest.raises(StrategyError, match="does not exist"):
+        registry.load_strategy_class(f"{tmp_path}/missing.py:X")
+    with pytest.raises(StrategyError, match=r"cannot import module 'no_such_pkg\.mod'"):
+        registry.load_strategy_class("no_such_pkg.mod:X")
+    with pytest.raises(StrategyError, match="abstract; it must implement: on_bar, warmup"):
+        registry.load_strategy_class("strategies.base:Strategy")
+    assert registry.load_strategy_class("strategies.sma_cross:SmaCross") is SmaCross
+
+
+def test_safe_on_bar_wraps_exceptions_and_bad_returns() -> None:
+    class Boom(Strategy):
+        name = "boom"
+        warmup = 0
+
+        def on_bar(self, bar: Bar) -> Signal | None:
+            if bar.close > 0:
+                raise ZeroDivisionError("oops")
+            return "long"  # type: ignore[return-value]
+
+        def on_fill(self, side: str, qty: float, price: float) -> None:
+            self.last_fill = (side, qty, price)
+
+    bar = load_bars("BTCUSDT")[0]
+    with pytest.raises(StrategyError, match=r"'boom' raised in on_bar for BTCUSDT.*oops"):
+        safe_on_bar(Boom(), bar)
+    with pytest.raises(StrategyError, match=r"expected Signal\.LONG"):
+        safe_on_bar(Boom(), msgspec.structs.replace(bar, close=-1.0))
+    s = Boom()
+    s.on_start()
+    s.on_fill("BUY", 1.0, 2.0)
+    s.on_stop()
+    assert s.last_fill == ("BUY", 1.0, 2.0)
+
+
+# --- errors for CLI users -----------------------------------------------------------------
+
+
+def test_error_messages_name_strategy_and_what_is_available() -> None:
+    with pytest.raises(StrategyError, match="unknown strategy 'smacross'") as e:
+        registry.create("smacross")
+    assert "did you mean 'sma_cross'" in str(e.value) and "ema_cross, sma_cross" in str(e.value)
+    with pytest.raises(StrategyError, match="'sma_cross' has no parameter 'fsat'") as e:
+        registry.create("sma_cross", {"fsat": 5})
+    assert "fast: int = 10, slow: int = 30" in str(e.value)
+    with pytest.raises(StrategyError, match="'sma_cross': bad value for parameter 'fast'"):
+        registry.create("sma_cross", {"fast": "five"})
+    with pytest.raises(StrategyError, match=r"parameter 'slow'.*Expected `int`, got `float`"):
+        registry.create("sma_cross", {"slow": 20.5})
+    with pytest.raises(StrategyError, match=r"'ema_cross': fast \(26\) must be less than slow"):
+        registry.create("ema_cross", {"fast": 26})
+    with pytest.raises(StrategyError, match=r"fast \(30\) must be less than slow \(30\)"):
+        SmaCross(SmaCrossParams(fast=30, slow=30))
+    with pytest.raises(StrategyError, match="fast must be an int >= 1"):
+        registry.create("sma_cross", {"fast": 0})
+    with pytest.raises(StrategyError, match="expects parameters of type SmaCrossParams"):
+        SmaCross(EmaCross.Params())  # type: ignore[arg-type]
+    with pytest.raises(StrategyError, match="'sma_cross' is a built-in strategy"):
+        registry.create("sma_cross:fast")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sma_cross", ("sma_cross", {})),
+        ("  sma_cross  ", ("sma_cross", {})),
+        ("sma_cross:fast=5,slow=20", ("sma_cross", {"fast": 5, "slow": 20})),
+        ("sma_cross: fast = 5 , slow=20", ("sma_cross", {"fast": 5, "slow": 20})),
+        ("path/to/my.py:MyStrat:fast=5", ("path/to/my.py:MyStrat", {"fast": 5})),
+        ("path/to/my.py:MyStrat", ("path/to/my.py:MyStrat", {})),
+        ("pkg.mod:Cls", ("pkg.mod:Cls", {})),
+        (
+            "pkg.mod:Cls:x=1.5,on=TRUE,off=false,s=hi",
+            ("pkg.mod:Cls", {"x": 1.5, "on": True, "off": False, "s": "hi"}),
+        ),
+        ("C:\\strats\\my.py:S:n=-3", ("C:\\strats\\my.py:S", {"n": -3})),
+    ],
+)
+def test_parse_spec(text: str, expected: tuple[str, dict[str, object]]) -> None:
+    ref, params = registry.parse_spec(text)
+    assert (ref, params) == expected
+    assert [type(v) for v in params.values()] == [type(v) for v in expected[1].values()]
+
+
+MALFORMED = ["", "  ", ":", "sma_cross:", ":fast=1", "sma_cross:fast=", "sma_cross:=5"]
+MALFORMED += ["sma_cross:fast=1,,slow=2", "sma_cross:fast=5:slow=20", "sma_cross:fast=1,fast=2"]
+
+
+@pytest.mark.parametrize("text", [*MALFORMED, "sma_cross:1x=2"])
+def test_parse_spec_rejects_malformed(text: str) -> None:
+    with pytest.raises(StrategyError, match="strategy spec"):
+        registry.parse_spec(text)
+
+
+def test_builtins_describe_and_interface_version() -> None:
+    assert INTERFACE_VERSION == 1
+    found = registry.builtins()
+    assert list(found) == sorted(found) == ["ema_cross", "sma_cross"]
+    assert found["sma_cross"] is SmaCross and found["ema_cross"] is EmaCross
+    assert registry.describe(SmaCross) == [("fast", "int", 10), ("slow", "int", 30)]
+    assert registry.describe(EmaCross) == [("fast", "int", 12), ("slow", "int", 26)]
+    assert all(cls.description for cls in found.values())
+
+
+def test_package_imports_nothing_from_orchestrator_or_worker() -> None:
+    code = (
+        "import sys, strategies, strategies.registry\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('orchestrator', 'worker',"
+        " 'pandas', 'talib')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --- combiner -----------------------------------------------------------------------------
+
+
+def targets(n: int, updates: list[tuple[int, Signal | None]]) -> list[Signal]:
+    combiner, out = Combiner(n), []
+    for index, signal in updates:
+        combiner.update(index, signal)
+        out.append(combiner.target)
+    return out
+
+
+def test_combiner_majority_ties_and_single_strategy() -> None:
+    assert Combiner(1).target is FLAT
+    assert targets(1, [(0, LONG), (0, None), (0, FLAT), (0, None)]) == [LONG, LONG, FLAT, FLAT]
+    # 4 strategies: 2 LONG is a tie (not strictly more than half) -> FLAT; 3 LONG -> LONG;
+    # repeating a stance does not count twice.
+    four = [(0, LONG), (1, LONG), (2, LONG), (2, LONG), (1, FLAT), (3, None)]
+    assert targets(4, four) == [FLAT, FLAT, LONG, LONG, FLAT, FLAT]
+    assert targets(2, [(0, LONG), (1, LONG), (0, FLAT)]) == [FLAT, LONG, FLAT]
+    assert targets(3, [(0, LONG), (2, LONG), (1, LONG), (0, FLAT)]) == [FLAT, LONG, LONG, LONG]
+    combiner = Combiner(3)
+    combiner.update(1, LONG)
+    assert combiner.stances == (FLAT, LONG, FLAT) and len(combiner) == 3
+    with pytest.raises(IndexError, match="out of range for 3 strategies"):
+        combiner.update(3, LONG)
+    with pytest.raises(ValueError, match="at least one strategy"):
+        Combiner(0)
+
+
+UPDATES = st.lists(st.tuples(st.integers(0, 6), st.sampled_from([LONG, FLAT, None])), max_size=50)
+
+
+@given(st.integers(1, 7), UPDATES)
+def test_combiner_property_recount(n: int, updates: list[tuple[int, Signal | None]]) -> None:
+    stances = [FLAT] * n
+    for (i, s), got in zip(updates, targets(n, [(i % n, s) for i, s in updates]), strict=True):
+        stances[i % n] = s or stances[i % n]
+        assert got is (LONG if sum(x is LONG for x in stances) > n / 2 else FLAT)

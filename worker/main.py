@@ -1,0 +1,224 @@
+"""The per-symbol worker process: SUB to its symbol's bars, DEALER to the broker.
+
+Lean on purpose: pyzmq, msgspec and the strategies; no exchange SDK, no credentials. It exits
+on its own when the orchestrator's heartbeats stop, so no orphan ever trades unsupervised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+import msgspec
+import zmq
+
+from orchestrator.home import Home
+from orchestrator.protocol import (
+    ZMQ_MAX_MESSAGE_BYTES,
+    BarMessage,
+    Error,
+    Goodbye,
+    Message,
+    OrchestratorHeartbeat,
+    OrderUpdate,
+    ProtocolError,
+    Register,
+    StopWorker,
+    Welcome,
+    decode,
+    encode,
+)
+from strategies.base import StrategyError
+from strategies.registry import create
+from worker.runner import Runner
+
+log = logging.getLogger("worker")
+
+EXIT_OK, EXIT_CONFIG, EXIT_NO_ORCHESTRATOR = 0, 2, 4
+_WELCOME_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 5.0
+
+
+class WorkerProcess:
+    def __init__(self, symbol: str, home: Home) -> None:
+        self.symbol = symbol
+        self._ctx = zmq.Context()
+        self._broker = self._ctx.socket(zmq.DEALER)
+        self._broker.setsockopt(zmq.ROUTING_ID, symbol.encode())
+        self._market = self._ctx.socket(zmq.SUB)
+        for sock in (self._broker, self._market):
+            sock.setsockopt(zmq.LINGER, 200)
+            sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
+        self._market.setsockopt(zmq.RCVHWM, 100_000)
+        self._market.setsockopt(zmq.SUBSCRIBE, symbol.encode() + b"\0")
+        self._market.connect(home.endpoint("market"))
+        self._broker.connect(home.endpoint("broker"))
+        self._stop_signal = False
+        self._heard_from_orchestrator = time.monotonic()
+        self.foreign_bars = 0
+
+    def _send(self, message: Message) -> None:
+        self._broker.send(encode(message))
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signal = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            return self._run()
+        finally:
+            self._ctx.destroy(linger=200)
+
+    def _run(self) -> int:
+        self._send(Register(symbol=self.symbol, pid=os.getpid()))
+        welcome = self._await_welcome()
+        if welcome is None:
+            log.error("no welcome from the orchestrator within %ss; exiting", _WELCOME_TIMEOUT_S)
+            return EXIT_NO_ORCHESTRATOR
+        try:
+            strategies = [create(spec.name, spec.params) for spec in welcome.config.strategies]
+        except StrategyError as exc:
+            self._send(Goodbye(reason=f"bad strategy: {exc}"))
+            log.error("bad strategy: %s", exc)
+            return EXIT_CONFIG
+        runner = Runner(welcome.config, welcome.rules, strategies, welcome.position,
+                        welcome.open_orders, welcome.next_seq)
+        for strategy in strategies:
+            strategy.on_start()
+        runner.warmup(welcome.history)
+        return self._loop(runner, welcome.config.heartbeat_s, welcome.config.liveness)
+
+    def _recv(self, sock: zmq.Socket[bytes]) -> Message | None:
+        try:
+            envelope, message = decode(sock.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            return None
+        except ProtocolError as exc:
+            log.warning("dropped a bad message: %s", exc)
+            return None
+        if sock is self._broker:
+            self._heard_from_orchestrator = time.monotonic()
+        return message
+
+    def _await_welcome(self) -> Welcome | None:
+        deadline = time.monotonic() + _WELCOME_TIMEOUT_S
+        while time.monotonic() < deadline and not self._stop_signal:
+            if not self._broker.poll(100):
+                continue
+            message = self._recv(self._broker)
+            if isinstance(message, Welcome):
+                return message
+            if isinstance(message, Error):
+                log.error("orchestrator refused registration: %s", message.reason)
+                return None
+        return None
+
+    def _loop(self, runner: Runner, heartbeat_s: float, liveness: int) -> int:
+        poller = zmq.Poller()
+        poller.register(self._broker, zmq.POLLIN)
+        poller.register(self._market, zmq.POLLIN)
+        next_beat = 0.0
+        while True:
+            ready = dict(poller.poll(100))
+            if self._market in ready:
+                self._drain_market(runner)
+            if self._broker in ready:
+                stop = self._drain_broker(runner)
+                if stop is not None:
+                    return self._stop(runner, stop.flatten)
+            if self._stop_signal:
+                return self._stop(runner, flatten=False)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + heartbeat_s
+                self._send(msgspec.structs.replace(runner.stats(),
+                                                   foreign_bars=self.foreign_bars))
+                for order in runner.resends():
+                    self._send(order)
+            if now - self._heard_from_orchestrator > heartbeat_s * liveness:
+                log.error("no heartbeat from the orchestrator for %.1fs: exiting",
+                          now - self._heard_from_orchestrator)
+                return EXIT_NO_ORCHESTRATOR
+
+    def _drain_market(self, runner: Runner) -> None:
+        for _ in range(1000):
+            try:
+                _topic, payload = self._market.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                _, message = decode(payload)
+            except ProtocolError as exc:
+                log.warning("dropped a bad bar: %s", exc)
+                continue
+            if not isinstance(message, BarMessage):
+                continue
+            if message.bar.symbol != self.symbol:  # cannot happen with a correct topic filter
+                self.foreign_bars += 1
+                log.error("received a %s bar; ignored", message.bar.symbol)
+                continue
+            for action in runner.on_bar(message.bar):
+                self._send(action)
+
+    def _drain_broker(self, runner: Runner) -> StopWorker | None:
+        while (message := self._recv(self._broker)) is not None:
+            if isinstance(message, OrderUpdate):
+                runner.on_update(message)
+            elif isinstance(message, StopWorker):
+                return message
+            elif isinstance(message, Error):
+                runner.last_error = f"broker: {message.code}: {message.reason}"
+                log.warning("%s", runner.last_error)
+            elif not isinstance(message, OrchestratorHeartbeat):
+                log.warning("unexpected %s from the orchestrator", message.TYPE)
+        return None
+
+    def _stop(self, runner: Runner, flatten: bool) -> int:
+        """Cancel open orders (and with flatten sell the position), then say goodbye."""
+        log.info("stopping (flatten=%s)", flatten)
+        for action in runner.cancel(list(runner.open_orders)):
+            self._send(action)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        flattened = not flatten
+        while time.monotonic() < deadline:
+            if not flattened and not runner.open_orders and not runner.pending:
+                flattened = True
+                price = runner.last_price
+                for action in runner.close_position(price) if price else []:
+                    self._send(action)
+            if flattened and not runner.open_orders and not runner.pending:
+                break
+            if self._broker.poll(100):
+                self._drain_broker(runner)
+        for strategy in runner.strategies:
+            strategy.on_stop()
+        self._send(Goodbye(reason="stopped on request"))
+        log.info("stopped; position %s", runner.position)
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multibot-worker")
+    parser.add_argument("--symbol", required=True)
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    home = Home.at(args.home)
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(f"multibot-worker {args.symbol} {home.root}")
+    except ImportError:  # optional nicety
+        pass
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format=f"%(asctime)s {args.symbol} pid={os.getpid()} %(levelname)s %(message)s",
+    )
+    log.info("worker starting")
+    return WorkerProcess(args.symbol, home).run()
+

@@ -1,0 +1,217 @@
+"""The trading logic of one symbol, free of sockets: bars in, order requests out.
+
+Strategies vote a target (long/flat, see strategies.combine); the runner acts only when the
+target CHANGES on a live bar. So a restarted worker, which warms up on history and gets its
+position from the broker, never re-buys what it already holds and never doubles an order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+
+from orchestrator.broker.rules import round_step_down
+from orchestrator.protocol import (
+    CancelOrder,
+    Message,
+    OrderUpdate,
+    OrderView,
+    PlaceOrder,
+    PositionView,
+    SymbolRules,
+    WorkerConfig,
+    WorkerHeartbeat,
+)
+from strategies.bar import Bar, Signal
+from strategies.base import Strategy
+from strategies.combine import Combiner
+
+log = logging.getLogger(__name__)
+
+MAX_STRATEGY_ERRORS = 10  # a strategy that raised this often is disabled (stance forced FLAT)
+RESEND_AFTER_S = 5.0  # an unanswered order is resent with the SAME id (the broker dedupes)
+_OPEN = ("NEW", "PARTIALLY_FILLED")
+
+
+def _text(value: Decimal) -> str:
+    """Plain decimal text as Binance wants it: no exponent, no trailing zeros."""
+    return format(value.normalize(), "f")
+
+
+def client_order_id(symbol: str, seq: int) -> str:
+    """Deterministic per symbol and sequence, so a resend is recognisable (<= 36 chars)."""
+    return f"mb-{symbol}-{seq}"
+
+
+class Runner:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        rules: SymbolRules,
+        strategies: list[Strategy],
+        position: PositionView,
+        open_orders: list[OrderView],
+        next_seq: int,
+    ) -> None:
+        self.config = config
+        self.symbol = config.symbol
+        self._step = Decimal(rules.step_size)
+        self._tick = Decimal(rules.tick_size)
+        self._min_qty = max(Decimal(rules.min_qty), self._step)
+        self._min_notional = Decimal(rules.min_notional)
+        self._stake = Decimal(config.stake)
+        self.strategies = strategies
+        self._errors = [0] * len(strategies)
+        self._combiner = Combiner(len(strategies))
+        self._target = Signal.FLAT
+        self.position = Decimal(position.qty)
+        self.open_orders = {o.client_order_id: o for o in open_orders if o.status in _OPEN}
+        self._placed_at_bar: dict[str, int] = {}
+        self.pending: dict[str, tuple[PlaceOrder, float]] = {}
+        self._cancelling: set[str] = set()
+        self._seq = next_seq
+        self.bars = 0
+        self.last_bar_time: int | None = None
+        self.last_price: Decimal | None = None
+        self.strategy_errors = 0
+        self.last_error = ""
+
+    # --- bars ---------------------------------------------------------------------------------
+
+    def warmup(self, history: list[Bar]) -> None:
+        """Feed history to the strategies without trading, so live signals are meaningful."""
+        for bar in history:
+            self._evaluate(bar)
+            self.last_bar_time = bar.open_time
+            self.last_price = Decimal(repr(bar.close))
+        self._target = self._combiner.target
+        log.info("%s: warmed up on %d bars; target %s, position %s", self.symbol, len(history),
+                 self._target.value, self.position)
+
+    def on_bar(self, bar: Bar) -> list[Message]:
+        if self.last_bar_time is not None and bar.open_time <= self.last_bar_time:
+            return []  # already seen (history/live overlap)
+        self.bars += 1
+        self.last_bar_time = bar.open_time
+        self.last_price = Decimal(repr(bar.close))
+        self._evaluate(bar)
+        actions: list[Message] = self._expire_limits()
+        target = self._combiner.target
+        if target != self._target:
+            self._target = target
+            actions += self._rebalance(target, self.last_price)
+        return actions
+
+    def _evaluate(self, bar: Bar) -> None:
+        for i, strategy in enumerate(self.strategies):
+            if self._errors[i] >= MAX_STRATEGY_ERRORS:
+                continue
+            try:
+                signal = strategy.on_bar(bar)
+            except Exception as exc:  # user code: contain, report, never crash the worker
+                self._strategy_failed(i, exc)
+                continue
+            self._combiner.update(i, signal)
+
+    def _strategy_failed(self, index: int, exc: Exception) -> None:
+        name = type(self.strategies[index]).__name__
+        self._errors[index] += 1
+        self.strategy_errors += 1
+        self.last_error = f"strategy {name}: {type(exc).__name__}: {exc}"
+        log.error("%s: %s", self.symbol, self.last_error, exc_info=exc)
+        if self._errors[index] >= MAX_STRATEGY_ERRORS:
+            self._combiner.update(index, Signal.FLAT)
+            self.last_error += f" (disabled after {MAX_STRATEGY_ERRORS} errors)"
+            log.error("%s: strategy %s disabled", self.symbol, name)
+
+    # --- orders -------------------------------------------------------------------------------
+
+    def _busy(self, side: str) -> bool:
+        return any(p.side == side for p, _ in self.pending.values()) or any(
+            o.side == side for o in self.open_orders.values()
+        )
+
+    def _rebalance(self, target: Signal, price: Decimal) -> list[Message]:
+        if target == Signal.LONG:
+            if self.position >= self._min_qty or self._busy("BUY"):
+                return []
+            qty = round_step_down(self._stake / price, self._step)
+            return self._order("BUY", qty, price)
+        actions = self.cancel([c for c, o in self.open_orders.items() if o.side == "BUY"])
+        if not self._busy("SELL"):
+            actions += self.close_position(price)
+        return actions
+
+    def close_position(self, price: Decimal) -> list[Message]:
+        qty = round_step_down(self.position, self._step)
+        return self._order("SELL", qty, price) if qty > 0 else []
+
+    def _order(self, side: str, qty: Decimal, price: Decimal) -> list[Message]:
+        if qty < self._min_qty or qty * price < self._min_notional:
+            log.warning("%s: %s %s @ %s is below the exchange minimum; not sent", self.symbol,
+                        side, qty, price)
+            return []
+        coid = client_order_id(self.symbol, self._seq)
+        self._seq += 1
+        limit = self.config.order_type == "LIMIT"
+        order = PlaceOrder(
+            client_order_id=coid, side=side, type=self.config.order_type,
+            quantity=_text(qty), price=_text(round_step_down(price, self._tick)) if limit else None,
+        )
+        self.pending[coid] = (order, time.monotonic())
+        self._placed_at_bar[coid] = self.bars
+        log.info("%s: %s %s %s%s (%s)", self.symbol, side, order.type, qty,
+                 f" @ {order.price}" if limit else "", coid)
+        return [order]
+
+    def _expire_limits(self) -> list[Message]:
+        ttl = self.config.limit_ttl_bars
+        return self.cancel([
+            coid for coid, order in self.open_orders.items()
+            if order.type == "LIMIT" and self.bars - self._placed_at_bar.get(coid, 0) >= ttl
+        ])
+
+    def cancel(self, coids: list[str]) -> list[Message]:
+        fresh = [c for c in coids if c not in self._cancelling]
+        self._cancelling.update(fresh)
+        return [CancelOrder(client_order_id=c) for c in fresh]
+
+    def resends(self) -> list[Message]:
+        now = time.monotonic()
+        out: list[Message] = []
+        for coid, (order, sent) in list(self.pending.items()):
+            if now - sent > RESEND_AFTER_S:
+                self.pending[coid] = (order, now)
+                out.append(order)
+        return out
+
+    def on_update(self, update: OrderUpdate) -> None:
+        order = update.order
+        self.pending.pop(order.client_order_id, None)
+        if order.status not in _OPEN:
+            self._cancelling.discard(order.client_order_id)
+        if order.status in _OPEN:
+            self.open_orders[order.client_order_id] = order
+        else:
+            self.open_orders.pop(order.client_order_id, None)
+        if order.status == "REJECTED":
+            self.last_error = f"order {order.client_order_id} rejected: {order.reason}"
+            log.warning("%s: %s", self.symbol, self.last_error)
+        self.position = Decimal(update.position.qty)
+        for fill in update.fills:
+            log.info("%s: filled %s %s @ %s; position %s", self.symbol, fill.side, fill.qty,
+                     fill.price, self.position)
+            for strategy in self.strategies:
+                try:
+                    strategy.on_fill(fill.side, float(fill.qty), float(fill.price))
+                except Exception as exc:
+                    self._strategy_failed(self.strategies.index(strategy), exc)
+
+    def stats(self) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            bars=self.bars, last_bar_time=self.last_bar_time,
+            last_close=float(self.last_price) if self.last_price is not None else None,
+            position=str(self.position), strategy_errors=self.strategy_errors,
+            last_error=self.last_error,
+        )
