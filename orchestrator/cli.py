@@ -107,13 +107,18 @@ def up(
     foreground: Annotated[bool, typer.Option(
         help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
     wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
+    max_restarts: Annotated[int, typer.Option(
+        help="a symbol whose worker exits more often than this within --restart-window "
+             "is marked FAILED")] = 5,
+    restart_window: Annotated[float, typer.Option(help="seconds")] = 60.0,
 ) -> None:
     """Start symbols (starting the fleet if needed, else hot-adding them)."""
     from orchestrator.client import ping
 
     fleet_home = Home.at(home)
     settings = FleetSettings(mode=mode or "paper", feed=feed or "replay",
-                             interval=interval or "1m", speed=speed, seed=seed)
+                             interval=interval or "1m", speed=speed, seed=seed,
+                             max_restarts=max_restarts, restart_window_s=restart_window)
     try:
         settings.check()
         names = normalize_symbols(symbols)

@@ -2,7 +2,7 @@
 
 Every message is msgpack ``{v, id, type, ts_ns, body}``. ``decode`` validates everything
 (size, shape, version, type, body fields) and raises ``ProtocolError`` with a stable
-``ErrorCode``; it never trusts wire data and never unpickles. Imported by the orchestrator,
+``ErrorCode``; it never trusts wire data and never deserialises code objects. Imported by the orchestrator,
 the worker and the CLI.
 """
 
@@ -338,7 +338,12 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body: msgspec.Raw
 
 
+class _VersionOnly(msgspec.Struct):
+    v: int
+
+
 _encoder = msgspec.msgpack.Encoder()
+_version_decoder = msgspec.msgpack.Decoder(_VersionOnly)
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 _body_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
     name: msgspec.msgpack.Decoder(cls) for name, cls in MESSAGE_TYPES.items()
@@ -363,14 +368,27 @@ def decode_envelope(data: bytes) -> Envelope:
     try:
         envelope = _envelope_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _check_version(data)  # another version may shape its envelope differently
         raise ProtocolError(ErrorCode.MALFORMED, f"not a protocol envelope: {exc}") from None
-    if envelope.v != PROTOCOL_VERSION:
+    _check_version_number(envelope.v)
+    return envelope
+
+
+def _check_version(data: bytes) -> None:
+    try:
+        version = _version_decoder.decode(data).v
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return
+    _check_version_number(version)
+
+
+def _check_version_number(version: int) -> None:
+    if version != PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.BAD_VERSION,
-            f"protocol version {envelope.v} is not supported (this side speaks "
+            f"protocol version {version} is not supported (this side speaks "
             f"{PROTOCOL_VERSION})",
         )
-    return envelope
 
 
 def decode_body(envelope: Envelope) -> Message:

@@ -201,7 +201,9 @@ class Supervisor:
 
     def is_live(self, symbol: str) -> bool:
         handle = self.handles.get(symbol)
-        return handle is not None and handle.registered and handle.state in ACTIVE
+        # STOPPING still counts: a stopping worker cancels and flattens through the broker
+        return handle is not None and handle.registered and (
+            handle.state in ACTIVE or handle.state == State.STOPPING)
 
     # --- exits and restarts -------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,7 +24,7 @@ from orchestrator.broker.rules import (
     round_step_up,
     synthetic_rules,
 )
-from orchestrator.protocol import ErrorCode, ProtocolError
+from orchestrator.protocol import ErrorCode, ProtocolError, SymbolRules
 
 D = Decimal
 SNAPSHOT = Path(__file__).resolve().parents[1] / "orchestrator" / "data" / "exchange_info.json"
@@ -30,7 +32,14 @@ BTC = bundled_rules()["BTCUSDT"]
 XRP = bundled_rules()["XRPUSDT"]
 
 
-def rejection(rules, side, type_, qty, price=None, last=None) -> ProtocolError:
+def rejection(
+    rules: SymbolRules,
+    side: str,
+    type_: str,
+    qty: str,
+    price: str | None = None,
+    last: str | None = None,
+) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         check_order(
             rules, side, type_, D(qty), None if price is None else D(price),
@@ -83,7 +92,7 @@ def test_load_rules_missing_filters_mean_no_bound() -> None:
         lambda info: info["symbols"][0]["filters"][1].update(stepSize="-1"),
     ],
 )
-def test_load_rules_rejects_malformed_exchange_info(mutate) -> None:
+def test_load_rules_rejects_malformed_exchange_info(mutate: Callable[[Any], object]) -> None:
     info = copy.deepcopy(json.loads(SNAPSHOT.read_text()))
     mutate(info)
     with pytest.raises(ValueError):
@@ -227,7 +236,9 @@ def test_off_tick_price_is_a_price_filter_rejection() -> None:
         ("SELL", "LIMIT", "1", "-1", "positive"),
     ],
 )
-def test_malformed_orders_are_bad_body(side, type_, qty, price, fragment) -> None:
+def test_malformed_orders_are_bad_body(
+    side: str, type_: str, qty: str, price: str | None, fragment: str
+) -> None:
     error = rejection(XRP, side, type_, qty, price=price, last="1")
     assert error.code is ErrorCode.BAD_BODY
     assert fragment in error.reason

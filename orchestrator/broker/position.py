@@ -6,7 +6,7 @@ when paid (buy and sell), so ``realized_pnl`` is net of every fee.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 from orchestrator.broker.rules import fmt
 from orchestrator.protocol import FillView, PositionView
@@ -14,6 +14,10 @@ from orchestrator.protocol import FillView, PositionView
 __all__ = ["Position"]
 
 _ZERO = Decimal(0)
+# Enough digits that sums and products of exchange numbers (8-decimal prices and quantities)
+# never round; only the proportional cost of a partial sell is rounded, to _COST_QUANTUM.
+_CONTEXT = Context(prec=60)
+_COST_QUANTUM = Decimal("1e-20")
 
 
 class Position:
@@ -22,8 +26,8 @@ class Position:
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.qty = _ZERO
-        # Total cost of the held quantity. Kept instead of the average so a full close removes
-        # it exactly and a flat position's realized PnL has no rounding residue.
+        # Cost of what is held, not the average: a full close then removes it exactly and a
+        # flat position's realized PnL carries no rounding residue.
         self.cost = _ZERO
         self.realized_pnl = _ZERO
         self.fees_paid = _ZERO
@@ -37,6 +41,10 @@ class Position:
         """Account one fill; ValueError for another symbol or a sell beyond the quantity held."""
         if fill.symbol != self.symbol:
             raise ValueError(f"fill {fill.trade_id} is for {fill.symbol}, not {self.symbol}")
+        with localcontext(_CONTEXT):
+            self._apply(fill)
+
+    def _apply(self, fill: FillView) -> None:
         price, qty, fee = Decimal(fill.price), Decimal(fill.qty), Decimal(fill.fee)
         if fill.side == "BUY":
             self.qty += qty
@@ -47,7 +55,10 @@ class Position:
                     f"fill {fill.trade_id} sells {fmt(qty)} {self.symbol} but only "
                     f"{fmt(self.qty)} is held (spot cannot go short)"
                 )
-            removed = self.cost if qty == self.qty else self.cost * qty / self.qty
+            if qty == self.qty:
+                removed = self.cost  # a full close takes the exact cost: no residue when flat
+            else:
+                removed = (self.cost * qty / self.qty).quantize(_COST_QUANTUM)
             self.realized_pnl += qty * price - removed
             self.cost -= removed
             self.qty -= qty

@@ -1,0 +1,216 @@
+"""The SQLite journal: durability settings, round trips, atomic fills, error wrapping."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.broker.journal import SCHEMA_VERSION, Journal, JournalError
+from orchestrator.protocol import FillView, OrderView
+
+
+def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> OrderView:
+    fields: dict[str, Any] = dict(
+        side="BUY", type="LIMIT", quantity="0.001", price="50000", created_ns=1
+    )
+    fields.update(kw)
+    return OrderView(client_order_id=coid, symbol=symbol, **fields)
+
+
+def fill(trade_id: int = 1, coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT") -> FillView:
+    return FillView(
+        trade_id=trade_id, client_order_id=coid, symbol=symbol, side="BUY", price="50000",
+        qty="0.001", fee="0.05", fee_asset="USDT", time_ns=7,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    with Journal(tmp_path / "multibot.db") as j:
+        yield j
+
+
+def test_durability_settings(journal: Journal, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "multibot.db")
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in other.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"orders", "fills", "events", "meta"} <= tables
+    finally:
+        other.close()
+    conn = journal._conn
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_order_round_trip_and_update(journal: Journal) -> None:
+    placed = order(reason="", updated_ns=1)
+    journal.insert_order(placed, seq=1)
+    assert journal.get_order("mb-BTCUSDT-1") == placed
+    assert journal.get_order("nope") is None
+    journal.update_order("mb-BTCUSDT-1", "CANCELED", "0", "by user", 9)
+    got = journal.get_order("mb-BTCUSDT-1")
+    assert got is not None
+    assert (got.status, got.reason, got.updated_ns, got.created_ns) == ("CANCELED", "by user", 9, 1)
+    market = order("m1", type="MARKET", price=None)
+    journal.insert_order(market, seq=0)
+    assert journal.get_order("m1") == market  # NULL price survives
+
+
+def test_orders_filter_by_symbol_and_openness_in_journal_order(journal: Journal) -> None:
+    journal.insert_order(order("b2", status="NEW"), seq=2)
+    journal.insert_order(order("e1", symbol="ETHUSDT", status="PARTIALLY_FILLED"), seq=1)
+    journal.insert_order(order("b1", status="FILLED"), seq=1)
+    journal.insert_order(order("b3", status="REJECTED"), seq=3)
+    assert [o.client_order_id for o in journal.orders()] == ["b2", "e1", "b1", "b3"]
+    assert [o.client_order_id for o in journal.orders("BTCUSDT")] == ["b2", "b1", "b3"]
+    assert [o.client_order_id for o in journal.orders(open_only=True)] == ["b2", "e1"]
+    assert [o.client_order_id for o in journal.orders("BTCUSDT", open_only=True)] == ["b2"]
+    assert journal.max_seq("BTCUSDT") == 3
+    assert journal.max_seq("ETHUSDT") == 1
+    assert journal.max_seq("XRPUSDT") == 0
+
+
+def test_record_fill_updates_the_order_in_the_same_transaction(journal: Journal) -> None:
+    journal.insert_order(order(reason="why"), seq=1)
+    assert journal.next_trade_id() == 1
+    journal.record_fill(fill(), "FILLED", "0.001")
+    got = journal.get_order("mb-BTCUSDT-1")
+    assert got is not None
+    assert (got.status, got.executed_qty, got.updated_ns, got.reason) == (
+        "FILLED",
+        "0.001",
+        7,
+        "why",
+    )
+    assert journal.fills() == [fill()]
+    assert journal.order_fills("mb-BTCUSDT-1") == [fill()]
+    assert journal.next_trade_id() == 2
+
+
+def test_a_failed_fill_leaves_neither_fill_nor_status(journal: Journal) -> None:
+    journal.insert_order(order(), seq=1)
+    journal.record_fill(fill(1), "PARTIALLY_FILLED", "0.0005")
+    with pytest.raises(JournalError, match="record fill 1"):
+        journal.record_fill(fill(1), "FILLED", "0.001")  # duplicate trade id
+    got = journal.get_order("mb-BTCUSDT-1")
+    assert got is not None and (got.status, got.executed_qty) == ("PARTIALLY_FILLED", "0.0005")
+    with pytest.raises(JournalError):
+        journal.record_fill(fill(2, coid="ghost"), "FILLED", "1")  # no such order
+    assert [f.trade_id for f in journal.fills()] == [1]
+    assert not journal._conn.in_transaction
+
+
+def test_fills_by_symbol_are_ordered_by_trade_id(journal: Journal) -> None:
+    journal.insert_order(order("b"), seq=0)
+    journal.insert_order(order("e", symbol="ETHUSDT"), seq=0)
+    for trade_id, coid, symbol in [(3, "b", "BTCUSDT"), (1, "e", "ETHUSDT"), (2, "b", "BTCUSDT")]:
+        journal.record_fill(fill(trade_id, coid, symbol), "PARTIALLY_FILLED", "0")
+    assert [f.trade_id for f in journal.fills()] == [1, 2, 3]
+    assert [f.trade_id for f in journal.fills("BTCUSDT")] == [2, 3]
+
+
+def test_events_and_meta(journal: Journal) -> None:
+    for i in range(5):
+        journal.add_event("state", "BTCUSDT", f"step {i}")
+    events = journal.events(limit=3)
+    assert [e.detail for e in events] == ["step 2", "step 3", "step 4"]  # newest, oldest first
+    assert events[0].ts_ns <= events[-1].ts_ns and events[0].kind == "state"
+    assert journal.get_meta("mode") is None
+    journal.set_meta("mode", "paper")
+    journal.set_meta("mode", "live")
+    assert journal.get_meta("mode") == "live"
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    with Journal(path) as first:
+        first.insert_order(order(), seq=4)
+        first.record_fill(fill(), "FILLED", "0.001")
+        first.add_event("fill", "BTCUSDT", "x")
+        first.set_meta("k", "v")
+    with Journal(path) as second:
+        assert second.orders()[0].status == "FILLED"
+        assert second.fills() == [fill()]
+        assert second.max_seq("BTCUSDT") == 4
+        assert [e.detail for e in second.events()] == ["x"]
+        assert second.get_meta("k") == "v"
+
+
+def test_duplicate_order_is_a_journal_error(journal: Journal) -> None:
+    journal.insert_order(order(), seq=1)
+    with pytest.raises(JournalError, match="insert order mb-BTCUSDT-1"):
+        journal.insert_order(order(), seq=1)
+    with pytest.raises(JournalError, match="no journaled order"):
+        journal.update_order("ghost", "CANCELED", "0", "", 1)
+
+
+def test_unopenable_paths_are_journal_errors(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        Journal(not_a_dir / "multibot.db")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an sqlite database, not at all" * 100)
+    with pytest.raises(JournalError, match=r"garbage\.db"):
+        Journal(garbage)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(JournalError, match="schema version"):
+        Journal(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    Journal(path).close()
+    for p in tmp_path.iterdir():
+        p.chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(JournalError):
+            j = Journal(path)
+            j.insert_order(order(), seq=1)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_a_locked_database_is_a_journal_error_and_reads_still_work(tmp_path: Path) -> None:
+    # Another writer holding the lock is what a read-only or busy disk looks like to a root
+    # process: writes fail, cleanly wrapped, and the journal stays usable afterwards.
+    path = tmp_path / "multibot.db"
+    journal = Journal(path, timeout=0.05)
+    journal.insert_order(order(), seq=1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(JournalError, match="locked"):
+            journal.insert_order(order("mb-BTCUSDT-2"), seq=2)
+        assert [o.client_order_id for o in journal.orders()] == ["mb-BTCUSDT-1"]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    journal.insert_order(order("mb-BTCUSDT-2"), seq=2)
+    assert journal.max_seq("BTCUSDT") == 2
+    journal.close()
+
+
+def test_a_closed_journal_raises_journal_error(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "multibot.db")
+    journal.close()
+    journal.close()  # idempotent
+    with pytest.raises(JournalError):
+        journal.orders()
+    with pytest.raises(JournalError):
+        journal.insert_order(order(), seq=1)

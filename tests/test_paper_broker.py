@@ -1,0 +1,383 @@
+"""Paper broker: Binance-like fills, fees and rejections; idempotence; crash-only restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.broker.journal import Journal, JournalError
+from orchestrator.broker.paper import PaperBroker, client_order_id, parse_seq
+from orchestrator.broker.position import Position
+from orchestrator.broker.rules import bundled_rules, synthetic_rules
+from orchestrator.protocol import ErrorCode, FillView, OrderUpdate, PlaceOrder, ProtocolError
+from strategies.bar import Bar
+
+D = Decimal
+RULES = bundled_rules()
+
+
+def bar(symbol: str, close: str, low: str | None = None, high: str | None = None) -> Bar:
+    c = float(close)
+    lo, hi = float(low or close), float(high or close)
+    return Bar(
+        symbol=symbol, open_time=0, close_time=59_999, open=c, high=max(hi, c), low=min(lo, c),
+        close=c, volume=1.0,
+    )  # fmt: skip
+
+
+def market(coid: str, side: str, qty: str) -> PlaceOrder:
+    return PlaceOrder(client_order_id=coid, side=side, type="MARKET", quantity=qty)
+
+
+def limit(coid: str, side: str, qty: str, price: str) -> PlaceOrder:
+    return PlaceOrder(client_order_id=coid, side=side, type="LIMIT", quantity=qty, price=price)
+
+
+def status(journal: Journal, coid: str) -> str:
+    order = journal.get_order(coid)
+    assert order is not None, coid
+    return order.status
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "multibot.db"
+
+
+@pytest.fixture
+def journal(path: Path) -> Iterator[Journal]:
+    with Journal(path) as j:
+        yield j
+
+
+@pytest.fixture
+def broker(journal: Journal) -> PaperBroker:
+    return PaperBroker(journal, RULES)
+
+
+def test_market_orders_fill_at_last_price_plus_slippage_on_the_tick_with_fee(
+    broker: PaperBroker,
+) -> None:
+    broker.on_bar(bar("BTCUSDT", "50001.23"))
+    update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    assert update.order.status == "FILLED" and update.order.executed_qty == "0.001"
+    [fill] = update.fills
+    # 50001.23 * 1.0002 = 50011.230246 -> up to the 0.01 tick; fee 0.1% of 50.01124 USDT
+    assert (fill.price, fill.qty, fill.fee, fill.fee_asset) == (
+        "50011.24",
+        "0.001",
+        "0.05001124",
+        "USDT",
+    )
+    assert update.position.qty == "0.001" and update.position.avg_entry == "50011.24"
+    assert update.position.realized_pnl == "-0.05001124"
+    # a sell is pushed down: 50001.23 * 0.9998 = 49991.229754 -> 49991.22
+    sell = broker.place("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.001"))
+    assert sell.fills[0].price == "49991.22"
+
+
+def test_round_trip_realized_pnl_is_net_of_both_fees(broker: PaperBroker) -> None:
+    broker.on_bar(bar("BTCUSDT", "50000"))
+    broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.002"))
+    assert broker.unrealized_pnl("BTCUSDT") == D("0.002") * (D("50000") - D("50010"))
+    broker.on_bar(bar("BTCUSDT", "51000"))
+    update = broker.place("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.002"))
+    buy_fee, sell_fee = D("0.002") * D("50010") / 1000, D("0.002") * D("50989.80") / 1000
+    expected = D("0.002") * (D("50989.80") - D("50010")) - buy_fee - sell_fee
+    position = update.position
+    assert D(position.realized_pnl) == expected == D("1.7576004")
+    assert D(position.fees_paid) == buy_fee + sell_fee
+    assert (position.qty, position.avg_entry, position.trades) == ("0", "0", 2)
+    assert broker.unrealized_pnl("BTCUSDT") == 0
+
+
+def test_limit_rests_until_a_bar_crosses_it_then_fills_at_the_limit(
+    broker: PaperBroker, journal: Journal
+) -> None:
+    broker.on_bar(bar("XRPUSDT", "0.52"))
+    placed = broker.place("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.5"))
+    assert placed.order.status == "NEW" and placed.fills == []
+    assert status(journal, "mb-XRPUSDT-1") == "NEW"  # committed before any fill
+    assert broker.on_bar(bar("XRPUSDT", "0.51", low="0.5001")) == []
+    [update] = broker.on_bar(bar("XRPUSDT", "0.51", low="0.4999"))
+    assert update.order.status == "FILLED" and update.order.client_order_id == "mb-XRPUSDT-1"
+    assert [(f.price, f.qty, f.fee) for f in update.fills] == [("0.5", "20", "0.01")]
+    assert update.position.qty == "20" and broker.open_orders("XRPUSDT") == []
+    broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.55"))
+    assert broker.on_bar(bar("XRPUSDT", "0.54", high="0.5499")) == []
+    [sold] = broker.on_bar(bar("XRPUSDT", "0.54", high="0.55"))
+    assert sold.fills[0].price == "0.55" and sold.position.qty == "0"
+    assert status(journal, "mb-XRPUSDT-2") == "FILLED"
+
+
+def test_a_marketable_limit_fills_at_once_at_the_market(broker: PaperBroker) -> None:
+    broker.on_bar(bar("XRPUSDT", "0.52"))
+    update = broker.place("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.53"))
+    assert update.order.status == "FILLED" and update.fills[0].price == "0.52"
+    update = broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.51"))
+    assert update.order.status == "FILLED" and update.fills[0].price == "0.52"
+
+
+def test_placing_the_same_client_order_id_twice_trades_once(
+    broker: PaperBroker, journal: Journal, path: Path
+) -> None:
+    broker.on_bar(bar("BTCUSDT", "50000"))
+    first = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    again = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    assert again.order == first.order and again.fills == first.fills
+    assert again.position == first.position and first.position.qty == "0.001"
+    assert len(journal.orders()) == 1 and len(journal.fills()) == 1
+    # a resend after an orchestrator restart is just as harmless
+    restarted = PaperBroker(journal, RULES)
+    restarted.on_bar(bar("BTCUSDT", "40000"))
+    assert restarted.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001")).order == first.order
+    assert len(journal.fills()) == 1 and restarted.position("BTCUSDT").qty == "0.001"
+
+
+def test_overselling_is_insufficient_balance_counting_open_sells(
+    broker: PaperBroker, journal: Journal
+) -> None:
+    broker.on_bar(bar("XRPUSDT", "2"))
+    naked = broker.place("XRPUSDT", market("mb-XRPUSDT-1", "SELL", "10"))
+    assert naked.order.status == "REJECTED"
+    assert naked.order.reason.startswith("insufficient_balance: ")
+    broker.place("XRPUSDT", market("mb-XRPUSDT-2", "BUY", "10"))
+    assert broker.place("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "6", "3")).order.status == "NEW"
+    over = broker.place("XRPUSDT", market("mb-XRPUSDT-4", "SELL", "5"))
+    assert over.order.status == "REJECTED" and "4 is free" in over.order.reason
+    assert broker.place("XRPUSDT", market("mb-XRPUSDT-5", "SELL", "4")).order.status == "FILLED"
+    assert status(journal, "mb-XRPUSDT-4") == "REJECTED"
+    assert broker.position("XRPUSDT").qty == "6"
+
+
+@pytest.mark.parametrize(
+    ("symbol", "order", "reason"),
+    [
+        ("BTCUSDT", market("c1", "BUY", "0.0001"), "order_rejected: NOTIONAL: "),
+        ("BTCUSDT", market("c2", "BUY", "0.000015"), "order_rejected: LOT_SIZE: "),
+        ("BTCUSDT", limit("c3", "BUY", "0.001", "50000.005"), "order_rejected: PRICE_FILTER: "),
+        ("XRPUSDT", market("c4", "BUY", "1000.1"), "order_rejected: MARKET_LOT_SIZE: "),
+        ("BTCUSDT", market("c5", "BUY", "lots"), "bad_body: quantity"),
+        ("BTCUSDT", market("c6", "SHORT", "1"), "bad_body: side"),
+        ("NOPEUSDT", market("c7", "BUY", "1"), "unknown_symbol: "),
+    ],
+)
+def test_rejections_are_journaled_and_returned_not_raised(broker, journal, symbol, order, reason):
+    broker.on_bar(bar("BTCUSDT", "45000"))
+    broker.on_bar(bar("XRPUSDT", "0.5"))
+    update = broker.place(symbol, order)
+    assert update.order.status == "REJECTED" and update.fills == []
+    assert update.order.reason.startswith(reason), update.order.reason
+    assert journal.get_order(order.client_order_id) == update.order
+    assert journal.fills() == []
+
+
+def test_market_order_without_a_price_is_rejected(broker: PaperBroker) -> None:
+    update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    assert update.order.status == "REJECTED" and "no market price yet" in update.order.reason
+    assert (
+        broker.place("BTCUSDT", limit("mb-BTCUSDT-2", "BUY", "0.001", "50000")).order.status
+        == "NEW"
+    )
+
+
+def test_bad_or_foreign_client_order_ids_raise(broker: PaperBroker, journal: Journal) -> None:
+    for coid in ["", "x" * 37, "has space", "semi;colon", "ok\n"]:
+        with pytest.raises(ProtocolError) as info:
+            broker.place("XRPUSDT", limit(coid, "BUY", "20", "0.5"))
+        assert info.value.code is ErrorCode.BAD_BODY
+    assert journal.orders() == []
+    broker.place("XRPUSDT", limit("shared-1", "BUY", "20", "0.5"))
+    with pytest.raises(ProtocolError) as info:
+        broker.place("BTCUSDT", limit("shared-1", "BUY", "0.001", "50000"))
+    assert info.value.code is ErrorCode.CONFLICT
+
+
+def test_cancel_and_cancel_all(broker: PaperBroker, journal: Journal) -> None:
+    for seq in (1, 2, 3):
+        broker.place("XRPUSDT", limit(client_order_id("XRPUSDT", seq), "BUY", "20", "0.5"))
+    canceled = broker.cancel("XRPUSDT", "mb-XRPUSDT-2")
+    assert canceled.order.status == "CANCELED"
+    assert status(journal, "mb-XRPUSDT-2") == "CANCELED"
+    for coid, symbol in [
+        ("mb-XRPUSDT-2", "XRPUSDT"),
+        ("mb-XRPUSDT-1", "BTCUSDT"),
+        ("x", "XRPUSDT"),
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            broker.cancel(symbol, coid)
+        assert info.value.code is ErrorCode.UNKNOWN_ORDER
+    assert [u.order.client_order_id for u in broker.cancel_all("XRPUSDT")] == [
+        "mb-XRPUSDT-1", "mb-XRPUSDT-3",
+    ]  # fmt: skip
+    assert broker.open_orders("XRPUSDT") == [] and journal.orders(open_only=True) == []
+    assert broker.on_bar(bar("XRPUSDT", "0.1")) == []
+
+
+def test_a_new_broker_on_the_same_journal_resumes_exactly(path: Path) -> None:
+    journal = Journal(path)
+    old = PaperBroker(journal, RULES)
+    old.on_bar(bar("XRPUSDT", "0.6"))
+    old.on_bar(bar("BTCUSDT", "50000"))
+    old.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "30"))
+    old.place("XRPUSDT", market("mb-XRPUSDT-2", "SELL", "10"))
+    old.place("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "15", "0.7"))
+    old.place("BTCUSDT", limit("mb-BTCUSDT-7", "BUY", "0.001", "49000"))
+    journal.close()  # the orchestrator dies
+
+    journal = Journal(path)
+    new = PaperBroker(journal, RULES)
+    for symbol in ("XRPUSDT", "BTCUSDT"):
+        assert new.position(symbol) == old.position(symbol)
+        assert new.open_orders(symbol) == old.open_orders(symbol)
+    assert new.next_seq("XRPUSDT") == 4 and new.next_seq("BTCUSDT") == 8
+    assert new.last_price("XRPUSDT") is None  # prices come back with the next bar
+    over = new.place("XRPUSDT", limit("mb-XRPUSDT-4", "SELL", "8", "0.7"))
+    assert "insufficient_balance" in over.order.reason  # 15 of 20 still locked after restart
+    [update] = new.on_bar(bar("XRPUSDT", "0.69", high="0.71"))
+    assert update.order.client_order_id == "mb-XRPUSDT-3" and update.position.qty == "5"
+    journal.close()
+
+
+def test_a_market_order_orphaned_by_a_crash_expires_on_restart(
+    broker: PaperBroker, journal: Journal
+) -> None:
+    broker.on_bar(bar("BTCUSDT", "50000"))
+    orphan = broker.place("BTCUSDT", limit("keep", "BUY", "0.001", "40000")).order
+    journal.insert_order(
+        orphan.__class__(
+            client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side="BUY", type="MARKET",
+            quantity="0.001",
+        ),
+        seq=9,
+    )  # fmt: skip
+    restarted = PaperBroker(journal, RULES)
+    assert status(journal, "mb-BTCUSDT-9") == "EXPIRED"
+    assert [o.client_order_id for o in restarted.open_orders("BTCUSDT")] == ["keep"]
+    resend = restarted.place("BTCUSDT", market("mb-BTCUSDT-9", "BUY", "0.001"))
+    assert resend.order.status == "EXPIRED" and journal.fills() == []
+
+
+def test_client_order_ids_carry_the_sequence(broker: PaperBroker, journal: Journal) -> None:
+    assert client_order_id("BTCUSDT", 12) == "mb-BTCUSDT-12"
+    assert parse_seq("BTCUSDT", "mb-BTCUSDT-12") == 12
+    assert parse_seq("ETHUSDT", "mb-BTCUSDT-12") == 0
+    assert parse_seq("BTCUSDT", "mb-BTCUSDT-x1") == 0
+    assert parse_seq("BTCUSDT", "mb-BTCUSDT-" + "9" * 19) == 0  # beyond SQLite INTEGER
+    assert broker.next_seq("BTCUSDT") == 1
+    broker.place("BTCUSDT", limit("mb-BTCUSDT-41", "BUY", "0.001", "50000"))
+    broker.place("BTCUSDT", limit("custom", "BUY", "0.001", "50000"))
+    assert broker.next_seq("BTCUSDT") == 42 and journal.max_seq("BTCUSDT") == 41
+
+
+def test_hot_added_symbols_trade_with_their_rules(broker: PaperBroker) -> None:
+    broker.on_bar(bar("PEPEUSDT", "0.00001234"))
+    assert broker.place("PEPEUSDT", market("p1", "BUY", "1000000")).order.status == "REJECTED"
+    broker.add_rules(synthetic_rules("PEPEUSDT", 0.00001234))
+    update = broker.place("PEPEUSDT", market("p2", "BUY", "1000000"))
+    assert update.order.status == "FILLED" and update.fills[0].fee_asset == "USDT"
+
+
+def test_journal_errors_propagate_and_leave_no_phantom_state(path: Path) -> None:
+    journal = Journal(path, timeout=0.05)
+    broker = PaperBroker(journal, RULES)
+    broker.on_bar(bar("XRPUSDT", "0.5"))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(JournalError):
+            broker.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20"))
+        with pytest.raises(JournalError):
+            broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "BUY", "20", "0.4"))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert broker.position("XRPUSDT").qty == "0" and broker.open_orders("XRPUSDT") == []
+    assert broker.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20")).order.status == "FILLED"
+    journal.close()
+    with pytest.raises(JournalError):
+        broker.place("XRPUSDT", market("mb-XRPUSDT-3", "BUY", "20"))
+
+
+# --- property: positions are a pure function of the journaled fills --------------------------
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("bar"), st.integers(3000, 20000), st.integers(0, 800)),
+        st.tuples(st.sampled_from(["BUY", "SELL"]), st.integers(100, 10_000), st.none()),
+        st.tuples(
+            st.sampled_from(["LBUY", "LSELL"]), st.integers(100, 10_000), st.integers(-500, 500)
+        ),
+        st.tuples(st.just("cancel"), st.integers(0, 5), st.none()),
+    ),
+    min_size=6,
+    max_size=40,
+)
+
+
+def _replay(fills: list[FillView]) -> dict[str, Position]:
+    positions: dict[str, Position] = {}
+    for fill in fills:
+        positions.setdefault(fill.symbol, Position(fill.symbol)).apply(fill)
+    return positions
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ops, st.booleans())
+def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
+    ops: list[tuple[str, int, int | None]], flatten: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Journal(Path(tmp) / "multibot.db") as journal:
+        broker = PaperBroker(journal, RULES)
+        broker.on_bar(bar("XRPUSDT", "1"))
+        updates: list[OrderUpdate] = []
+        for seq, (kind, a, maybe_b) in enumerate(ops, start=1):
+            b = maybe_b or 0
+            coid = client_order_id("XRPUSDT", seq)
+            last = broker.last_price("XRPUSDT")
+            if kind == "bar":
+                close = D(a) / 10_000  # 0.3 .. 2.0
+                updates += broker.on_bar(bar("XRPUSDT", str(close), str(close - D(b) / 10_000),
+                                             str(close + D(b) / 10_000)))  # fmt: skip
+            elif kind in ("BUY", "SELL"):
+                updates.append(broker.place("XRPUSDT", market(coid, kind, str(D(a) / 10))))
+            elif kind in ("LBUY", "LSELL") and last is not None:
+                price = str(max(last + D(b) / 10_000, D("0.01")))
+                updates.append(
+                    broker.place("XRPUSDT", limit(coid, kind[1:], str(D(a) / 10), price))
+                )
+            elif kind == "cancel" and broker.open_orders("XRPUSDT"):
+                opened = broker.open_orders("XRPUSDT")
+                updates.append(broker.cancel("XRPUSDT", opened[a % len(opened)].client_order_id))
+            assert D(broker.position("XRPUSDT").qty) >= 0  # spot never goes short
+        if flatten:  # close out (it may be rejected, e.g. below min notional: also fine)
+            updates += broker.cancel_all("XRPUSDT")
+            held = broker.position("XRPUSDT").qty
+            if held != "0":
+                updates.append(broker.place("XRPUSDT", market("flat", "SELL", held)))
+
+        fills = journal.fills()
+        assert [f.trade_id for f in fills] == sorted({f.trade_id for f in fills})
+        assert sorted(f.trade_id for u in updates for f in u.fills) == [f.trade_id for f in fills]
+        rebuilt = {symbol: pos.view() for symbol, pos in _replay(fills).items()}
+        assert rebuilt == broker.positions()
+        restarted = PaperBroker(journal, RULES)
+        assert restarted.positions() == broker.positions()
+        assert restarted.open_orders("XRPUSDT") == broker.open_orders("XRPUSDT")
+        position = broker.position("XRPUSDT")
+        event(f"flat after trading: {position.qty == '0'}" if fills else "no fills")
+        # realized = cash out - cash in - fees + cost of what is still held; exact when flat
+        cash = sum((D(f.qty) * D(f.price) * (1 if f.side == "SELL" else -1) for f in fills), D(0))
+        held_cost = D(position.avg_entry) * D(position.qty)
+        expected = cash - D(position.fees_paid) + held_cost
+        if position.qty == "0":
+            assert D(position.realized_pnl) == expected
+        else:
+            assert abs(D(position.realized_pnl) - expected) < D("1e-18")
