@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -265,10 +266,8 @@ def logs(
     sys.stdout.write(last_lines(path, lines))
     sys.stdout.flush()
     if follow:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             follow_file(path, sys.stdout)
-        except KeyboardInterrupt:
-            pass
 
 
 @app.command()

@@ -24,7 +24,6 @@ from orchestrator.protocol import (
 )
 from orchestrator.settings import FleetSettings
 
-
 EXIT_HOME_BUSY = 3  # another orchestrator owns the home (e.g. a concurrent `up`): use it
 
 
@@ -52,7 +51,7 @@ def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
     """One request/reply over a fresh DEALER; Error replies raise ProtocolError."""
     if not home.socket_path("control").exists() or not pid_alive(home.read_pid()):
         raise FleetNotRunning(f"no fleet is running on home {home.root}")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

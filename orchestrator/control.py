@@ -27,8 +27,8 @@ from orchestrator.protocol import (
 from orchestrator.settings import ORDER_TYPES, SettingsError, normalize_symbols, parse_decimal
 from orchestrator.status import StatusBuilder
 from orchestrator.supervisor import ACTIVE, State, WorkerHandle
-from strategies.registry import create
 from strategies.base import StrategyError
+from strategies.registry import create
 
 if TYPE_CHECKING:
     from orchestrator.fleet import Fleet

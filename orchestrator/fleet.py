@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from decimal import Decimal
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -124,8 +126,8 @@ class Fleet:
         reply = await self.control.handle(up)
         log.info("initial up: %s", reply)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -22,7 +22,7 @@ def follow_file(path: Path, out: TextIO, poll_s: float = 0.2,
                 stop_after_s: float | None = None) -> None:
     """Print what is appended to ``path``; reopens when the file is rotated or truncated."""
     started = time.monotonic()
-    f = open(path, "rb")
+    f = open(path, "rb")  # noqa: SIM115 - reopened on rotation, closed in finally
     f.seek(0, os.SEEK_END)
     inode = os.fstat(f.fileno()).st_ino
     try:
@@ -39,7 +39,7 @@ def follow_file(path: Path, out: TextIO, poll_s: float = 0.2,
                 continue
             if stat.st_ino != inode or stat.st_size < f.tell():
                 f.close()
-                f = open(path, "rb")
+                f = open(path, "rb")  # noqa: SIM115
                 inode = os.fstat(f.fileno()).st_ino
     finally:
         f.close()

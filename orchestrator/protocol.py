@@ -2,8 +2,8 @@
 
 Every message is msgpack ``{v, id, type, ts_ns, body}``. ``decode`` validates everything
 (size, shape, version, type, body fields) and raises ``ProtocolError`` with a stable
-``ErrorCode``; it never trusts wire data and never deserialises code objects. Imported by the orchestrator,
-the worker and the CLI.
+``ErrorCode``; it never trusts wire data and never deserialises code objects.
+Imported by the orchestrator, the worker and the CLI.
 """
 
 from __future__ import annotations

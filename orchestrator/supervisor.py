@@ -255,9 +255,9 @@ class Supervisor:
                 silent = now - handle.last_heartbeat
                 if silent > self._policy.liveness_s:
                     self._kill(handle, f"no heartbeat for {silent:.1f}s")
-            elif handle.state == State.STARTING:
-                if now - handle.spawned_at > self._policy.start_timeout_s:
-                    self._kill(handle, f"not running after {self._policy.start_timeout_s:g}s")
+            elif (handle.state == State.STARTING
+                  and now - handle.spawned_at > self._policy.start_timeout_s):
+                self._kill(handle, f"not running after {self._policy.start_timeout_s:g}s")
 
     def _kill(self, handle: WorkerHandle, reason: str) -> None:
         log.warning("%s: killing worker pid %s: %s", handle.symbol, handle.pid, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,9 +72,9 @@ class FleetCli:
             cmdline = proc.info["cmdline"] or []
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if str(self.home) in " ".join(cmdline) and proc.pid != os.getpid():
-                if any("orchestrator" in c or "worker" in c for c in cmdline):
-                    found.append(proc)
+            ours = str(self.home) in " ".join(cmdline) and proc.pid != os.getpid()
+            if ours and any("orchestrator" in c or "worker" in c for c in cmdline):
+                found.append(proc)
         return found
 
     def journal(self) -> sqlite3.Connection:
@@ -84,15 +85,11 @@ class FleetCli:
     def cleanup(self) -> None:
         """Best effort orderly `down`, then SIGKILL whatever is left of this home."""
         if self.orchestrator_pid() is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.run("down", timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
         for proc in self.processes():
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
 
 
 def worker_running(cli: FleetCli, symbol: str, not_pid: int | None = None

@@ -171,7 +171,14 @@ def test_fmt_is_plain_and_exact() -> None:
     assert fmt(D("0.1234567890123456789012345678901")) == "0.1234567890123456789012345678901"
 
 
-@pytest.mark.parametrize("text", ["abc", "NaN", "Infinity", "1e999", ""])
+def test_parse_decimal_reads_plain_decimals_exactly() -> None:
+    assert parse_decimal("0.00100", "quantity") == D("0.001")
+    assert parse_decimal("-2", "quantity") == D(-2)  # sign is check_order's business
+
+
+@pytest.mark.parametrize(
+    "text", ["abc", "NaN", "Infinity", "1e5", "1e999", "", " 1", "1_000", "+1", ".5", "1" * 25]
+)
 def test_parse_decimal_rejects_garbage_as_bad_body(text: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_decimal(text, "quantity")

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from orchestrator.feeds.bundled import load_klines
-from tests.support import FleetCli, eventually, worker_running
+from tests.support import FleetCli, eventually
 
 pytestmark = pytest.mark.process
 

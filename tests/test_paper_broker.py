@@ -16,7 +16,14 @@ from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker, client_order_id, parse_seq
 from orchestrator.broker.position import Position
 from orchestrator.broker.rules import bundled_rules, synthetic_rules
-from orchestrator.protocol import ErrorCode, FillView, OrderUpdate, PlaceOrder, ProtocolError
+from orchestrator.protocol import (
+    ErrorCode,
+    FillView,
+    OrderUpdate,
+    OrderView,
+    PlaceOrder,
+    ProtocolError,
+)
 from strategies.bar import Bar
 
 D = Decimal
@@ -250,18 +257,16 @@ def test_a_market_order_orphaned_by_a_crash_expires_on_restart(
     broker: PaperBroker, journal: Journal
 ) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
-    orphan = broker.place("BTCUSDT", limit("keep", "BUY", "0.001", "40000")).order
-    journal.insert_order(
-        orphan.__class__(
-            client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side="BUY", type="MARKET",
-            quantity="0.001",
-        ),
-        seq=9,
-    )  # fmt: skip
+    broker.place("BTCUSDT", limit("keep", "BUY", "0.001", "40000"))
+    # what a crash between "journal the order" and "journal its fill" leaves behind
+    orphan = OrderView(
+        client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="1"
+    )
+    journal.insert_order(orphan, seq=9)
     restarted = PaperBroker(journal, RULES)
     assert status(journal, "mb-BTCUSDT-9") == "EXPIRED"
     assert [o.client_order_id for o in restarted.open_orders("BTCUSDT")] == ["keep"]
-    resend = restarted.place("BTCUSDT", market("mb-BTCUSDT-9", "BUY", "0.001"))
+    resend = restarted.place("BTCUSDT", market("mb-BTCUSDT-9", "BUY", "1"))
     assert resend.order.status == "EXPIRED" and journal.fills() == []
 
 
@@ -343,9 +348,9 @@ def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
             coid = client_order_id("XRPUSDT", seq)
             last = broker.last_price("XRPUSDT")
             if kind == "bar":
-                close = D(a) / 10_000  # 0.3 .. 2.0
-                updates += broker.on_bar(bar("XRPUSDT", str(close), str(close - D(b) / 10_000),
-                                             str(close + D(b) / 10_000)))  # fmt: skip
+                close, wick = D(a) / 10_000, D(b) / 10_000  # close 0.3 .. 2.0
+                low, high = str(close - wick), str(close + wick)
+                updates += broker.on_bar(bar("XRPUSDT", str(close), low, high))
             elif kind in ("BUY", "SELL"):
                 updates.append(broker.place("XRPUSDT", market(coid, kind, str(D(a) / 10))))
             elif kind in ("LBUY", "LSELL") and last is not None:

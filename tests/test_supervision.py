@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ def _fills(fleet: FleetCli, symbol: str) -> list[Any]:
 def _assert_never_doubled(fleet: FleetCli, symbol: str) -> None:
     """A long/flat strategy alternates BUY and SELL fills; a doubled order breaks that."""
     sides = [f["side"] for f in _fills(fleet, symbol)]
-    assert all(a != b for a, b in zip(sides, sides[1:], strict=False)), sides
+    assert all(a != b for a, b in itertools.pairwise(sides)), sides
     with fleet.journal() as journal:
         seqs = [r[0] for r in journal.execute(
             "SELECT seq FROM orders WHERE symbol = ? ORDER BY created_ns", (symbol,))]
@@ -46,8 +47,9 @@ def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
                             timeout=30, what="BTCUSDT to hold a position")
         fills = len(_fills(fleet, "BTCUSDT"))
         os.kill(worker["pid"], signal.SIGKILL)
-        back = eventually(lambda: worker_running(fleet, "BTCUSDT", not_pid=worker["pid"]),
-                          timeout=10, what="BTCUSDT to restart")
+        old_pid = worker["pid"]
+        eventually(lambda pid=old_pid: worker_running(fleet, "BTCUSDT", not_pid=pid),
+                   timeout=10, what="BTCUSDT to restart")
         back = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["worker_position"]
                           is not None and w, what="the restarted worker's heartbeat")
         if len(_fills(fleet, "BTCUSDT")) != fills:

@@ -96,7 +96,7 @@ class WorkerProcess:
 
     def _recv(self, sock: zmq.Socket[bytes]) -> Message | None:
         try:
-            envelope, message = decode(sock.recv(zmq.NOBLOCK))
+            _envelope, message = decode(sock.recv(zmq.NOBLOCK))
         except zmq.Again:
             return None
         except ProtocolError as exc:

@@ -1,0 +1,122 @@
+"""Garbage on the live control and broker sockets: error replies, and the fleet trades on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator import protocol as p
+from orchestrator.home import Home
+from tests.support import FleetCli, eventually
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture(scope="module")
+def live_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCli]:
+    cli = FleetCli(tmp_path_factory.mktemp("hostile") / "home")
+    try:
+        cli.up("BTCUSDT", "--speed", "20")
+        yield cli
+    finally:
+        cli.cleanup()
+
+
+def _socket(cli: FleetCli, name: str, identity: bytes | None = None) -> zmq.Socket[bytes]:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.connect(Home.at(cli.home).endpoint(name))
+    return sock
+
+
+def _reply(sock: zmq.Socket[bytes], timeout_ms: int = 5000) -> p.Message:
+    assert sock.poll(timeout_ms), "no reply"
+    _, message = p.decode(sock.recv())
+    return message
+
+
+def _error_code(sock: zmq.Socket[bytes]) -> str:
+    message = _reply(sock)
+    assert isinstance(message, p.Error), message
+    return message.code
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=512))
+def test_random_bytes_on_control_get_error_replies(live_fleet: FleetCli, data: bytes) -> None:
+    sock = _socket(live_fleet, "control")
+    try:
+        sock.send(data)
+        reply = _reply(sock)
+        assert isinstance(reply, p.Error | p.Pong | p.StatusReport)
+    finally:
+        sock.close()
+
+
+def test_each_kind_of_bad_control_message(live_fleet: FleetCli) -> None:
+    sock = _socket(live_fleet, "control")
+    try:
+        cases = [
+            (b"\xc1garbage", "malformed"),
+            (msgspec.msgpack.encode({"v": 99, "id": "x", "type": "ping", "ts_ns": 0,
+                                     "body": {}}), "bad_version"),
+            (p.encode(p.Ping())[:-3], "malformed"),
+            (b"\x00" * (p.MAX_MESSAGE_BYTES + 10), "too_large"),
+            (p.encode(p.BarMessage(bar=_bar())), "not_allowed"),
+            (msgspec.msgpack.encode({"v": 1, "id": "x", "type": "nope", "ts_ns": 0,
+                                     "body": {}}), "unknown_type"),
+            (msgspec.msgpack.encode({"v": 1, "id": "x", "type": "kill", "ts_ns": 0,
+                                     "body": {"symbols": 5}}), "bad_body"),
+            (p.encode(p.Up(symbols=["ZZZUSDT"])), "unknown_symbol"),
+            (p.encode(p.Up(symbols=["BTCUSDT"], stake="-5")), "bad_config"),
+            (p.encode(p.Kill(symbols=["ETHUSDT"])), "not_running"),
+        ]
+        for data, code in cases:
+            sock.send(data)
+            assert _error_code(sock) == code, data[:40]
+        sock.send_multipart([b"two", b"frames"])
+        assert _error_code(sock) == "malformed"
+    finally:
+        sock.close()
+    assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+
+
+def _bar() -> p.Bar:
+    return p.Bar(symbol="BTCUSDT", open_time=0, close_time=59_999, open=1.0, high=1.0,
+                 low=1.0, close=1.0, volume=1.0)
+
+
+def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    stranger = _socket(live_fleet, "broker", identity=b"EVILUSDT")
+    anonymous = _socket(live_fleet, "broker")
+    try:
+        order = p.PlaceOrder(client_order_id="mb-EVILUSDT-1", side="BUY", type="MARKET",
+                             quantity="1")
+        stranger.send(p.encode(order))
+        assert _error_code(stranger) == "not_allowed"
+        stranger.send(p.encode(p.Register(symbol="BTCUSDT", pid=worker["pid"])))
+        assert _error_code(stranger) == "not_allowed"  # cannot register as someone else
+        stranger.send(p.encode(p.Register(symbol="EVILUSDT", pid=1)))
+        assert _error_code(stranger) == "not_allowed"
+        stranger.send(b"\xc1")
+        assert _error_code(stranger) == "malformed"
+        anonymous.send(p.encode(order))  # a binary routing id is not a symbol
+        assert _error_code(anonymous) == "not_allowed"
+    finally:
+        stranger.close()
+        anonymous.close()
+    bars = worker["bars"]
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > bars + 3,
+               what="the real worker to keep trading")
+    assert live_fleet.workers()["BTCUSDT"]["pid"] == worker["pid"]
+    with live_fleet.journal() as journal:
+        assert journal.execute(
+            "SELECT count(*) FROM orders WHERE symbol = 'EVILUSDT'").fetchone()[0] == 0
