@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -77,12 +78,12 @@ def test_market_orders_fill_at_last_price_plus_slippage_on_the_tick_with_fee(
     assert update.order.status == "FILLED" and update.order.executed_qty == "0.001"
     [fill] = update.fills
     # 50001.23 * 1.0002 = 50011.230246 -> up to the 0.01 tick; fee 0.1% of 50.01124 USDT
-    assert (fill.price, fill.qty, fill.fee, fill.fee_asset) == (
-        "50011.24",
-        "0.001",
-        "0.05001124",
-        "USDT",
-    )
+    assert [
+        fill.price,
+        fill.qty,
+        fill.fee,
+        fill.fee_asset,
+    ] == "50011.24 0.001 0.05001124 USDT".split()
     assert update.position.qty == "0.001" and update.position.avg_entry == "50011.24"
     assert update.position.realized_pnl == "-0.05001124"
     # a sell is pushed down: 50001.23 * 0.9998 = 49991.229754 -> 49991.22
@@ -176,7 +177,9 @@ def test_overselling_is_insufficient_balance_counting_open_sells(
         ("NOPEUSDT", market("c7", "BUY", "1"), "unknown_symbol: "),
     ],
 )
-def test_rejections_are_journaled_and_returned_not_raised(broker, journal, symbol, order, reason):
+def test_rejections_are_journaled_and_returned_not_raised(
+    broker: PaperBroker, journal: Journal, symbol: str, order: PlaceOrder, reason: str
+) -> None:
     broker.on_bar(bar("BTCUSDT", "45000"))
     broker.on_bar(bar("XRPUSDT", "0.5"))
     update = broker.place(symbol, order)
@@ -189,10 +192,8 @@ def test_rejections_are_journaled_and_returned_not_raised(broker, journal, symbo
 def test_market_order_without_a_price_is_rejected(broker: PaperBroker) -> None:
     update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     assert update.order.status == "REJECTED" and "no market price yet" in update.order.reason
-    assert (
-        broker.place("BTCUSDT", limit("mb-BTCUSDT-2", "BUY", "0.001", "50000")).order.status
-        == "NEW"
-    )
+    resting = broker.place("BTCUSDT", limit("mb-BTCUSDT-2", "BUY", "0.001", "50000"))
+    assert resting.order.status == "NEW"
 
 
 def test_bad_or_foreign_client_order_ids_raise(broker: PaperBroker, journal: Journal) -> None:
@@ -213,17 +214,13 @@ def test_cancel_and_cancel_all(broker: PaperBroker, journal: Journal) -> None:
     canceled = broker.cancel("XRPUSDT", "mb-XRPUSDT-2")
     assert canceled.order.status == "CANCELED"
     assert status(journal, "mb-XRPUSDT-2") == "CANCELED"
-    for coid, symbol in [
-        ("mb-XRPUSDT-2", "XRPUSDT"),
-        ("mb-XRPUSDT-1", "BTCUSDT"),
-        ("x", "XRPUSDT"),
-    ]:
+    # already canceled, another symbol's, never placed
+    for coid, symbol in [("mb-XRPUSDT-2", "XRPUSDT"), ("mb-XRPUSDT-1", "BTCUSDT"), ("x", "XRP")]:
         with pytest.raises(ProtocolError) as info:
             broker.cancel(symbol, coid)
         assert info.value.code is ErrorCode.UNKNOWN_ORDER
-    assert [u.order.client_order_id for u in broker.cancel_all("XRPUSDT")] == [
-        "mb-XRPUSDT-1", "mb-XRPUSDT-3",
-    ]  # fmt: skip
+    canceled_all = [u.order.client_order_id for u in broker.cancel_all("XRPUSDT")]
+    assert canceled_all == ["mb-XRPUSDT-1", "mb-XRPUSDT-3"]
     assert broker.open_orders("XRPUSDT") == [] and journal.orders(open_only=True) == []
     assert broker.on_bar(bar("XRPUSDT", "0.1")) == []
 
@@ -288,6 +285,26 @@ def test_hot_added_symbols_trade_with_their_rules(broker: PaperBroker) -> None:
     broker.add_rules(synthetic_rules("PEPEUSDT", 0.00001234))
     update = broker.place("PEPEUSDT", market("p2", "BUY", "1000000"))
     assert update.order.status == "FILLED" and update.fills[0].fee_asset == "USDT"
+
+
+def test_position_accounting_uses_weighted_average_cost() -> None:
+    position = Position("BTCUSDT")
+    trade = FillView(
+        trade_id=1, client_order_id="x", symbol="BTCUSDT", side="BUY", price="100", qty="1",
+        fee="0.1", fee_asset="USDT", time_ns=0,
+    )  # fmt: skip
+    position.apply(trade)
+    position.apply(msgspec.structs.replace(trade, trade_id=2, price="200", fee="0.2"))
+    assert position.avg_entry == 150 and position.unrealized(D(160)) == 20
+    position.apply(msgspec.structs.replace(trade, side="SELL", qty="0.5", price="180", fee="0"))
+    assert position.avg_entry == 150 and position.realized_pnl == D("15") - D("0.3")
+    with pytest.raises(ValueError, match="only 1.5 is held"):
+        position.apply(msgspec.structs.replace(trade, side="SELL", qty="2"))
+    with pytest.raises(ValueError, match="ETHUSDT"):
+        position.apply(msgspec.structs.replace(trade, symbol="ETHUSDT"))
+    position.apply(msgspec.structs.replace(trade, side="SELL", qty="1.5", price="100", fee="0"))
+    view = position.view()
+    assert (view.qty, view.avg_entry, view.realized_pnl, view.trades) == ("0", "0", "-60.3", 4)
 
 
 def test_journal_errors_propagate_and_leave_no_phantom_state(path: Path) -> None:
