@@ -36,15 +36,17 @@ class DaemonStartError(Exception):
 
 
 def pid_alive(pid: int | None) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    import psutil
+
     if pid is None:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
