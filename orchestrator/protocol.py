@@ -350,12 +350,21 @@ _body_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
 }
 
 
+def client_order_id(symbol: str, seq: int) -> str:
+    """The deterministic id of a symbol's ``seq``-th order (<= 36 chars, as Binance allows),
+    so a resend after a restart is recognisable."""
+    return f"mb-{symbol}-{seq}"
+
+
 def new_id() -> str:
     return os.urandom(8).hex()
 
 
 def encode(message: Message, msg_id: str | None = None) -> bytes:
-    body = _encoder.encode(message)
+    try:
+        body = _encoder.encode(message)
+    except (OverflowError, TypeError) as exc:  # e.g. an int beyond 64 bits
+        raise ProtocolError(ErrorCode.BAD_BODY, f"cannot encode {message.TYPE!r}: {exc}") from None
     envelope = Envelope(
         PROTOCOL_VERSION, msg_id or new_id(), message.TYPE, time.time_ns(), msgspec.Raw(body)
     )

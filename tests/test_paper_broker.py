@@ -17,14 +17,7 @@ from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker, client_order_id, parse_seq
 from orchestrator.broker.position import Position
 from orchestrator.broker.rules import bundled_rules, synthetic_rules
-from orchestrator.protocol import (
-    ErrorCode,
-    FillView,
-    OrderUpdate,
-    OrderView,
-    PlaceOrder,
-    ProtocolError,
-)
+from orchestrator.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
 from strategies.bar import Bar
 
 D = Decimal
@@ -70,9 +63,7 @@ def broker(journal: Journal) -> PaperBroker:
     return PaperBroker(journal, RULES)
 
 
-def test_market_orders_fill_at_last_price_plus_slippage_on_the_tick_with_fee(
-    broker: PaperBroker,
-) -> None:
+def test_market_fill_price_has_slippage_on_the_tick_and_a_fee(broker: PaperBroker) -> None:
     broker.on_bar(bar("BTCUSDT", "50001.23"))
     update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     assert update.order.status == "FILLED" and update.order.executed_qty == "0.001"
@@ -102,9 +93,7 @@ def test_round_trip_realized_pnl_is_net_of_both_fees(broker: PaperBroker) -> Non
     assert broker.unrealized_pnl("BTCUSDT") == 0
 
 
-def test_limit_rests_until_a_bar_crosses_it_then_fills_at_the_limit(
-    broker: PaperBroker, journal: Journal
-) -> None:
+def test_limit_rests_until_a_bar_crosses_it(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("XRPUSDT", "0.52"))
     placed = broker.place("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.5"))
     assert placed.order.status == "NEW" and placed.fills == []
@@ -129,9 +118,7 @@ def test_a_marketable_limit_fills_at_once_at_the_market(broker: PaperBroker) -> 
     assert update.order.status == "FILLED" and update.fills[0].price == "0.52"
 
 
-def test_placing_the_same_client_order_id_twice_trades_once(
-    broker: PaperBroker, journal: Journal, path: Path
-) -> None:
+def test_same_client_order_id_twice_trades_once(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
     first = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     again = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
@@ -145,9 +132,7 @@ def test_placing_the_same_client_order_id_twice_trades_once(
     assert len(journal.fills()) == 1 and restarted.position("BTCUSDT").qty == "0.001"
 
 
-def test_overselling_is_insufficient_balance_counting_open_sells(
-    broker: PaperBroker, journal: Journal
-) -> None:
+def test_oversell_is_insufficient_balance(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("XRPUSDT", "2"))
     naked = broker.place("XRPUSDT", market("mb-XRPUSDT-1", "SELL", "10"))
     assert naked.order.status == "REJECTED"
@@ -196,12 +181,12 @@ def test_bad_or_foreign_client_order_ids_raise(broker: PaperBroker, journal: Jou
     for coid in ["", "x" * 37, "has space", "semi;colon", "ok\n"]:
         with pytest.raises(ProtocolError) as info:
             broker.place("XRPUSDT", limit(coid, "BUY", "20", "0.5"))
-        assert info.value.code is ErrorCode.BAD_BODY
+        assert info.value.code == "bad_body"  # codes are stable strings scripts match on
     assert journal.orders() == []
     broker.place("XRPUSDT", limit("shared-1", "BUY", "20", "0.5"))
     with pytest.raises(ProtocolError) as info:
         broker.place("BTCUSDT", limit("shared-1", "BUY", "0.001", "50000"))
-    assert info.value.code is ErrorCode.CONFLICT
+    assert info.value.code == "conflict"
 
 
 def test_cancel_and_cancel_all(broker: PaperBroker, journal: Journal) -> None:
@@ -214,7 +199,7 @@ def test_cancel_and_cancel_all(broker: PaperBroker, journal: Journal) -> None:
     for coid, symbol in [("mb-XRPUSDT-2", "XRPUSDT"), ("mb-XRPUSDT-1", "BTCUSDT"), ("x", "XRP")]:
         with pytest.raises(ProtocolError) as info:
             broker.cancel(symbol, coid)
-        assert info.value.code is ErrorCode.UNKNOWN_ORDER
+        assert info.value.code == "unknown_order"
     canceled_all = [u.order.client_order_id for u in broker.cancel_all("XRPUSDT")]
     assert canceled_all == ["mb-XRPUSDT-1", "mb-XRPUSDT-3"]
     assert broker.open_orders("XRPUSDT") == [] and journal.orders(open_only=True) == []
@@ -246,9 +231,7 @@ def test_a_new_broker_on_the_same_journal_resumes_exactly(path: Path) -> None:
     journal.close()
 
 
-def test_a_market_order_orphaned_by_a_crash_expires_on_restart(
-    broker: PaperBroker, journal: Journal
-) -> None:
+def test_orphaned_market_order_expires_on_restart(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
     broker.place("BTCUSDT", limit("keep", "BUY", "0.001", "40000"))
     # what a crash between "journal the order" and "journal its fill" leaves behind
@@ -327,50 +310,37 @@ def test_journal_errors_propagate_and_leave_no_phantom_state(path: Path) -> None
 # --- property: positions are a pure function of the journaled fills --------------------------
 
 _ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("bar"), st.integers(3000, 20000), st.integers(0, 800)),
-        st.tuples(st.sampled_from(["BUY", "SELL"]), st.integers(100, 10_000), st.none()),
-        st.tuples(
-            st.sampled_from(["LBUY", "LSELL"]), st.integers(100, 10_000), st.integers(-500, 500)
-        ),
-        st.tuples(st.just("cancel"), st.integers(0, 5), st.none()),
+    st.tuples(
+        st.sampled_from(["bar", "BUY", "SELL", "LBUY", "LSELL", "cancel"]),
+        st.integers(100, 10_000),  # bar: close x 1e-4 (0.01-1.0); order: quantity x 0.1
+        st.integers(-500, 500),  # bar: wick x 1e-4; limit: offset from the last price x 1e-4
     ),
     min_size=6,
     max_size=40,
 )
 
 
-def _replay(fills: list[FillView]) -> dict[str, Position]:
-    positions: dict[str, Position] = {}
-    for fill in fills:
-        positions.setdefault(fill.symbol, Position(fill.symbol)).apply(fill)
-    return positions
-
-
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_ops, st.booleans())
 def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
-    ops: list[tuple[str, int, int | None]], flatten: bool
+    ops: list[tuple[str, int, int]], flatten: bool
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp, Journal(Path(tmp) / "multibot.db") as journal:
         broker = PaperBroker(journal, RULES)
         broker.on_bar(bar("XRPUSDT", "1"))
         updates: list[OrderUpdate] = []
-        for seq, (kind, a, maybe_b) in enumerate(ops, start=1):
-            b = maybe_b or 0
-            coid = client_order_id("XRPUSDT", seq)
-            last = broker.last_price("XRPUSDT")
+        for seq, (kind, a, b) in enumerate(ops, start=1):
+            coid, qty = client_order_id("XRPUSDT", seq), str(D(a) / 10)
+            last = broker.last_price("XRPUSDT") or D(1)
             if kind == "bar":
-                close, wick = D(a) / 10_000, D(b) / 10_000  # close 0.3 .. 2.0
+                close, wick = D(a) / 10_000, abs(D(b)) / 100_000
                 low, high = str(close - wick), str(close + wick)
                 updates += broker.on_bar(bar("XRPUSDT", str(close), low, high))
             elif kind in ("BUY", "SELL"):
-                updates.append(broker.place("XRPUSDT", market(coid, kind, str(D(a) / 10))))
-            elif kind in ("LBUY", "LSELL") and last is not None:
+                updates.append(broker.place("XRPUSDT", market(coid, kind, qty)))
+            elif kind in ("LBUY", "LSELL"):
                 price = str(max(last + D(b) / 10_000, D("0.01")))
-                updates.append(
-                    broker.place("XRPUSDT", limit(coid, kind[1:], str(D(a) / 10), price))
-                )
+                updates.append(broker.place("XRPUSDT", limit(coid, kind[1:], qty, price)))
             elif kind == "cancel" and broker.open_orders("XRPUSDT"):
                 opened = broker.open_orders("XRPUSDT")
                 updates.append(broker.cancel("XRPUSDT", opened[a % len(opened)].client_order_id))
@@ -382,10 +352,11 @@ def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
                 updates.append(broker.place("XRPUSDT", market("flat", "SELL", held)))
 
         fills = journal.fills()
-        assert [f.trade_id for f in fills] == sorted({f.trade_id for f in fills})
         assert sorted(f.trade_id for u in updates for f in u.fills) == [f.trade_id for f in fills]
-        rebuilt = {symbol: pos.view() for symbol, pos in _replay(fills).items()}
-        assert rebuilt == broker.positions()
+        rebuilt: dict[str, Position] = {}
+        for fill in fills:
+            rebuilt.setdefault(fill.symbol, Position(fill.symbol)).apply(fill)
+        assert {symbol: pos.view() for symbol, pos in rebuilt.items()} == broker.positions()
         restarted = PaperBroker(journal, RULES)
         assert restarted.positions() == broker.positions()
         assert restarted.open_orders("XRPUSDT") == broker.open_orders("XRPUSDT")

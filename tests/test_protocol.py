@@ -28,7 +28,8 @@ MESSAGES = st.one_of(
     st.builds(p.Ping),
     st.builds(p.Up, symbols=st.lists(_text, max_size=5), stake=_decimal_text,
               strategies=st.lists(st.builds(p.StrategySpec, name=_text, params=st.dictionaries(
-                  _text, st.integers() | st.booleans() | _text, max_size=3)), max_size=3)),
+                  _text, st.integers(-(2**63), 2**63 - 1) | st.booleans() | _text, max_size=3)),
+        max_size=3)),
     st.builds(p.Kill, symbols=st.lists(_text, max_size=5), flatten=st.booleans()),
     st.builds(p.Down, flatten=st.booleans()),
     st.builds(p.Error, code=st.sampled_from([c.value for c in p.ErrorCode]), reason=_text),
@@ -109,3 +110,10 @@ def test_no_pickle_anywhere() -> None:
     for package in ("orchestrator", "worker", "strategies"):
         for path in (root / package).rglob("*.py"):
             assert "import pickle" not in path.read_text(), path
+
+
+def test_unencodable_values_are_a_protocol_error() -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.encode(p.Up(symbols=["BTCUSDT"], strategies=[p.StrategySpec(
+            name="sma_cross", params={"fast": 2**70})]))
+    assert info.value.code == p.ErrorCode.BAD_BODY

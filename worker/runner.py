@@ -11,7 +11,7 @@ import logging
 import time
 from decimal import Decimal
 
-from orchestrator.broker.rules import round_step_down
+from orchestrator.broker.rules import fmt, round_step_down
 from orchestrator.protocol import (
     CancelOrder,
     Message,
@@ -22,6 +22,7 @@ from orchestrator.protocol import (
     SymbolRules,
     WorkerConfig,
     WorkerHeartbeat,
+    client_order_id,
 )
 from strategies.bar import Bar, Signal
 from strategies.base import Strategy
@@ -32,16 +33,6 @@ log = logging.getLogger(__name__)
 MAX_STRATEGY_ERRORS = 10  # a strategy that raised this often is disabled (stance forced FLAT)
 RESEND_AFTER_S = 5.0  # an unanswered order is resent with the SAME id (the broker dedupes)
 _OPEN = ("NEW", "PARTIALLY_FILLED")
-
-
-def _text(value: Decimal) -> str:
-    """Plain decimal text as Binance wants it: no exponent, no trailing zeros."""
-    return format(value.normalize(), "f")
-
-
-def client_order_id(symbol: str, seq: int) -> str:
-    """Deterministic per symbol and sequence, so a resend is recognisable (<= 36 chars)."""
-    return f"mb-{symbol}-{seq}"
 
 
 class Runner:
@@ -157,7 +148,7 @@ class Runner:
         limit = self.config.order_type == "LIMIT"
         order = PlaceOrder(
             client_order_id=coid, side=side, type=self.config.order_type,
-            quantity=_text(qty), price=_text(round_step_down(price, self._tick)) if limit else None,
+            quantity=fmt(qty), price=fmt(round_step_down(price, self._tick)) if limit else None,
         )
         self.pending[coid] = (order, time.monotonic())
         self._placed_at_bar[coid] = self.bars

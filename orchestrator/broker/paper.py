@@ -34,6 +34,7 @@ from orchestrator.protocol import (
     PositionView,
     ProtocolError,
     SymbolRules,
+    client_order_id,
 )
 from strategies.bar import Bar
 
@@ -42,11 +43,6 @@ __all__ = ["PaperBroker", "client_order_id", "parse_seq"]
 _COID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _SEQ_RE = re.compile(r"[0-9]{1,18}")  # fits SQLite's signed 64-bit INTEGER
 _ZERO = Decimal(0)
-
-
-def client_order_id(symbol: str, seq: int) -> str:
-    """The deterministic id of a symbol's ``seq``-th order, recognisable after a restart."""
-    return f"mb-{symbol}-{seq}"
 
 
 def parse_seq(symbol: str, coid: str) -> int:
