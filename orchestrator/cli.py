@@ -20,18 +20,11 @@ from orchestrator.protocol import (
     ProtocolError,
     Status,
     StatusReport,
-    StrategySpec,
     SymbolResult,
     Up,
     UpResult,
 )
-from orchestrator.settings import (
-    DEFAULT_SPEED,
-    FleetSettings,
-    SettingsError,
-    normalize_symbols,
-    parse_decimal,
-)
+from orchestrator.settings import DEFAULT_SPEED, FleetSettings, SettingsError, normalize_symbols
 
 app = typer.Typer(
     help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
@@ -76,64 +69,53 @@ def _print_results(results: list[SymbolResult]) -> bool:
     return ok
 
 
-def _strategy_specs(raw: list[str]) -> list[StrategySpec]:
-    from strategies.base import StrategyError
-    from strategies.registry import create, parse_spec
-
-    specs = []
-    for text in raw:
-        try:
-            name, params = parse_spec(text)
-            create(name, params)  # fail here, before anything starts
-        except StrategyError as exc:
-            _fail(str(exc), EXIT_USAGE)
-        specs.append(StrategySpec(name=name, params=params))
-    return specs
-
-
 @app.command()
 def up(
-    symbols: SymbolsArg,
+    symbols: Annotated[list[str] | None, typer.Argument(
+        help="Symbols, e.g. BTCUSDT ETHUSDT (default: the config's [symbol.X] sections)",
+        show_default=False)] = None,
     home: HomeOption = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML file: [fleet], [defaults], [symbol.X] sections")] = None,
     mode: Annotated[str | None, typer.Option(help="paper (default) | testnet | live")] = None,
     feed: Annotated[str | None, typer.Option(
         help="replay (default: bundled real klines) | synthetic (any symbol)")] = None,
     interval: Annotated[str | None, typer.Option(help="bar interval (default 1m)")] = None,
-    speed: Annotated[float, typer.Option(help="bars per second")] = DEFAULT_SPEED,
+    speed: Annotated[float | None, typer.Option(
+        help=f"bars per second (default {DEFAULT_SPEED:g})")] = None,
     strategy: Annotated[list[str] | None, typer.Option(
-        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross)")] = None,
-    stake: Annotated[str, typer.Option(help="quote amount per entry")] = "100",
-    order_type: Annotated[str, typer.Option(help="MARKET | LIMIT")] = "MARKET",
-    seed: Annotated[int, typer.Option(help="synthetic feed seed")] = 7,
+        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross); see "
+        "`multibot strategies`")] = None,
+    stake: Annotated[str | None, typer.Option(help="quote amount per entry (default 100)")
+                     ] = None,
+    order_type: Annotated[str | None, typer.Option(help="MARKET (default) | LIMIT")] = None,
+    seed: Annotated[int | None, typer.Option(help="synthetic feed seed (default 7)")] = None,
     foreground: Annotated[bool, typer.Option(
         help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
     wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
-    max_restarts: Annotated[int, typer.Option(
+    max_restarts: Annotated[int | None, typer.Option(
         help="a symbol whose worker exits more often than this within --restart-window "
-             "is marked FAILED")] = 5,
-    restart_window: Annotated[float, typer.Option(help="seconds")] = 60.0,
+             "is marked FAILED (default 5)")] = None,
+    restart_window: Annotated[float | None, typer.Option(help="seconds (default 60)")] = None,
 ) -> None:
     """Start symbols (starting the fleet if needed, else hot-adding them)."""
     from orchestrator.client import ping
+    from orchestrator.launch import ConfigError, UpOptions, prepare_up
 
     fleet_home = Home.at(home)
-    settings = FleetSettings(mode=mode or "paper", feed=feed or "replay",
-                             interval=interval or "1m", speed=speed, seed=seed,
-                             max_restarts=max_restarts, restart_window_s=restart_window)
+    options = UpOptions(
+        symbols=symbols or [], config=config, mode=mode, feed=feed, interval=interval,
+        speed=speed, seed=seed, strategies=strategy, stake=stake,
+        order_type=order_type.upper() if order_type else None, max_restarts=max_restarts,
+        restart_window=restart_window, wait=wait,
+    )
     try:
-        settings.check()
-        names = normalize_symbols(symbols)
-        parse_decimal(stake, "--stake", positive=True)
-    except SettingsError as exc:
+        settings, message = prepare_up(options)
+    except (SettingsError, ConfigError) as exc:
         _fail(str(exc), EXIT_USAGE)
-    if order_type.upper() not in ("MARKET", "LIMIT"):
-        _fail("--order-type must be MARKET or LIMIT", EXIT_USAGE)
-    specs = _strategy_specs(strategy or [])
-    message = Up(symbols=names, strategies=specs, stake=stake, order_type=order_type.upper(),
-                 wait_s=wait, mode=mode or "", feed=feed or "", interval=interval or "")
     running = ping(fleet_home)
     if running is None:
-        _validate_symbols(settings, names)
+        _validate_symbols(settings, message.symbols)
         if foreground:
             _run_foreground(fleet_home, settings, message)
             return
@@ -277,6 +259,24 @@ def symbols() -> None:
 
     for interval, names in sorted(catalog().items()):
         typer.echo(f"{interval:<4} {' '.join(names)}")
+
+
+@app.command("strategies")
+def list_strategies() -> None:
+    """Built-in strategies with their parameters and defaults."""
+    import msgspec
+
+    from strategies.registry import builtins, describe
+
+    for name, cls in builtins().items():
+        params = ", ".join(
+            f"{p}: {t}" + ("" if d is msgspec.NODEFAULT else f" = {d!r}")
+            for p, t, d in describe(cls)
+        )
+        typer.echo(f"{name:<12} {cls.description}")
+        typer.echo(f"{'':<12} {params or '(no parameters)'}")
+    typer.echo("\nuse: multibot up BTCUSDT -s NAME[:param=value,...]   (repeatable); your own: "
+               "-s path/to/file.py:Class or -s package.module:Class")
 
 
 def main() -> None:

@@ -6,7 +6,10 @@ import asyncio
 import os
 from typing import TYPE_CHECKING
 
-from orchestrator.feeds.base import HISTORY_LIMIT, UnknownSymbol
+import msgspec
+
+from orchestrator.feeds.base import UnknownSymbol
+from orchestrator.launch import check_plan
 from orchestrator.protocol import (
     Down,
     ErrorCode,
@@ -19,32 +22,20 @@ from orchestrator.protocol import (
     ProtocolError,
     Status,
     StrategySpec,
+    SymbolPlan,
     SymbolResult,
     Up,
     UpResult,
     WorkerConfig,
 )
-from orchestrator.settings import ORDER_TYPES, SettingsError, normalize_symbols, parse_decimal
+from orchestrator.settings import SettingsError, normalize_symbols
 from orchestrator.status import StatusBuilder
 from orchestrator.supervisor import ACTIVE, State, WorkerHandle
-from strategies.base import StrategyError
-from strategies.registry import create
 
 if TYPE_CHECKING:
     from orchestrator.fleet import Fleet
 
 DEFAULT_STRATEGY = StrategySpec(name="sma_cross")
-
-
-def strategies_warmup(specs: list[StrategySpec]) -> int:
-    """Build every strategy once (as a worker would) so bad specs fail before any spawn."""
-    warmup = 0
-    for spec in specs:
-        try:
-            warmup = max(warmup, create(spec.name, spec.params).warmup)
-        except StrategyError as exc:
-            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
-    return min(warmup, HISTORY_LIMIT)
 
 
 def _result(handle: WorkerHandle, error: str = "") -> SymbolResult:
@@ -93,6 +84,18 @@ class ControlHandlers:
         except SettingsError as exc:
             raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
 
+    @staticmethod
+    def _plan(up: Up, symbol: str) -> tuple[SymbolPlan, int]:
+        """The symbol's own plan, else the request-wide fields; validated, with its warmup."""
+        plan = up.plans.get(symbol) or SymbolPlan(
+            strategies=up.strategies, stake=up.stake, order_type=up.order_type)
+        if not plan.strategies:
+            plan = msgspec.structs.replace(plan, strategies=[DEFAULT_STRATEGY])
+        try:
+            return plan, check_plan(symbol, plan)
+        except SettingsError as exc:
+            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
+
     async def _up(self, up: Up) -> UpResult:
         fleet = self._fleet
         self._check_matches_fleet(up)
@@ -105,15 +108,7 @@ class ControlHandlers:
                 unknown.append(str(exc))
         if unknown:
             raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, "; ".join(unknown))
-        specs = up.strategies or [DEFAULT_STRATEGY]
-        warmup = strategies_warmup(specs)
-        try:
-            parse_decimal(up.stake, "stake", positive=True)
-        except SettingsError as exc:
-            raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
-        if up.order_type not in ORDER_TYPES:
-            raise ProtocolError(ErrorCode.BAD_CONFIG,
-                                f"order type must be one of {', '.join(ORDER_TYPES)}")
+        plans = {symbol: self._plan(up, symbol) for symbol in symbols}
         results: dict[str, SymbolResult] = {}
         started: list[str] = []
         for symbol in symbols:
@@ -124,8 +119,9 @@ class ControlHandlers:
             rules = fleet.feed.add(symbol)
             fleet.rules[symbol] = rules
             fleet.broker.add_rules(rules)
-            config = WorkerConfig(symbol=symbol, strategies=specs, stake=up.stake,
-                                  order_type=up.order_type)
+            plan, warmup = plans[symbol]
+            config = WorkerConfig(symbol=symbol, strategies=plan.strategies, stake=plan.stake,
+                                  order_type=plan.order_type)
             await fleet.supervisor.start(symbol, config, warmup)
             started.append(symbol)
         waited = await asyncio.gather(

@@ -65,6 +65,14 @@ class StrategySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     params: dict[str, float | int | str | bool] = {}
 
 
+class SymbolPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What one symbol trades with: strategies (combined by majority), stake, order type."""
+
+    strategies: list[StrategySpec]
+    stake: str = "100"
+    order_type: str = "MARKET"
+
+
 class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Exchange filters of one symbol, as decimal strings (exact)."""
 
@@ -146,6 +154,7 @@ class Up(Message, frozen=True, kw_only=True):
     strategies: list[StrategySpec] = []
     stake: str = "100"
     order_type: str = "MARKET"
+    plans: dict[str, SymbolPlan] = {}  # per-symbol, overriding the three fields above
     wait_s: float = 30.0
     # what the caller expects of the fleet; "" = whatever runs. A mismatch is a CONFLICT.
     mode: str = ""
