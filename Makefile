@@ -18,9 +18,7 @@ $(BIN)/multibot: pyproject.toml
 setup: $(BIN)/multibot #-- create .venv and install multibot with its dev tools
 
 demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctrl-C stops all
-	@trap '$(BIN)/multibot down --home $(DEMO_HOME) >/dev/null 2>&1; echo; echo "fleet stopped"' EXIT; \
-	$(BIN)/multibot up BTCUSDT ETHUSDT XRPUSDT --home $(DEMO_HOME) && \
-	$(BIN)/multibot status --watch --home $(DEMO_HOME)
+	@$(BIN)/multibot up BTCUSDT ETHUSDT XRPUSDT --home $(DEMO_HOME) --foreground --live
 
 test: setup #-- the whole test suite (real processes, sockets, SQLite)
 	$(BIN)/python -m pytest -q

@@ -92,6 +92,9 @@ def up(
     seed: Annotated[int | None, typer.Option(help="synthetic feed seed (default 7)")] = None,
     foreground: Annotated[bool, typer.Option(
         help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
+    live: Annotated[bool | None, typer.Option(
+        help="with --foreground: redraw status and events every second (default: on a "
+             "terminal)")] = None,
     wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
     max_restarts: Annotated[int | None, typer.Option(
         help="a symbol whose worker exits more often than this within --restart-window "
@@ -117,7 +120,8 @@ def up(
     if running is None:
         _validate_symbols(settings, message.symbols)
         if foreground:
-            _run_foreground(fleet_home, settings, message)
+            _run_foreground(fleet_home, settings, message,
+                            sys.stdout.isatty() if live is None else live)
             return
         try:
             pid = start_daemon(fleet_home, settings)
@@ -151,13 +155,15 @@ def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
         _fail("\n".join(errors), EXIT_USAGE)
 
 
-def _run_foreground(home: Home, settings: FleetSettings, message: Up) -> None:
+def _run_foreground(home: Home, settings: FleetSettings, message: Up, live: bool) -> None:
     from orchestrator.daemon import configure_logging, run
 
-    configure_logging(home, console=True)
+    configure_logging(home, console=True, live=live)
     typer.echo(f"orchestrator pid {os.getpid()} in the foreground; Ctrl-C stops the fleet",
                err=True)
-    code = run(home, settings, initial=message)
+    code = run(home, settings, initial=message, live=live)
+    if live:
+        typer.echo(f"fleet stopped; journal kept in {home.journal_path}")
     raise typer.Exit(code)
 
 

@@ -19,8 +19,10 @@ EXIT_BAD_SETTINGS = 2
 log = logging.getLogger("orchestrator")
 
 
-def configure_logging(home: Home, console: bool) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+def configure_logging(home: Home, console: bool, live: bool = False) -> None:
+    handlers: list[logging.Handler] = []
+    if not live:  # the live view owns the terminal
+        handlers.append(logging.StreamHandler(sys.stderr))
     if console:  # foreground: the terminal AND the log file
         home.ensure()
         handlers.append(logging.FileHandler(home.orchestrator_log))
@@ -30,7 +32,8 @@ def configure_logging(home: Home, console: bool) -> None:
     )
 
 
-def run(home: Home, settings: FleetSettings, initial: Up | None = None) -> int:
+def run(home: Home, settings: FleetSettings, initial: Up | None = None,
+        live: bool = False) -> int:
     try:
         settings.check()
     except SettingsError as exc:
@@ -47,7 +50,7 @@ def run(home: Home, settings: FleetSettings, initial: Up | None = None) -> int:
         from orchestrator.fleet import Fleet  # heavy imports only in the orchestrator
 
         fleet = Fleet(home, settings)
-        await fleet.run(initial)
+        await fleet.run(initial, live)
 
     try:
         asyncio.run(main())

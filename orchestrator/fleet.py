@@ -106,7 +106,7 @@ class Fleet:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def run(self, initial: Up | None = None) -> None:
+    async def run(self, initial: Up | None = None, live: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
@@ -119,6 +119,10 @@ class Fleet:
         self.publish_event("fleet", "", f"orchestrator {os.getpid()} started")
         if initial is not None:
             self._spawn(self._initial_up(initial))
+        if live:
+            from orchestrator.live import live_view
+
+            self._spawn(live_view(self))
         await self._done.wait()
         await self._shutdown()
 
@@ -314,9 +318,7 @@ class Fleet:
         detail = handle.state.value
         if handle.state.value in ("BACKOFF", "FAILED") and handle.last_error:
             detail += f": {handle.last_error}"
-        self.publish_event("state", handle.symbol, detail)
-        with contextlib.suppress(JournalError):
-            self.journal.add_event("state", handle.symbol, detail)
+        self._event("state", handle.symbol, detail)
 
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
@@ -329,9 +331,14 @@ class Fleet:
     def _order_event(self, update: OrderUpdate) -> None:
         order = update.order
         for fill in update.fills:
-            self.publish_event("fill", order.symbol,
-                               f"{fill.side} {fill.qty} @ {fill.price} fee {fill.fee} "
-                               f"({order.client_order_id})")
+            self._event("fill", order.symbol, f"{fill.side} {fill.qty} @ {fill.price} "
+                        f"fee {fill.fee} ({order.client_order_id})")
         if order.status in ("REJECTED", "CANCELED", "EXPIRED"):
-            self.publish_event("order", order.symbol,
-                               f"{order.client_order_id} {order.status} {order.reason}".strip())
+            self._event("order", order.symbol,
+                        f"{order.client_order_id} {order.status} {order.reason}".strip())
+
+    def _event(self, kind: str, symbol: str, detail: str) -> None:
+        """Published for subscribers and journaled for the record."""
+        self.publish_event(kind, symbol, detail)
+        with contextlib.suppress(JournalError):
+            self.journal.add_event(kind, symbol, detail)

@@ -92,8 +92,13 @@ def _fill(row: tuple[Any, ...]) -> FillView:
 
 
 class Journal:
-    def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
-        """Open (creating if needed) the journal at ``path``; ``timeout`` = busy wait, seconds."""
+    def __init__(self, path: Path, *, timeout: float = 5.0, durable: bool = True) -> None:
+        """Open (creating if needed) the journal at ``path``; ``timeout`` = busy wait, seconds.
+
+        ``durable=False`` is for throwaway journals (backtests): no WAL, no fsync
+        (journal_mode=MEMORY, synchronous=OFF), and ``path`` may be ``":memory:"``. Every write
+        is still one transaction; only crash durability is given up.
+        """
         self.path = Path(path)
         try:
             # isolation_level=None: no implicit transactions; writes use explicit BEGIN/COMMIT.
@@ -105,10 +110,14 @@ class Journal:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._conn = conn
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JournalError(f"journal {self.path}: cannot enable WAL (mode is {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
+            if durable:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise JournalError(f"journal {self.path}: cannot enable WAL (mode is {mode})")
+                conn.execute("PRAGMA synchronous=FULL")
+            else:
+                conn.execute("PRAGMA journal_mode=MEMORY")
+                conn.execute("PRAGMA synchronous=OFF")
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except BaseException as exc:
