@@ -54,6 +54,7 @@ from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
 log = logging.getLogger(__name__)
 
 _CURSOR_SAVE_S = 1.0
+_JOURNAL_BUSY_S = 0.25
 
 
 def make_feed(settings: FleetSettings, cursor: int | None) -> Feed:
@@ -70,7 +71,9 @@ class Fleet:
         self.started_mono = time.monotonic()
         self._lock = HomeLock(home)
         self._lock.acquire()  # raises HomeError when another orchestrator owns the home
-        self.journal = Journal(home.journal_path)
+        # A short busy timeout: a locked journal must not stall the loop (and heartbeats).
+        self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
+        self.journal_error = ""  # non-empty while the journal cannot be written
         self.broker = PaperBroker(self.journal, {}, fee_rate=Decimal(settings.fee_rate),
                                   slippage_bps=Decimal(settings.slippage_bps))
         saved = self.journal.get_meta(self._cursor_key)
@@ -213,9 +216,11 @@ class Fleet:
                 reply, msg_id = error_reply(exc), ""
             except UnicodeDecodeError:
                 reply, msg_id = Error(code=ErrorCode.NOT_ALLOWED, reason="bad identity"), ""
-            except JournalError as exc:  # trading halts for this request; nothing is lost
-                log.error("journal error: %s", exc)
-                reply, msg_id = Error(code=ErrorCode.INTERNAL, reason=f"journal: {exc}"), ""
+            except JournalError as exc:  # trading halts; the worker resends the same id later
+                self._journal_failed(exc)
+                reply = Error(code=ErrorCode.JOURNAL_UNAVAILABLE,
+                              reason=f"trading halted, journal unavailable: {exc}")
+                msg_id = ""
             if reply is not None:
                 with contextlib.suppress(zmq.ZMQError):
                     self._broker.send_multipart([identity, encode(reply, msg_id)],
@@ -235,6 +240,8 @@ class Fleet:
         if isinstance(message, WorkerHeartbeat):
             self.supervisor.heartbeat(symbol, message)
             return None
+        if isinstance(message, PlaceOrder | CancelOrder):
+            self._journal_guard()
         if isinstance(message, PlaceOrder):
             update = self.broker.place(symbol, message)
             self._order_event(update)
@@ -269,11 +276,12 @@ class Fleet:
             elif delay < -1.0:  # fell far behind (e.g. suspended): do not replay a burst
                 next_at = time.monotonic()
             for bar in self.feed.step():
-                try:
-                    updates = self.broker.on_bar(bar)
-                except JournalError as exc:
-                    log.error("journal error while filling %s: %s", bar.symbol, exc)
-                    updates = []
+                updates: list[OrderUpdate] = []
+                if not self.journal_error:  # no fill may happen that cannot be journaled
+                    try:
+                        updates = self.broker.on_bar(bar)
+                    except JournalError as exc:
+                        self._journal_failed(exc)
                 self._market.send_multipart(
                     [bar.symbol.encode() + b"\0", encode(BarMessage(bar=bar))]
                 )
@@ -301,9 +309,31 @@ class Fleet:
                 self._save_cursor()
 
     def _save_cursor(self) -> None:
-        if self.feed.cursor is not None:
-            with contextlib.suppress(JournalError):
-                self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
+        """Also the journal's health probe: a successful write lifts a trading halt."""
+        if self.feed.cursor is None:
+            return
+        try:
+            self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
+        except JournalError as exc:
+            self._journal_failed(exc)
+            return
+        if self.journal_error:
+            log.warning("journal writable again: trading resumes")
+            self.journal_error = ""
+            self._event("fleet", "", "journal writable again: trading resumes")
+
+    # --- journal faults -----------------------------------------------------------------------
+
+    def _journal_guard(self) -> None:
+        """Fail fast while halted instead of waiting on a broken journal for every request."""
+        if self.journal_error:
+            raise JournalError(self.journal_error)
+
+    def _journal_failed(self, exc: JournalError) -> None:
+        if not self.journal_error:
+            log.error("journal unavailable, trading halted: %s", exc)
+            self.publish_event("fleet", "", f"trading halted, journal unavailable: {exc}")
+        self.journal_error = str(exc) or type(exc).__name__
 
     # --- events -------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ class ErrorCode(enum.StrEnum):
     ORDER_REJECTED = "order_rejected"  # exchange filters (Binance -1013)
     INSUFFICIENT_BALANCE = "insufficient_balance"  # Binance -2010
     UNKNOWN_ORDER = "unknown_order"  # Binance -2013
+    JOURNAL_UNAVAILABLE = "journal_unavailable"  # trading halts until the journal is writable
     SHUTTING_DOWN = "shutting_down"
     TIMEOUT = "timeout"
     INTERNAL = "internal"
@@ -205,6 +206,7 @@ class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     started_ns: int
     feed_time: int | None  # open time (ms) of the feed's latest bar
     feed_ended: bool
+    journal_error: str = ""  # set while the journal cannot be written: trading is halted
     protocol: int = PROTOCOL_VERSION
 
 
@@ -227,6 +229,7 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     open_orders: int
     trades: int
     last_error: str
+    halted: str  # why this symbol cannot trade right now ("" = it can)
     cpu_percent: float | None
     rss_bytes: int | None
     strategies: list[str]

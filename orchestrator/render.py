@@ -29,6 +29,10 @@ def _num(value: float | None, digits: int = 8) -> str:
     return f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
 
 
+def _cut(text: str, width: int = 60) -> str:
+    return text[:width] + "…" if len(text) > width else text
+
+
 def _row(w: WorkerStatus) -> tuple[str, ...]:
     return (
         w.symbol, str(w.pid or "-"), w.state, _duration(w.uptime_s), str(w.restarts),
@@ -38,7 +42,7 @@ def _row(w: WorkerStatus) -> tuple[str, ...]:
         str(w.open_orders), str(w.trades),
         f"{w.cpu_percent:.1f}" if w.cpu_percent is not None else "-",
         f"{w.rss_bytes / 2**20:.0f}M" if w.rss_bytes else "-",
-        (w.last_error[:60] + "…") if len(w.last_error) > 60 else (w.last_error or "-"),
+        _cut(f"HALTED ({w.halted}) " * bool(w.halted) + w.last_error) or "-",
     )
 
 
@@ -54,4 +58,6 @@ def status_table(report: StatusReport) -> str:
     footer = f"{len(report.workers)} symbol(s) · total PnL {total:+.2f} (quote)"
     if not report.workers:
         footer = "no symbols yet: `multibot up SYMBOL`"
+    if o.journal_error:
+        footer += f"\nTRADING HALTED: journal unavailable: {o.journal_error}"
     return "\n".join([header, "", *lines, "", footer])

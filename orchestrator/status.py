@@ -29,7 +29,7 @@ class StatusBuilder:
             interval=settings.interval, speed=settings.speed,
             uptime_s=round(time.monotonic() - fleet.started_mono, 3),
             started_ns=fleet.started_ns, feed_time=fleet.feed.cursor,
-            feed_ended=fleet.feed.ended,
+            feed_ended=fleet.feed.ended, journal_error=fleet.journal_error,
         )
         handles = sorted(fleet.supervisor.handles.values(), key=lambda h: h.symbol)
         live_pids = {h.pid for h in handles if h.pid is not None}
@@ -77,6 +77,8 @@ class StatusBuilder:
             unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
             open_orders=len(broker.open_orders(symbol)), trades=position.trades,
             last_error=handle.last_error or stats.last_error,
+            halted=f"journal unavailable: {self._fleet.journal_error}"
+            if self._fleet.journal_error else "",
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
         )

@@ -370,3 +370,23 @@ def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
             assert D(position.realized_pnl) == expected
         else:
             assert abs(D(position.realized_pnl) - expected) < D("1e-18")
+
+
+def test_an_intent_journaled_before_a_failed_fill_is_completed_once_on_resend(
+    broker: PaperBroker, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.on_bar(bar("BTCUSDT", "50000"))
+    order = market("mb-BTCUSDT-1", "BUY", "0.001")
+
+    def disk_full(*args: object) -> None:
+        raise JournalError("database or disk is full")
+
+    with monkeypatch.context() as patch:  # the intent commits, the fill's write fails
+        patch.setattr(journal, "record_fill", disk_full)
+        with pytest.raises(JournalError):
+            broker.place("BTCUSDT", order)
+    assert status(journal, "mb-BTCUSDT-1") == "NEW" and journal.fills() == []
+    first = broker.place("BTCUSDT", order)  # the worker resends the same id
+    again = broker.place("BTCUSDT", order)
+    assert first.order.status == again.order.status == "FILLED"
+    assert len(journal.fills()) == 1 and broker.position("BTCUSDT").qty == "0.001"

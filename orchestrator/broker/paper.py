@@ -166,6 +166,11 @@ class PaperBroker:
                     ErrorCode.CONFLICT,
                     f"client_order_id {coid} is already used by a {existing.symbol} order",
                 )
+            if existing.type == "MARKET" and existing.status == "NEW":
+                # Journaled, then the fill's write failed: finish the intent, exactly once.
+                price = self._taker_price(existing, None)
+                if price is not None:
+                    return self._fill(existing, price)
             fills = self._journal.order_fills(coid)
             return OrderUpdate(order=existing, fills=fills, position=self.position(symbol))
         now, seq = self._clock(), parse_seq(symbol, coid)

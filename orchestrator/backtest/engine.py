@@ -1,0 +1,208 @@
+"""One symbol's backtest: the live worker's Runner and the paper broker, fed bar by bar.
+
+Nothing here trades or decides: per bar, exactly as the fleet does it, ``PaperBroker.on_bar``
+fills resting orders, then ``Runner.on_bar`` asks the strategies and its PlaceOrder/CancelOrder
+go to the broker, whose OrderUpdates go back to the runner. So a MARKET order fills at the
+signal bar's close plus slippage, with the exchange filters and fees of paper trading. The
+strategies only ever see the current closed ``Bar``; the engine never hands them the series.
+The journal is an in-memory SQLite database (``durable=False``) and the broker's clock is the
+bar's close time, so a run is deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.broker.journal import Journal
+from orchestrator.broker.paper import PaperBroker
+from orchestrator.protocol import (
+    CancelOrder,
+    OrderUpdate,
+    PlaceOrder,
+    PositionView,
+    ProtocolError,
+    SymbolRules,
+    WorkerConfig,
+)
+from strategies.bar import Bar
+from strategies.registry import create
+from worker.runner import Runner
+
+__all__ = ["Decision", "FillRecord", "SymbolJob", "SymbolRun", "iter_bars", "run_symbol"]
+
+CHUNK = 4096  # bars converted (and progress reported) at a time
+MAX_WARNINGS = 20
+
+
+@dataclass(frozen=True)
+class SymbolJob:
+    """Everything one symbol's run needs; picklable, so it can go to a child process."""
+
+    config: WorkerConfig
+    rules: SymbolRules
+    bars: np.ndarray  # KLINE_DTYPE
+    step_ms: int
+    fee_rate: Decimal = Decimal("0.001")
+    slippage_bps: Decimal = Decimal("2")
+
+    @property
+    def symbol(self) -> str:
+        return self.config.symbol
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An order request the runner made, and the open time of the bar it made it on."""
+
+    bar_time: int
+    action: str  # PLACE | CANCEL
+    client_order_id: str
+    side: str = ""
+    type: str = ""
+    quantity: str = ""
+    price: str | None = None
+
+
+@dataclass(frozen=True)
+class FillRecord:
+    bar: int  # index of the bar it filled on
+    side: str
+    price: str
+    qty: str
+    fee: str
+    position: str  # quantity held after the fill
+    realized_pnl: str  # the position's realized PnL after the fill (net of all fees)
+
+
+@dataclass
+class SymbolRun:
+    """What happened: position snapshots, fills and decisions; metrics are computed from it."""
+
+    symbol: str
+    bars: int
+    # position after the last update of a bar, at every bar where it changed
+    change_bar: list[int] = field(default_factory=list)
+    qty: list[float] = field(default_factory=list)
+    avg_entry: list[float] = field(default_factory=list)
+    realized: list[float] = field(default_factory=list)
+    fills: list[FillRecord] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    rejected_orders: int = 0
+    strategy_errors: int = 0
+    last_error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the loop; never written to the report
+
+    def _record(self, index: int, update: OrderUpdate) -> None:
+        position = update.position
+        for fill in update.fills:
+            self.fills.append(FillRecord(index, fill.side, fill.price, fill.qty, fill.fee,
+                                         position.qty, position.realized_pnl))
+        if update.order.status == "REJECTED":
+            self.rejected_orders += 1
+        if self.change_bar and self.change_bar[-1] == index:
+            self.change_bar.pop()
+            self.qty.pop()
+            self.avg_entry.pop()
+            self.realized.pop()
+        self.change_bar.append(index)
+        self.qty.append(float(position.qty))
+        self.avg_entry.append(float(position.avg_entry))
+        self.realized.append(float(position.realized_pnl))
+
+
+def iter_bars(symbol: str, rows: np.ndarray, step_ms: int) -> Iterator[Bar]:
+    """The closed bars of ``rows``, one at a time, in order (a chunk is converted at once)."""
+    for start in range(0, len(rows), CHUNK):
+        for t, o, h, lo, c, v in rows[start : start + CHUNK].tolist():
+            yield Bar(symbol=symbol, open_time=t, close_time=t + step_ms - 1, open=o, high=h,
+                      low=lo, close=c, volume=v)
+
+
+class _Capture(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.sink) < MAX_WARNINGS:
+            self.sink.append(record.getMessage())
+
+
+@contextmanager
+def _captured_warnings(sink: list[str]) -> Iterator[None]:
+    """The runner's warnings go into the result (and the report), not onto the terminal."""
+    logger = logging.getLogger("worker.runner")
+    saved = logger.level, logger.propagate
+    handler = _Capture(sink)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) -> SymbolRun:
+    """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars."""
+    symbol, rows = job.symbol, job.bars
+    result = SymbolRun(symbol=symbol, bars=len(rows))
+    clock = [0]
+    journal = Journal(Path(":memory:"), durable=False)
+    broker = PaperBroker(journal, {symbol: job.rules}, fee_rate=job.fee_rate,
+                         slippage_bps=job.slippage_bps, clock=lambda: clock[0])
+    strategies = [create(spec.name, spec.params) for spec in job.config.strategies]
+    runner = Runner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
+    started = time.perf_counter()
+    with journal, _captured_warnings(result.warnings):
+        for strategy in strategies:
+            strategy.on_start()
+        for index, bar in enumerate(iter_bars(symbol, rows, job.step_ms)):
+            clock[0] = (bar.close_time + 1) * 1_000_000
+            updates = broker.on_bar(bar)
+            for update in updates:
+                runner.on_update(update)
+                result._record(index, update)
+            actions = runner.on_bar(bar)
+            for action in actions:
+                _execute(broker, runner, result, index, bar.open_time, action)
+            if progress is not None and index % CHUNK == CHUNK - 1:
+                progress(index + 1)
+        for strategy in strategies:
+            strategy.on_stop()
+    result.seconds = time.perf_counter() - started
+    result.strategy_errors, result.last_error = runner.strategy_errors, runner.last_error
+    if progress is not None:
+        progress(len(rows))
+    return result
+
+
+def _execute(broker: PaperBroker, runner: Runner, result: SymbolRun, index: int,
+             bar_time: int, action: object) -> None:
+    try:
+        if isinstance(action, PlaceOrder):
+            result.decisions.append(Decision(bar_time, "PLACE", action.client_order_id,
+                                             action.side, action.type, action.quantity,
+                                             action.price))
+            update = broker.place(runner.symbol, action)
+        elif isinstance(action, CancelOrder):
+            result.decisions.append(Decision(bar_time, "CANCEL", action.client_order_id))
+            update = broker.cancel(runner.symbol, action.client_order_id)
+        else:
+            raise TypeError(f"the runner asked for {action!r}")
+    except ProtocolError as exc:  # the fleet answers these with an Error message
+        runner.last_error = f"broker: {exc.code.value}: {exc.reason}"
+        return
+    runner.on_update(update)
+    result._record(index, update)
