@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 _CURSOR_SAVE_S = 1.0
 _JOURNAL_BUSY_S = 0.25
+_MAX_IN_FLIGHT_PER_PEER = 8  # a flooding client cannot starve the others or grow memory
+_MAX_IN_FLIGHT = 256
 
 
 def make_feed(settings: FleetSettings, cursor: int | None) -> Feed:
@@ -87,6 +89,7 @@ class Fleet:
         self.shutting_down = False
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[bytes, int] = {}
         self._ctx = zmq.asyncio.Context()
         self._control = self._bind(zmq.ROUTER, "control")
         self._events = self._bind(zmq.PUB, "events")
@@ -180,10 +183,17 @@ class Fleet:
             identity, payload = frames
             try:
                 envelope, message = decode(payload)
+                self._admit(identity)
             except ProtocolError as exc:
                 await self._control.send_multipart([identity, encode(error_reply(exc))])
                 continue
             self._spawn(self._serve_control(identity, envelope.id, message))
+
+    def _admit(self, identity: bytes) -> None:
+        mine = self._in_flight.get(identity, 0)
+        if mine >= _MAX_IN_FLIGHT_PER_PEER or sum(self._in_flight.values()) >= _MAX_IN_FLIGHT:
+            raise ProtocolError(ErrorCode.BUSY, "too many requests in flight; retry later")
+        self._in_flight[identity] = mine + 1
 
     async def _serve_control(self, identity: bytes, msg_id: str, message: Message) -> None:
         try:
@@ -193,6 +203,12 @@ class Fleet:
         except Exception as exc:  # a bad request must never take the orchestrator down
             log.exception("control request %s failed", message.TYPE)
             reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            left = self._in_flight.get(identity, 1) - 1
+            if left > 0:
+                self._in_flight[identity] = left
+            else:
+                self._in_flight.pop(identity, None)
         await self._control.send_multipart([identity, encode(reply, msg_id)])
 
     # --- broker socket (workers) --------------------------------------------------------------

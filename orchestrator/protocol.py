@@ -40,6 +40,7 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"  # Binance -2010
     UNKNOWN_ORDER = "unknown_order"  # Binance -2013
     JOURNAL_UNAVAILABLE = "journal_unavailable"  # trading halts until the journal is writable
+    BUSY = "busy"  # too many requests in flight from one peer (or in all)
     SHUTTING_DOWN = "shutting_down"
     TIMEOUT = "timeout"
     INTERNAL = "internal"

@@ -12,11 +12,12 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.home import Home
@@ -100,6 +101,17 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+_SECRET_NAME = re.compile(r"KEY|SECRET|PASSW|TOKEN|CREDENTIAL", re.IGNORECASE)
+
+
+def worker_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """Workers never hold credentials: drop anything that looks like one; one BLAS thread."""
+    env = {k: v for k, v in parent.items() if not _SECRET_NAME.search(k)}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
 def _rotate(path: os.PathLike[str]) -> None:
     with contextlib.suppress(FileNotFoundError):
         if os.stat(path).st_size > _LOG_ROTATE_BYTES:
@@ -141,8 +153,7 @@ class Supervisor:
     async def _spawn(self, handle: WorkerHandle) -> None:
         log_path = self._home.worker_log(handle.symbol)
         _rotate(log_path)
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        env = worker_environment(os.environ)
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "worker", "--symbol", handle.symbol,

@@ -153,7 +153,7 @@ class RSI(Indicator[float]):
     ``period`` gains and losses, so the first value comes after ``period + 1`` prices.
 
     One deliberate difference: when nothing moved at all (average gain + loss == 0) the RSI is
-    50, where TA-Lib returns 0 for any sum below 1e-8, which would break sub-cent coins.
+    a neutral 50, where TA-Lib returns 0, which would read as deeply oversold.
     """
 
     __slots__ = ("_gain", "_loss", "_prev")

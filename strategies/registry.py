@@ -22,12 +22,15 @@ from typing import Any
 import msgspec
 
 from strategies.base import Params, Strategy, StrategyError
+from strategies.bollinger import Bollinger
 from strategies.ema_cross import EmaCross
+from strategies.macd_cross import MacdCross
+from strategies.rsi_revert import RsiRevert
 from strategies.sma_cross import SmaCross
 
-__all__ = ["builtins", "create", "describe", "load_strategy_class", "parse_spec"]
+__all__ = ["builtins", "create", "describe", "describe_all", "load_strategy_class", "parse_spec"]
 
-_BUILTINS: tuple[type[Strategy], ...] = (EmaCross, SmaCross)
+_BUILTINS: tuple[type[Strategy], ...] = (Bollinger, EmaCross, MacdCross, RsiRevert, SmaCross)
 _REF_HELP = "a built-in name, 'package.module:Class' or 'path/to/file.py:Class'"
 _IDENT = re.compile(r"[A-Za-z_]\w*\Z")
 _FIELD_AT = re.compile(r"- at `\$\.(\w+)`")
@@ -150,6 +153,11 @@ def describe(cls: type[Strategy]) -> list[tuple[str, str, Any]]:
             default = field.default_factory()
         rows.append((field.name, _type_name(field.type), default))
     return rows
+
+
+def describe_all() -> list[tuple[str, str, str]]:
+    """(name, description, "param: type = default, ...") of each built-in, for listings."""
+    return [(name, cls.description, _param_list(cls)) for name, cls in builtins().items()]
 
 
 def _parse_value(raw: str) -> Any:

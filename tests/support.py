@@ -38,11 +38,11 @@ class FleetCli:
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    def run(self, *args: str, timeout: float = 60.0, check: bool = False
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 60.0, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "orchestrator.cli", *args, "--home", str(self.home)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=env)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stdout}\n{proc.stderr}")

@@ -120,3 +120,25 @@ def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> Non
     with live_fleet.journal() as journal:
         assert journal.execute(
             "SELECT count(*) FROM orders WHERE symbol = 'EVILUSDT'").fetchone()[0] == 0
+
+
+def test_a_flooding_client_gets_busy_replies_and_cannot_starve_others(
+        live_fleet: FleetCli) -> None:
+    flood = _socket(live_fleet, "control")
+    other = _socket(live_fleet, "control")
+    try:
+        for _ in range(300):
+            flood.send(p.encode(p.Status()))
+        other.send(p.encode(p.Ping()))
+        assert isinstance(_reply(other, 5000), p.Pong)  # served in the middle of the flood
+        kinds: dict[str, int] = {}
+        for _ in range(300):
+            reply = _reply(flood)
+            key = reply.code if isinstance(reply, p.Error) else reply.TYPE
+            kinds[key] = kinds.get(key, 0) + 1
+        assert set(kinds) <= {"status_report", "busy"} and sum(kinds.values()) == 300
+        assert kinds.get("busy", 0) > 0, kinds  # the per-peer in-flight limit kicked in
+    finally:
+        flood.close()
+        other.close()
+    assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"

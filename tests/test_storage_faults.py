@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.invariants import assert_all_final, assert_never_doubled
 from tests.support import FleetCli, eventually
 
 pytestmark = pytest.mark.process
@@ -15,15 +15,6 @@ pytestmark = pytest.mark.process
 
 def _orders(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM orders").fetchone()[0])
-
-
-def _fills_by_symbol(fleet: FleetCli) -> dict[str, list[Any]]:
-    with fleet.journal() as journal:
-        rows = journal.execute("SELECT * FROM fills ORDER BY trade_id").fetchall()
-    out: dict[str, list[Any]] = {}
-    for row in rows:
-        out.setdefault(row["symbol"], []).append(row)
-    return out
 
 
 def test_locked_journal_halts_trading_then_it_resumes(fleet: FleetCli) -> None:
@@ -59,11 +50,6 @@ def test_locked_journal_halts_trading_then_it_resumes(fleet: FleetCli) -> None:
     eventually(lambda: all(w["trades"] > trades[s] for s, w in fleet.workers().items()),
                timeout=30, what="trading to resume")
     fleet.run("down", check=True)
-    with fleet.journal() as journal:
-        open_or_stuck = journal.execute(
-            "SELECT count(*) FROM orders WHERE status IN ('NEW', 'PARTIALLY_FILLED')"
-        ).fetchone()[0]
-    assert open_or_stuck == 0  # every intent reached exactly one final state
-    for symbol, fills in _fills_by_symbol(fleet).items():
-        sides = [f["side"] for f in fills]
-        assert all(a != b for a, b in zip(sides, sides[1:], strict=False)), (symbol, sides)
+    db = fleet.home / "multibot.db"
+    assert_all_final(db)
+    assert_never_doubled(db)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.invariants import assert_never_doubled
 from tests.support import FleetCli, eventually, worker_running
 
 pytestmark = pytest.mark.process
@@ -26,16 +26,6 @@ def _fills(fleet: FleetCli, symbol: str) -> list[Any]:
         return journal.execute(
             "SELECT * FROM fills WHERE symbol = ? ORDER BY trade_id", (symbol,)
         ).fetchall()
-
-
-def _assert_never_doubled(fleet: FleetCli, symbol: str) -> None:
-    """A long/flat strategy alternates BUY and SELL fills; a doubled order breaks that."""
-    sides = [f["side"] for f in _fills(fleet, symbol)]
-    assert all(a != b for a, b in itertools.pairwise(sides)), sides
-    with fleet.journal() as journal:
-        seqs = [r[0] for r in journal.execute(
-            "SELECT seq FROM orders WHERE symbol = ? ORDER BY created_ns", (symbol,))]
-    assert seqs == sorted(set(seqs)), "client order ids reused"
 
 
 def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
@@ -64,7 +54,7 @@ def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
     assert fleet.workers()["ETHUSDT"]["pid"] == others  # the other symbol was untouched
     eventually(lambda: len(_fills(fleet, "BTCUSDT")) > fills + 2, timeout=30,
                what="BTCUSDT to keep trading after the restart")
-    _assert_never_doubled(fleet, "BTCUSDT")
+    assert_never_doubled(fleet.home / "multibot.db")
 
 
 CRASHING_STRATEGY = '''
@@ -186,3 +176,16 @@ def test_one_orchestrator_per_home_and_two_homes_coexist(fleet: FleetCli,
         other.cleanup()
     started = time.monotonic()
     assert fleet.run("status").returncode == 0 and time.monotonic() - started < 10
+
+
+def test_sigterm_to_the_orchestrator_is_an_orderly_down(fleet: FleetCli) -> None:
+    fleet.up("BTCUSDT", "XRPUSDT")
+    orchestrator = fleet.orchestrator_pid()
+    assert orchestrator is not None
+    os.kill(orchestrator, signal.SIGTERM)
+    eventually(lambda: fleet.processes() == [], timeout=20, what="everything to stop")
+    with fleet.journal() as journal:
+        stopped = {r[0] for r in journal.execute(
+            "SELECT symbol FROM events WHERE kind = 'state' AND detail = 'STOPPED'")}
+    assert stopped == {"BTCUSDT", "XRPUSDT"}  # each worker was stopped, not orphaned
+    assert not (fleet.home / "run" / "orchestrator.pid").exists()

@@ -64,18 +64,31 @@ class Runner:
         self._seq = next_seq
         self.bars = 0
         self.last_bar_time: int | None = None
-        self.last_price: Decimal | None = None
+        self._last_price: Decimal | None = None
+        self._last_close: float | None = None  # converted to Decimal only when needed
         self.strategy_errors = 0
         self.last_error = ""
 
     # --- bars ---------------------------------------------------------------------------------
+
+    @property
+    def last_price(self) -> Decimal | None:
+        """Close of the latest bar, as the exchange wrote it."""
+        if self._last_close is not None:
+            self._last_price = Decimal(repr(self._last_close))
+            self._last_close = None
+        return self._last_price
+
+    @last_price.setter
+    def last_price(self, value: Decimal | None) -> None:
+        self._last_price, self._last_close = value, None
 
     def warmup(self, history: list[Bar]) -> None:
         """Feed history to the strategies without trading, so live signals are meaningful."""
         for bar in history:
             self._evaluate(bar)
             self.last_bar_time = bar.open_time
-            self.last_price = Decimal(repr(bar.close))
+            self._last_close = bar.close
         self._target = self._combiner.target
         log.info("%s: warmed up on %d bars; target %s, position %s", self.symbol, len(history),
                  self._target.value, self.position)
@@ -85,13 +98,15 @@ class Runner:
             return []  # already seen (history/live overlap)
         self.bars += 1
         self.last_bar_time = bar.open_time
-        self.last_price = Decimal(repr(bar.close))
+        self._last_close = bar.close
         self._evaluate(bar)
-        actions: list[Message] = self._expire_limits()
+        actions: list[Message] = self._expire_limits() if self.open_orders else []
         target = self._combiner.target
         if target != self._target:
             self._target = target
-            actions += self._rebalance(target, self.last_price)
+            price = self.last_price
+            assert price is not None
+            actions += self._rebalance(target, price)
         return actions
 
     def _evaluate(self, bar: Bar) -> None:
@@ -103,7 +118,8 @@ class Runner:
             except Exception as exc:  # user code: contain, report, never crash the worker
                 self._strategy_failed(i, exc)
                 continue
-            self._combiner.update(i, signal)
+            if signal is not None:  # None: no change of opinion
+                self._combiner.update(i, signal)
 
     def _strategy_failed(self, index: int, exc: Exception) -> None:
         name = type(self.strategies[index]).__name__

@@ -121,10 +121,14 @@ class SymbolRun:
 
 def iter_bars(symbol: str, rows: np.ndarray, step_ms: int) -> Iterator[Bar]:
     """The closed bars of ``rows``, one at a time, in order (a chunk is converted at once)."""
+    last = step_ms - 1
     for start in range(0, len(rows), CHUNK):
-        for t, o, h, lo, c, v in rows[start : start + CHUNK].tolist():
-            yield Bar(symbol=symbol, open_time=t, close_time=t + step_ms - 1, open=o, high=h,
-                      low=lo, close=c, volume=v)
+        chunk = rows[start : start + CHUNK]
+        columns = (chunk[name].tolist() for name in ("open_time", "open", "high", "low",
+                                                      "close", "volume"))
+        for t, o, h, lo, c, v in zip(*columns, strict=True):
+            yield Bar(symbol=symbol, open_time=t, close_time=t + last, open=o, high=h, low=lo,
+                      close=c, volume=v)
 
 
 class _Capture(logging.Handler):
@@ -168,16 +172,19 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
     with journal, _captured_warnings(result.warnings):
         for strategy in strategies:
             strategy.on_start()
+        broker_on_bar, runner_on_bar = broker.on_bar, runner.on_bar  # the hot loop
         for index, bar in enumerate(iter_bars(symbol, rows, job.step_ms)):
             clock[0] = (bar.close_time + 1) * 1_000_000
-            updates = broker.on_bar(bar)
-            for update in updates:
-                runner.on_update(update)
-                result._record(index, update)
-            actions = runner.on_bar(bar)
-            for action in actions:
-                _execute(broker, runner, result, index, bar.open_time, action)
-            if progress is not None and index % CHUNK == CHUNK - 1:
+            updates = broker_on_bar(bar)
+            if updates:
+                for update in updates:
+                    runner.on_update(update)
+                    result._record(index, update)
+            actions = runner_on_bar(bar)
+            if actions:
+                for action in actions:
+                    _execute(broker, runner, result, index, bar.open_time, action)
+            if progress is not None and index & (CHUNK - 1) == CHUNK - 1:
                 progress(index + 1)
         for strategy in strategies:
             strategy.on_stop()

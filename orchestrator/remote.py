@@ -1,0 +1,294 @@
+"""Remote control over TCP: CURVE-encrypted, key-authenticated, never plaintext.
+
+The only ways to a TCP control socket are ``bind_curve_router`` (server) and
+``remote_request`` (client): both always use CURVE, and the server refuses to bind unless a
+ZAP handler (``start_authenticator``) runs that admits only the keys authorized in
+``<home>/keys/authorized/`` (re-read on change: ``multibot keys revoke`` takes effect for
+the next connection). Key storage is ``orchestrator.keystore``, re-exported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
+
+from orchestrator.home import Home
+from orchestrator.keystore import (
+    KeyInfo,
+    KeyStoreError,
+    authorize,
+    authorized_dir,
+    check_name,
+    check_public_key,
+    clients_dir,
+    ensure_server_keys,
+    generate_client_key,
+    keys_dir,
+    list_keys,
+    load_keypair,
+    load_public_key,
+    private_dir,
+    revoke,
+)
+from orchestrator.protocol import (
+    ZMQ_MAX_MESSAGE_BYTES,
+    Error,
+    ErrorCode,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    new_id,
+)
+
+__all__ = [
+    "EndpointError", "KeyInfo", "KeyStoreError", "RemoteTarget", "authorize",
+    "bind_curve_router", "clients_dir", "ensure_server_keys", "generate_client_key",
+    "keys_dir", "list_keys", "parse_tcp_endpoint", "remote_request", "revoke",
+    "start_authenticator",
+]
+
+log = logging.getLogger(__name__)
+
+ZAP_DOMAIN = "multibot-control"
+_DENIED_LOG_S = 60.0
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\*)$")
+
+
+class EndpointError(ValueError):
+    """Not a usable TCP endpoint (only ``tcp://HOST:PORT`` or ``HOST:PORT``, always CURVE)."""
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+
+def parse_tcp_endpoint(text: str, for_bind: bool = False) -> str:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` → ``tcp://HOST:PORT``; anything else is refused.
+    With ``for_bind``, HOST may be ``*`` and PORT ``*``/``0`` (any free port).
+    There is no plaintext variant: TCP sockets are only ever made with CURVE."""
+    raw = text.strip()
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "tcp", raw
+    if scheme.lower() != "tcp":
+        raise EndpointError(f"{text!r}: only tcp:// endpoints can be remote (always CURVE)")
+    host, colon, port = rest.rpartition(":")
+    if not colon or not _HOST.match(host) or (host == "*" and not for_bind):
+        raise EndpointError(f"{text!r}: expected tcp://HOST:PORT, e.g. tcp://10.0.0.5:7070")
+    if for_bind and port in ("*", "0"):
+        return f"tcp://{host}:*"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise EndpointError(f"{text!r}: the port must be 1-65535")
+    return f"tcp://{host}:{int(port)}"
+
+
+# --- server side --------------------------------------------------------------------------
+
+
+class _AuthorizedKeys:
+    """The authorized public keys, re-read whenever the directory changes."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._stamp: tuple[tuple[str, int], ...] | None = None
+        self._keys: dict[bytes, str] = {}
+
+    def name_of(self, key: bytes) -> str | None:
+        paths = sorted(self._directory.glob("*.key"))
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in paths)
+        if stamp != self._stamp:
+            keys = {}
+            for path in paths:
+                try:
+                    keys[z85.decode(load_public_key(path))] = path.stem
+                except KeyStoreError as exc:
+                    log.warning("ignoring an authorized key: %s", exc)
+            self._keys, self._stamp = keys, stamp
+        return self._keys.get(key)
+
+
+class CurveAuthenticator(AsyncioAuthenticator):
+    """Admits CURVE clients with an authorized key on the control domain and nothing else
+    there; other sockets of the context (NULL, no domain) are not its business.
+    Never raises: errors are logged and the connection is denied."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, home: Home) -> None:
+        super().__init__(ctx, log=logging.getLogger(f"{__name__}.zap"))
+        self.keys = _AuthorizedKeys(private_dir(authorized_dir(home)))
+        self._denied_at: dict[tuple[str, bytes], float] = {}
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        request_id = msg[1] if len(msg) > 1 else None
+        try:
+            status, text, user = self._decide(msg)
+        except Exception:
+            log.exception("ZAP request failed; connection denied")
+            status, text, user = b"500", b"internal error", ""
+        if request_id is not None:
+            try:
+                self._send_zap_reply(request_id, status, text, user)
+            except zmq.ZMQError as exc:
+                log.error("cannot answer a ZAP request: %s", exc)
+
+    def _decide(self, msg: list[bytes]) -> tuple[bytes, bytes, str]:
+        if len(msg) < 6 or msg[0] != b"1.0":
+            return b"400", b"bad ZAP request", ""
+        domain, address = msg[2].decode(errors="replace"), msg[3].decode(errors="replace")
+        mechanism, credentials = msg[5], msg[6:]
+        if domain != ZAP_DOMAIN:
+            allowed = mechanism == b"NULL"  # local ipc sockets: guarded by file permissions
+            return (b"200", b"OK", "local") if allowed else (b"400", b"denied", "")
+        if mechanism == b"CURVE" and len(credentials) == 1:
+            name = self.keys.name_of(credentials[0])
+            if name is not None:
+                log.info("remote control client %r connected from %s", name, address)
+                return b"200", b"OK", name
+        self._warn_denied(address, mechanism, credentials[0] if credentials else b"")
+        return b"400", b"not authorized", ""
+
+    def _warn_denied(self, address: str, mechanism: bytes, key: bytes) -> None:
+        """Once a minute per (address, key): a denied client retries every 100 ms."""
+        now, seen = time.monotonic(), (address, key)
+        if now - self._denied_at.get(seen, -_DENIED_LOG_S) < _DENIED_LOG_S:
+            return
+        if len(self._denied_at) > 1000:
+            self._denied_at.clear()
+        self._denied_at[seen] = now
+        who = z85.encode(key).decode() if len(key) == 32 else "no key"
+        log.warning("remote control: denied %s client %s from %s (key not authorized)",
+                    mechanism.decode(errors="replace"), who, address)
+
+
+# the authenticator serving each context: bind_curve_router refuses a context without one
+_AUTHENTICATORS: weakref.WeakKeyDictionary[zmq.asyncio.Context, CurveAuthenticator] = (
+    weakref.WeakKeyDictionary())
+
+
+def start_authenticator(ctx: zmq.asyncio.Context, home: Home) -> AsyncioAuthenticator:
+    """Start the ZAP handler of ``ctx`` (in the running event loop); ``stop()`` it before
+    destroying the context."""
+    auth = CurveAuthenticator(ctx, home)
+    auth.start()
+    _AUTHENTICATORS[ctx] = auth
+    return auth
+
+
+def _require_authenticator(ctx: zmq.asyncio.Context) -> None:
+    auth = _AUTHENTICATORS.get(ctx)
+    if auth is None or auth.zap_socket is None:
+        raise RuntimeError("start_authenticator(ctx, home) must run before bind_curve_router: "
+                           "without it any CURVE key would be admitted")
+
+
+def _ipv6(sock: zmq.SyncSocket | zmq.asyncio.Socket, endpoint: str) -> None:
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+
+
+def bind_curve_router(ctx: zmq.asyncio.Context, home: Home, endpoint: str) -> zmq.asyncio.Socket:
+    """A ROUTER on ``endpoint`` (TCP, CURVE server with this home's key, only authorized
+    clients). Its actual address is ``sock.getsockopt(zmq.LAST_ENDPOINT)``."""
+    address = parse_tcp_endpoint(endpoint, for_bind=True)
+    _require_authenticator(ctx)
+    public, secret = ensure_server_keys(home)
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        sock.setsockopt(zmq.LINGER, 100)
+        sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, 10_000)
+        sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        if hasattr(zmq, "ZAP_ENFORCE_DOMAIN"):  # no ZAP handler → no connection
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+        _ipv6(sock, address)
+        sock.bind(address)
+    except BaseException:
+        sock.close(0)
+        raise
+    log.info("remote control on %s (CURVE only; server public key %s)",
+             sock.getsockopt_string(zmq.LAST_ENDPOINT), public.decode())
+    return sock
+
+
+# --- client side --------------------------------------------------------------------------
+
+
+def remote_request(endpoint: str, server_public_key: bytes, client_key_file: Path,
+                   message: Message, timeout: float = 10.0) -> Message:
+    """One request/reply with a remote fleet over CURVE; Error replies raise ProtocolError,
+    no reply within ``timeout`` raises ProtocolError(TIMEOUT)."""
+    address = parse_tcp_endpoint(endpoint)
+    server_key = check_public_key(server_public_key)
+    public, secret = load_keypair(client_key_file)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
+        sock.curve_serverkey = server_key
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+        _ipv6(sock, address)
+        sock.connect(address)
+        msg_id = new_id()
+        sock.send(encode(message, msg_id))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000) + 1):
+                break
+            envelope, reply = decode(sock.recv())
+            if envelope.id != msg_id:
+                continue
+            if isinstance(reply, Error):
+                try:
+                    code = ErrorCode(reply.code)
+                except ValueError:
+                    code = ErrorCode.INTERNAL
+                raise ProtocolError(code, reply.reason)
+            return reply
+        raise ProtocolError(
+            ErrorCode.TIMEOUT,
+            f"no reply from {address} within {timeout:g}s: the fleet may be down or "
+            "unreachable, or (most likely) the server key is wrong or this client key "
+            f"({public.decode()}) is not authorized there (`multibot keys authorize`)")
+    finally:
+        sock.close(0)
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """A remote fleet the CLI commands instead of the local one (``--connect``)."""
+
+    endpoint: str
+    server_public_key: bytes
+    client_key_file: Path
+
+    @classmethod
+    def resolve(cls, home: Home, connect: str, key: str, server_key: str) -> RemoteTarget:
+        """``key``: a client key name under ``<home>/keys/clients`` or a key file;
+        ``server_key``: the server's z85 public key or a file holding it."""
+        key_path = Path(key).expanduser()
+        with contextlib.suppress(KeyStoreError):  # a name, unless it is not one
+            named = clients_dir(home) / f"{check_name(key)}.key_secret"
+            key_path = named if named.exists() else key_path
+        load_keypair(key_path)  # fail now, with a clear message
+        server = Path(server_key).expanduser()
+        public = (load_public_key(server) if server.is_file()
+                  else check_public_key(server_key.encode()))
+        return cls(parse_tcp_endpoint(connect), public, key_path)
+
+    def request(self, message: Message, timeout: float = 10.0) -> Message:
+        return remote_request(self.endpoint, self.server_public_key, self.client_key_file,
+                              message, timeout)
