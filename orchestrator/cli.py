@@ -7,16 +7,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.client import DaemonStartError, FleetNotRunning, request, start_daemon
 from orchestrator.home import Home
+from orchestrator.keys_command import register as register_keys
 from orchestrator.protocol import (
     Down,
     Kill,
     KillResult,
+    Ping,
+    Pong,
     ProtocolError,
     Status,
     StatusReport,
@@ -26,12 +29,17 @@ from orchestrator.protocol import (
 )
 from orchestrator.settings import DEFAULT_SPEED, FleetSettings, SettingsError, normalize_symbols
 
+if TYPE_CHECKING:
+    from orchestrator.remote import RemoteTarget
+
 app = typer.Typer(
     help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
+register_keys(app)
+_connect: tuple[str, str | None, str | None] | None = None  # --connect, --key, --server-key
 
 HomeOption = Annotated[
     Path | None,
@@ -47,8 +55,45 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+@app.callback()
+def _global_options(
+    connect: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_CONNECT", help="command a remote fleet at tcp://HOST:PORT (CURVE "
+        "encrypted and key-authenticated; see `multibot keys`)", show_default=False)] = None,
+    key: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_KEY", help="with --connect: your client key (a name from `multibot "
+        "keys generate` or a .key_secret file)", show_default=False)] = None,
+    server_key: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_SERVER_KEY", help="with --connect: the fleet's public key (`multibot "
+        "keys server` on its machine) or a file holding it", show_default=False)] = None,
+) -> None:
+    global _connect
+    _connect = (connect, key, server_key) if connect else None
+
+
+def _remote_target(home: Home) -> RemoteTarget:
+    from orchestrator.remote import EndpointError, KeyStoreError, RemoteTarget
+
+    assert _connect is not None
+    connect, key, server_key = _connect
+    if not key or not server_key:
+        _fail("--connect needs --key and --server-key", EXIT_USAGE)
+    try:
+        return RemoteTarget.resolve(home, connect, key, server_key)
+    except (EndpointError, KeyStoreError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _remote_pong(home: Home) -> Pong:
+    reply = _request(home, Ping(), timeout=5.0)
+    assert isinstance(reply, Pong)
+    return reply
+
+
 def _request(home: Home, message: object, timeout: float = 10.0) -> object:
     try:
+        if _connect is not None:
+            return _remote_target(home).request(message, timeout)  # type: ignore[arg-type]
         return request(home, message, timeout)  # type: ignore[arg-type]
     except FleetNotRunning as exc:
         _fail(f"{exc}; start one with `multibot up SYMBOL`")
@@ -100,6 +145,9 @@ def up(
         help="a symbol whose worker exits more often than this within --restart-window "
              "is marked FAILED (default 5)")] = None,
     restart_window: Annotated[float | None, typer.Option(help="seconds (default 60)")] = None,
+    control_tcp: Annotated[str, typer.Option(
+        help="also accept remote control on tcp://HOST:PORT: CURVE only, keys authorized "
+             "with `multibot keys`")] = "",
 ) -> None:
     """Start symbols (starting the fleet if needed, else hot-adding them)."""
     from orchestrator.client import ping
@@ -110,13 +158,15 @@ def up(
         symbols=symbols or [], config=config, mode=mode, feed=feed, interval=interval,
         speed=speed, seed=seed, strategies=strategy, stake=stake,
         order_type=order_type.upper() if order_type else None, max_restarts=max_restarts,
-        restart_window=restart_window, wait=wait,
+        restart_window=restart_window, wait=wait, control_tcp=control_tcp,
     )
     try:
         settings, message = prepare_up(options)
     except (SettingsError, ConfigError) as exc:
         _fail(str(exc), EXIT_USAGE)
-    running = ping(fleet_home)
+    if _connect is not None and foreground:
+        _fail("--foreground runs a fleet on this machine; drop --connect", EXIT_USAGE)
+    running = ping(fleet_home) if _connect is None else _remote_pong(fleet_home)  # hot-add
     if running is None:
         _validate_symbols(settings, message.symbols)
         if foreground:
@@ -223,8 +273,11 @@ def down(
     from orchestrator.client import pid_alive
 
     fleet_home = Home.at(home)
-    pid = fleet_home.read_pid()
+    pid = fleet_home.read_pid() if _connect is None else None
     _request(fleet_home, Down(flatten=flatten), timeout=120.0)
+    if _connect is not None:
+        typer.echo(f"remote fleet on {_connect[0]} is stopping")
+        return
     deadline = time.monotonic() + 30
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

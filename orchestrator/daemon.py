@@ -9,6 +9,7 @@ import os
 import sys
 
 import msgspec
+import zmq
 
 from orchestrator.home import Home, HomeError
 from orchestrator.protocol import Up
@@ -57,6 +58,9 @@ def run(home: Home, settings: FleetSettings, initial: Up | None = None,
     except HomeError as exc:
         log.error("%s", exc)
         return EXIT_HOME_BUSY
+    except zmq.ZMQError as exc:  # e.g. the --control-tcp port is taken
+        log.error("cannot open the fleet's sockets: %s", exc)
+        return EXIT_BAD_SETTINGS
     return 0
 
 

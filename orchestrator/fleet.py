@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker
@@ -48,6 +49,7 @@ from orchestrator.protocol import (
     encode,
     error_reply,
 )
+from orchestrator.remote import bind_curve_router, start_authenticator
 from orchestrator.settings import FleetSettings
 from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
 
@@ -95,6 +97,11 @@ class Fleet:
         self._events = self._bind(zmq.PUB, "events")
         self._market = self._bind(zmq.PUB, "market")
         self._broker = self._bind(zmq.ROUTER, "broker", handover=True)
+        self._auth: AsyncioAuthenticator | None = None
+        self._remote: zmq.asyncio.Socket | None = None
+        if settings.control_tcp:  # CURVE only: authorized keys in <home>/keys/authorized
+            self._auth = start_authenticator(self._ctx, home)
+            self._remote = bind_curve_router(self._ctx, home, settings.control_tcp)
 
     @property
     def _cursor_key(self) -> str:
@@ -116,9 +123,11 @@ class Fleet:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        for coro in (self._control_loop(), self._broker_loop(), self._feed_loop(),
+        for coro in (self._control_loop(self._control), self._broker_loop(), self._feed_loop(),
                      self._housekeeping_loop()):
             self._spawn(coro)
+        if self._remote is not None:
+            self._spawn(self._control_loop(self._remote))
         log.info("orchestrator pid %d up on %s (%s, feed %s %s @ %g bars/s)", os.getpid(),
                  self.home.root, self.settings.mode, self.settings.feed, self.settings.interval,
                  self.settings.speed)
@@ -166,6 +175,8 @@ class Fleet:
         await asyncio.sleep(0.05)  # let the last replies and events flush
         for task in list(self._tasks):
             task.cancel()
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.destroy(linger=100)
         self.journal.close()
         self._lock.release()
@@ -173,21 +184,21 @@ class Fleet:
 
     # --- control socket -----------------------------------------------------------------------
 
-    async def _control_loop(self) -> None:
+    async def _control_loop(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await self._control.recv_multipart()
+            frames = await sock.recv_multipart()
             if len(frames) != 2:
                 reply = Error(code=ErrorCode.MALFORMED, reason="expected exactly one frame")
-                await self._control.send_multipart([frames[0], encode(reply)])
+                await sock.send_multipart([frames[0], encode(reply)])
                 continue
             identity, payload = frames
             try:
                 envelope, message = decode(payload)
                 self._admit(identity)
             except ProtocolError as exc:
-                await self._control.send_multipart([identity, encode(error_reply(exc))])
+                await sock.send_multipart([identity, encode(error_reply(exc))])
                 continue
-            self._spawn(self._serve_control(identity, envelope.id, message))
+            self._spawn(self._serve_control(sock, identity, envelope.id, message))
 
     def _admit(self, identity: bytes) -> None:
         mine = self._in_flight.get(identity, 0)
@@ -195,7 +206,8 @@ class Fleet:
             raise ProtocolError(ErrorCode.BUSY, "too many requests in flight; retry later")
         self._in_flight[identity] = mine + 1
 
-    async def _serve_control(self, identity: bytes, msg_id: str, message: Message) -> None:
+    async def _serve_control(self, sock: zmq.asyncio.Socket, identity: bytes, msg_id: str,
+                             message: Message) -> None:
         try:
             reply = await self.control.handle(message)
         except ProtocolError as exc:
@@ -209,7 +221,7 @@ class Fleet:
                 self._in_flight[identity] = left
             else:
                 self._in_flight.pop(identity, None)
-        await self._control.send_multipart([identity, encode(reply, msg_id)])
+        await sock.send_multipart([identity, encode(reply, msg_id)])
 
     # --- broker socket (workers) --------------------------------------------------------------
 
@@ -248,11 +260,11 @@ class Fleet:
                 raise ProtocolError(ErrorCode.NOT_ALLOWED, "register under your own symbol")
             handle = self.supervisor.registered(symbol, message.pid)
             return self._welcome(handle)
+        if not self.supervisor.is_live(symbol):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{symbol} is not a registered worker")
         if isinstance(message, Goodbye):
             self.supervisor.goodbye(symbol, message.reason)
             return None
-        if not self.supervisor.is_live(symbol):
-            raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{symbol} is not a registered worker")
         if isinstance(message, WorkerHeartbeat):
             self.supervisor.heartbeat(symbol, message)
             return None

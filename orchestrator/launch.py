@@ -40,6 +40,7 @@ class UpOptions:
     max_restarts: int | None = None
     restart_window: float | None = None
     wait: float = 30.0
+    control_tcp: str = ""
 
 
 T = TypeVar("T")
@@ -59,6 +60,7 @@ def fleet_settings(opts: UpOptions, config: ConfigFile | None) -> FleetSettings:
         seed=_first(opts.seed, f.seed if f else None, default=7),
         max_restarts=_first(opts.max_restarts, f.max_restarts if f else None, default=5),
         restart_window_s=_first(opts.restart_window, f.restart_window if f else None, default=60.0),
+        control_tcp=opts.control_tcp,
     )
     settings.check()
     return settings

@@ -52,7 +52,7 @@ from orchestrator.protocol import (
 )
 
 __all__ = [
-    "EndpointError", "KeyInfo", "KeyStoreError", "RemoteTarget", "authorize",
+    "EndpointError", "KeyInfo", "KeyStoreError", "RemoteTarget", "authorize", "authorized_dir",
     "bind_curve_router", "clients_dir", "ensure_server_keys", "generate_client_key",
     "keys_dir", "list_keys", "parse_tcp_endpoint", "remote_request", "revoke",
     "start_authenticator",

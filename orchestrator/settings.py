@@ -29,6 +29,7 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_restarts: int = 5
     restart_window_s: float = 60.0
     grace_s: float = 5.0
+    control_tcp: str = ""  # e.g. "tcp://0.0.0.0:7070": remote control, CURVE only; "" = off
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -46,6 +47,13 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise SettingsError("restart limits and grace period must be positive")
         parse_decimal(self.fee_rate, "fee rate")
         parse_decimal(self.slippage_bps, "slippage")
+        if self.control_tcp:
+            from orchestrator.remote import EndpointError, parse_tcp_endpoint
+
+            try:
+                parse_tcp_endpoint(self.control_tcp, for_bind=True)
+            except EndpointError as exc:
+                raise SettingsError(f"--control-tcp: {exc}") from None
 
 
 def parse_decimal(text: str, what: str, positive: bool = False) -> Decimal:

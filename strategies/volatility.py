@@ -59,8 +59,8 @@ class BollingerBands(Indicator[Bands]):
             return None
         if pos == 0:  # the window just wrapped (or filled): recompute exactly
             self._shift = shift = math.fsum(self._buf) / n
-            self._sum = math.fsum(v - shift for v in self._buf)
-            self._m2 = math.fsum((v - shift) * (v - shift) for v in self._buf)
+            self._sum = total = math.fsum(v - shift for v in self._buf)  # ~0: shift's rounding
+            self._m2 = math.fsum((v - shift) * (v - shift) for v in self._buf) - total * total / n
         else:  # sums of (v - shift): d is exact, deviations are small numbers
             shift, d = self._shift, x - old
             old_mean = self._sum / n

@@ -19,6 +19,17 @@ import psutil
 T = TypeVar("T")
 
 
+def record_figures(figures: dict[str, Any]) -> None:
+    """Print a suite's figures; merge them into $MULTIBOT_RELIABILITY_FIGURES when set."""
+    print(f"\nreliability figures: {json.dumps(figures)}")
+    target = os.environ.get("MULTIBOT_RELIABILITY_FIGURES")
+    if target:
+        path = Path(target)
+        merged = json.loads(path.read_text()) if path.exists() else {}
+        merged.update(figures)
+        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
 def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
                what: str = "condition") -> T:
     """Poll ``probe`` until it returns something truthy; fail with the last value seen."""

@@ -6,7 +6,6 @@ MULTIBOT_RELIABILITY_FIGURES names a file, merged into it (RELIABILITY.md quotes
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -14,13 +13,12 @@ import signal
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from tests.invariants import assert_all_final, assert_never_doubled, fill_positions
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = [pytest.mark.process, pytest.mark.chaos]
 
@@ -29,16 +27,6 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT", "DO
 FAST = ("--feed", "synthetic", "--speed", "40", "-s", "sma_cross:fast=2,slow=5",
         "--max-restarts", "1000")
 CHAOS_SECONDS = float(os.environ.get("MULTIBOT_CHAOS_SECONDS", "20"))
-
-
-def _record(figures: dict[str, Any]) -> None:
-    print(f"\nreliability figures: {json.dumps(figures)}")
-    target = os.environ.get("MULTIBOT_RELIABILITY_FIGURES")
-    if target:
-        path = Path(target)
-        merged = json.loads(path.read_text()) if path.exists() else {}
-        merged.update(figures)
-        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 def _alive(pid: int) -> bool:
@@ -106,7 +94,8 @@ def test_random_worker_kills_lose_and_double_nothing(fleet: FleetCli) -> None:
         orders = journal.execute("SELECT count(*) FROM orders").fetchone()[0]
         fills = journal.execute("SELECT count(*) FROM fills").fetchone()[0]
     assert fills > 50  # orders really flowed while the kills happened
-    _record({"worker_kills": kills, "worker_restarts": restarts, "chaos_symbols": len(SYMBOLS),
+    record_figures({"worker_kills": kills, "worker_restarts": restarts,
+                    "chaos_symbols": len(SYMBOLS),
              "chaos_seconds": CHAOS_SECONDS, "chaos_orders": orders, "chaos_fills": fills,
              "chaos_lost_or_doubled": 0})
 
@@ -137,4 +126,4 @@ def test_orchestrator_killed_at_random_moments_resumes_exactly(fleet: FleetCli) 
     with fleet.journal() as journal:
         expired = journal.execute(
             "SELECT count(*) FROM orders WHERE status = 'EXPIRED'").fetchone()[0]
-    _record({"orchestrator_kills": rounds, "orders_expired_by_crash": expired})
+    record_figures({"orchestrator_kills": rounds, "orders_expired_by_crash": expired})

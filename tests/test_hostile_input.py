@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import msgspec
+import psutil
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from orchestrator import protocol as p
 from orchestrator.home import Home
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
 
@@ -48,16 +49,52 @@ def _error_code(sock: zmq.Socket[bytes]) -> str:
     return message.code
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.binary(max_size=512))
+FUZZ_CASES = {"control": 0, "broker": 0}
+# well-formed envelopes of every type with random bodies ("down" is a legitimate command)
+_TYPED_GARBAGE = st.builds(
+    lambda t, body: msgspec.msgpack.encode({"v": 1, "id": "f", "type": t, "ts_ns": 0,
+                                            "body": body}),
+    st.sampled_from(sorted(set(p.MESSAGE_TYPES) - {"down"})),
+    st.dictionaries(st.text(max_size=12), st.integers(-(2**63), 2**63 - 1)
+                    | st.text(max_size=8), max_size=4))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=512) | _TYPED_GARBAGE)
 def test_random_bytes_on_control_get_error_replies(live_fleet: FleetCli, data: bytes) -> None:
     sock = _socket(live_fleet, "control")
     try:
         sock.send(data)
         reply = _reply(sock)
-        assert isinstance(reply, p.Error | p.Pong | p.StatusReport)
+        assert isinstance(reply, p.Error | p.Pong | p.StatusReport | p.Ok)
+        FUZZ_CASES["control"] += 1
     finally:
         sock.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=512) | _TYPED_GARBAGE)
+def test_random_bytes_on_the_broker_socket_get_error_replies(live_fleet: FleetCli,
+                                                             data: bytes) -> None:
+    sock = _socket(live_fleet, "broker", identity=b"FUZZUSDT")
+    try:
+        sock.send(data)
+        reply = _reply(sock)
+        assert isinstance(reply, p.Error)
+        FUZZ_CASES["broker"] += 1
+    finally:
+        sock.close()
+
+
+def test_the_fleet_survived_the_fuzzing(live_fleet: FleetCli) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > worker["bars"] + 3,
+               what="trading to go on after the fuzzing")
+    rss = psutil.Process(live_fleet.status()["orchestrator"]["pid"]).memory_info().rss
+    assert rss < 300 * 2**20  # bounded memory after thousands of hostile messages
+    record_figures({"fuzz_cases_control": FUZZ_CASES["control"],
+                    "fuzz_cases_broker": FUZZ_CASES["broker"],
+                    "orchestrator_rss_after_fuzz_mb": round(rss / 2**20, 1)})
 
 
 def test_each_kind_of_bad_control_message(live_fleet: FleetCli) -> None:

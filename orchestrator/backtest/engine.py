@@ -58,7 +58,7 @@ class SymbolJob:
         return self.config.symbol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """An order request the runner made, and the open time of the bar it made it on."""
 
@@ -71,7 +71,7 @@ class Decision:
     price: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FillRecord:
     bar: int  # index of the bar it filled on
     side: str

@@ -59,9 +59,7 @@ def _price(value: float) -> Decimal | None:
     return price if price.is_finite() and price > 0 else None
 
 
-def _usable(value: float) -> bool:
-    """Exactly when ``_price(value)`` is not None, without building the Decimal."""
-    return 0 < value < math.inf
+_INF = math.inf  # 0 < x < _INF holds exactly when _price(x) is not None
 
 
 class PaperBroker:
@@ -141,7 +139,7 @@ class PaperBroker:
 
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
         """Take ``bar.close`` as the last price and fill the resting LIMIT orders it crosses."""
-        if not (_usable(bar.low) and _usable(bar.high) and _usable(bar.close)):
+        if not (0 < bar.low < _INF and 0 < bar.high < _INF and 0 < bar.close < _INF):
             return []  # a corrupt bar must not move prices or fill anything
         if not self._open.get(bar.symbol):  # nothing can fill: keep the close, convert it later
             self._last_close[bar.symbol] = bar.close

@@ -1,0 +1,110 @@
+"""CURVE key storage and the `multibot keys` CLI: private files, never overwritten, never
+a secret in a listing or on the terminal."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from orchestrator import remote
+from orchestrator.home import Home
+from orchestrator.keys_command import register
+from orchestrator.keystore import load_keypair
+from orchestrator.protocol import Ping
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_key_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
+    home = Home(tmp_path / "h")
+    server_public, _ = remote.ensure_server_keys(home)
+    secret = remote.generate_client_key(home, "laptop")
+    keys = remote.keys_dir(home)
+    for directory in (keys, keys / "authorized", keys / "clients"):
+        assert _mode(directory) == 0o700
+    assert _mode(secret) == 0o600 and _mode(keys / "server.key_secret") == 0o600
+    authorized = keys / "authorized" / "laptop.key"
+    assert "secret-key" not in authorized.read_text()
+    assert "secret-key" not in secret.with_suffix(".key").read_text()
+    before = secret.read_bytes()
+    with pytest.raises(remote.KeyStoreError, match="exists"):
+        remote.generate_client_key(home, "laptop", authorize=False)
+    with pytest.raises(remote.KeyStoreError, match="already authorized"):
+        remote.authorize(home, secret.with_suffix(".key"), "laptop-again")
+    assert secret.read_bytes() == before
+    assert remote.ensure_server_keys(home)[0] == server_public  # stable, not regenerated
+    for bad in ["", "../x", ".hidden", "a/b", "x" * 65, "-rf", "with space", "é"]:
+        with pytest.raises(remote.KeyStoreError, match="bad key name"):
+            remote.generate_client_key(home, bad)
+    with pytest.raises(remote.KeyStoreError, match="cannot read"):
+        remote.authorize(home, tmp_path / "missing.key", "nope")
+    (tmp_path / "junk.key").write_text('public-key = "too short"\n')
+    with pytest.raises(remote.KeyStoreError, match="not a CURVE public key"):
+        remote.authorize(home, tmp_path / "junk.key", "junk")
+
+
+def test_listing_and_client_side_never_expose_or_accept_bad_secrets(tmp_path: Path) -> None:
+    home = Home(tmp_path / "h")
+    remote.ensure_server_keys(home)
+    laptop = remote.generate_client_key(home, "laptop")
+    remote.generate_client_key(home, "phone", authorize=False)
+    listed = remote.list_keys(home)
+    assert {(k.kind, k.name) for k in listed} == {
+        ("server", "server"), ("authorized", "laptop"), ("client", "laptop"),
+        ("client", "phone")}
+    secrets = [load_keypair(p)[1].decode() for p in remote.keys_dir(home).rglob("*_secret")]
+    assert len(secrets) == 3 and all(s not in repr(listed) for s in secrets)
+    assert all(k.path.suffix == ".key" for k in listed)
+    with pytest.raises(remote.KeyStoreError, match="no secret key"):
+        remote.remote_request("127.0.0.1:9", b"x" * 40, remote.authorized_dir(home) /
+                              "laptop.key", Ping(), 0.1)
+    os.chmod(laptop, 0o644)
+    with pytest.raises(remote.KeyStoreError, match="readable by other users"):
+        load_keypair(laptop)
+    os.chmod(laptop, 0o600)
+    with pytest.raises(remote.EndpointError):
+        remote.remote_request("ipc:///tmp/c.sock", b"x" * 40, laptop, Ping(), 0.1)
+    server_public = remote.ensure_server_keys(home)[0]
+    target = remote.RemoteTarget.resolve(home, "10.0.0.5:7070", "laptop", server_public.decode())
+    assert target == remote.RemoteTarget("tcp://10.0.0.5:7070", server_public, laptop)
+    by_file = remote.RemoteTarget.resolve(home, "tcp://h:1", str(laptop),
+                                          str(remote.keys_dir(home) / "server.key"))
+    assert by_file.server_public_key == server_public and by_file.client_key_file == laptop
+    with pytest.raises(remote.KeyStoreError):
+        remote.RemoteTarget.resolve(home, "h:1", "laptop", "not-a-key")
+
+
+def test_keys_cli(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    runner, home = CliRunner(), tmp_path / "h"
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, ["keys", *args, "--home", str(home)])
+        return result.exit_code, result.output
+
+    code, out = run("generate", "laptop")
+    secret_file = home / "keys" / "clients" / "laptop.key_secret"
+    public, secret = load_keypair(secret_file)
+    assert code == 0 and public.decode() in out and str(secret_file) in out
+    assert secret.decode() not in out
+    assert run("generate", "laptop")[0] == 2
+    assert run("generate", "../evil")[0] == 2
+    code, out = run("generate", "phone", "--no-authorize")
+    assert code == 0 and "keys authorize phone.key --name phone" in out
+    code, out = run("server")
+    server_public, server_secret = remote.ensure_server_keys(Home(home))
+    assert code == 0 and server_public.decode() in out and server_secret.decode() not in out
+    code, out = run("authorize", str(home / "keys" / "clients" / "phone.key"), "--name", "phone")
+    assert code == 0 and (home / "keys" / "authorized" / "phone.key").exists()
+    code, out = run("list")
+    assert code == 0 and out.count("authorized ") == 2 and public.decode() in out
+    assert secret.decode() not in out and server_secret.decode() not in out
+    assert run("revoke", "phone")[0] == 0 and run("revoke", "phone")[0] == 2

@@ -1,0 +1,326 @@
+"""Who may command the fleet: private files for ipc, CURVE keys for TCP, never plaintext.
+
+Key storage and the `keys` CLI are tested in test_keys.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from orchestrator import remote
+from orchestrator.home import Home
+from orchestrator.protocol import (
+    Error,
+    ErrorCode,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Status,
+    decode,
+    encode,
+)
+from tests.support import FleetCli
+
+REPO = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- local control: file permissions (a real fleet) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reachable_fleet() -> Iterator[FleetCli]:
+    """A fleet whose home sits in a directory every user may traverse, so only the home's
+    own permissions stand between another user and the sockets."""
+    parent = Path(tempfile.mkdtemp(prefix="mb-remote-"))
+    os.chmod(parent, 0o755)
+    cli = FleetCli(parent / "home")
+    try:
+        cli.up("BTCUSDT")
+        yield cli
+    finally:
+        cli.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.process
+def test_home_and_sockets_are_private(fleet: FleetCli) -> None:
+    fleet.up("BTCUSDT")
+    home = Home.at(fleet.home)
+    for directory in (home.root, home.run_dir, home.logs_dir, home.socket_dir):
+        assert _mode(directory) == 0o700, directory
+    sockets = [p for p in home.socket_dir.iterdir() if stat.S_ISSOCK(p.stat().st_mode)]
+    assert {p.name for p in sockets} >= {"control.sock", "broker.sock"}
+    for sock in sockets:
+        assert _mode(sock) == 0o600, sock
+
+
+_CHILD = r"""
+import json, os, sys
+import zmq
+from orchestrator import protocol as p
+endpoint, path, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if uid:  # drop privileges for good, before any zmq thread exists
+    os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+    try:
+        os.setuid(0); sys.exit("privileges were not dropped")
+    except PermissionError:
+        pass
+def reach(path):
+    try:
+        os.stat(path); return "ok"
+    except OSError as exc:
+        return type(exc).__name__
+sock = zmq.Context.instance().socket(zmq.DEALER); sock.setsockopt(zmq.LINGER, 0)
+sock.connect(endpoint); sock.send(p.encode(p.Ping()))
+reply = p.decode(sock.recv())[1].TYPE if sock.poll(2000) else "none"
+sock.close(0)
+print(json.dumps({"uid": os.geteuid(), "parent": reach(os.path.dirname(sys.argv[4])),
+                  "socket": reach(path), "reply": reply}))
+"""
+
+
+def _ping_as(cli: FleetCli, uid: int) -> dict[str, object]:
+    home = Home.at(cli.home)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, home.endpoint("control"), str(home.socket_path("control")),
+         str(uid), str(home.root)],
+        capture_output=True, text=True, timeout=30, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.mark.process
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_command_the_fleet(reachable_fleet: FleetCli) -> None:
+    assert _ping_as(reachable_fleet, 0) == {"uid": 0, "parent": "ok", "socket": "ok",
+                                            "reply": "pong"}
+    assert _ping_as(reachable_fleet, NOBODY) == {
+        "uid": NOBODY, "parent": "ok", "socket": "PermissionError", "reply": "none"}
+
+
+# --- remote control: CURVE over TCP (an in-test server, no fleet) ----------------------
+
+
+class CurveServer:
+    """An asyncio ping server on a CURVE ROUTER from our helpers, in a thread."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.endpoint = ""
+        self.auth: remote.CurveAuthenticator | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def start(self) -> CurveServer:
+        self._thread.start()
+        assert self._ready.wait(10), "server did not start"
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "server thread did not stop"
+
+    async def _main(self) -> None:
+        ctx = zmq.asyncio.Context()
+        serving: asyncio.Task[None] | None = None
+        try:
+            auth = remote.start_authenticator(ctx, self.home)
+            assert isinstance(auth, remote.CurveAuthenticator)
+            self.auth = auth
+            sock = remote.bind_curve_router(ctx, self.home, "tcp://127.0.0.1:0")
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            serving = asyncio.create_task(self._serve(sock))
+            self._ready.set()
+            await self._stop.wait()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._ready.set()
+            if serving is not None:
+                serving.cancel()
+            if self.auth is not None:
+                self.auth.stop()
+            ctx.destroy(linger=0)
+
+    async def _serve(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            identity, *frames = await sock.recv_multipart()
+            try:
+                envelope, message = decode(frames[-1])
+            except ProtocolError:
+                continue
+            reply = (Pong(pid=os.getpid(), home=str(self.home.root)) if isinstance(message, Ping)
+                     else Error(code=ErrorCode.NOT_ALLOWED, reason="test server pings only"))
+            await sock.send_multipart([identity, encode(reply, envelope.id)])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[CurveServer]:
+    srv = CurveServer(Home(tmp_path / "server-home"))
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def _ask(srv: CurveServer, key: Path, message: Message | None = None, timeout: float = 5.0,
+         server_key: bytes | None = None) -> Message:
+    public = server_key or remote.ensure_server_keys(srv.home)[0]
+    return remote.remote_request(srv.endpoint, public, key, message or Ping(), timeout)
+
+
+def test_authorized_client_gets_replies(server: CurveServer) -> None:
+    key = remote.generate_client_key(server.home, "laptop")
+    for _ in range(2):
+        reply = _ask(server, key)
+        assert isinstance(reply, Pong) and reply.home == str(server.home.root)
+    with pytest.raises(ProtocolError) as caught:
+        _ask(server, key, Status())
+    assert caught.value.code is ErrorCode.NOT_ALLOWED
+
+
+def test_unknown_key_or_wrong_server_key_gets_no_reply(server: CurveServer,
+                                                       tmp_path: Path) -> None:
+    stranger = remote.generate_client_key(server.home, "stranger", authorize=False)
+    with pytest.raises(ProtocolError) as caught:
+        _ask(server, stranger, timeout=1.0)
+    assert caught.value.code is ErrorCode.TIMEOUT and "not authorized" in caught.value.reason
+    friend = remote.generate_client_key(server.home, "friend")
+    impostor = remote.ensure_server_keys(Home(tmp_path / "impostor"))[0]
+    with pytest.raises(ProtocolError, match="server key is wrong"):
+        _ask(server, friend, timeout=1.0, server_key=impostor)
+
+
+@pytest.mark.parametrize("mechanism", ["null", "plain"])
+def test_plaintext_client_gets_no_reply(server: CurveServer, mechanism: str) -> None:
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if mechanism == "plain":
+            sock.plain_username, sock.plain_password = b"admin", b"admin"
+        sock.connect(server.endpoint)
+        sock.send(encode(Ping()))
+        assert sock.poll(1000) == 0
+    finally:
+        sock.close(0)
+
+
+def test_revocation_applies_to_the_next_connection(server: CurveServer) -> None:
+    key = remote.generate_client_key(server.home, "phone")
+    assert isinstance(_ask(server, key), Pong)
+    remote.revoke(server.home, "phone")
+    with pytest.raises(ProtocolError, match="not authorized"):
+        _ask(server, key, timeout=1.0)
+    remote.authorize(server.home, key.with_suffix(".key"), "phone2")
+    assert isinstance(_ask(server, key), Pong)
+
+
+def test_zap_errors_deny_and_are_logged_not_raised(server: CurveServer,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    key = remote.generate_client_key(server.home, "laptop")
+    (remote.authorized_dir(server.home) / "junk.key").write_text("not a key\n")
+    assert isinstance(_ask(server, key), Pong)  # a bad file is skipped, the rest works
+    assert server.auth is not None
+    keys, real = server.auth.keys, server.auth.keys.name_of
+
+    def broken(key: bytes) -> str | None:
+        raise OSError("disk on fire")
+
+    keys.name_of = broken  # type: ignore[method-assign]
+    try:
+        with (caplog.at_level(logging.ERROR, "orchestrator.remote"),
+              pytest.raises(ProtocolError, match="timeout")):
+            _ask(server, key, timeout=1.0)
+        assert "ZAP request failed" in caplog.text
+    finally:
+        keys.name_of = real  # type: ignore[method-assign]
+    assert isinstance(_ask(server, key), Pong)  # the authenticator survived
+
+
+def test_no_curve_router_without_authenticator(tmp_path: Path) -> None:
+    async def attempt() -> None:
+        ctx = zmq.asyncio.Context()
+        try:
+            with pytest.raises(RuntimeError, match="start_authenticator"):
+                remote.bind_curve_router(ctx, Home(tmp_path / "h"), "127.0.0.1:0")
+            with pytest.raises(remote.EndpointError):
+                remote.bind_curve_router(ctx, Home(tmp_path / "h"), "ipc:///tmp/x.sock")
+        finally:
+            ctx.destroy(linger=0)
+
+    asyncio.run(attempt())
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("tcp://127.0.0.1:7070", "tcp://127.0.0.1:7070"), ("10.0.0.5:7070", "tcp://10.0.0.5:7070"),
+    (" TCP://fleet.example.org:0443 ", "tcp://fleet.example.org:443"),
+    ("tcp://[::1]:7070", "tcp://[::1]:7070"),
+])
+def test_parse_tcp_endpoint_accepts(text: str, expected: str) -> None:
+    assert remote.parse_tcp_endpoint(text) == expected
+    assert remote.parse_tcp_endpoint("*:0", for_bind=True) == "tcp://*:*"
+
+
+@pytest.mark.parametrize("text", [
+    "ipc:///tmp/control.sock", "udp://127.0.0.1:7070", "inproc://x", "ws://h:1", "pgm://h:1",
+    "tcp://127.0.0.1", "127.0.0.1:0", "h:65536", "h:-1", "h:x", "*:7070", "", "garbage",
+    "tcp://a b:1", "tcp://h;evil:1", "tcp://user@h:1", "tcp://h:1/x",
+])
+def test_parse_tcp_endpoint_refuses(text: str) -> None:
+    with pytest.raises(remote.EndpointError):
+        remote.parse_tcp_endpoint(text)
+
+
+def test_a_real_fleet_is_commanded_over_curve_tcp_only_with_an_authorized_key(
+        fleet: FleetCli) -> None:
+    import socket as pysocket
+
+    with pysocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    fleet.up("BTCUSDT", "--control-tcp", endpoint)
+    fleet.run("keys", "generate", "laptop", check=True)
+    fleet.run("keys", "generate", "stranger", "--no-authorize", check=True)
+    server_key = fleet.run("keys", "server", check=True).stdout.strip()
+
+    def remote(key: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return fleet.run("--connect", endpoint, "--key", key, "--server-key", server_key,
+                         *args)
+
+    ok = remote("laptop", "status", "--json")
+    assert ok.returncode == 0 and '"BTCUSDT"' in ok.stdout
+    added = remote("laptop", "up", "ETHUSDT")
+    assert added.returncode == 0 and "ETHUSDT" in added.stdout and "RUNNING" in added.stdout
+    refused = remote("stranger", "status")
+    assert refused.returncode == 1 and "not authorized" in refused.stderr
+    assert set(fleet.workers()) == {"BTCUSDT", "ETHUSDT"}
