@@ -82,8 +82,7 @@ def authorize(
 ) -> None:
     """Allow a client's public key to command this fleet (takes effect at once)."""
     from orchestrator.home import Home
-    from orchestrator.keystore import KeyStoreError
-    from orchestrator.keystore import authorize as authorize_key
+    from orchestrator.keystore import KeyStoreError, authorize as authorize_key
 
     try:
         path = authorize_key(Home.at(home), file, name)
@@ -95,8 +94,7 @@ def authorize(
 def revoke(name: NameArg, home: HomeOption = None) -> None:
     """Withdraw an authorized key (new connections with it are refused at once)."""
     from orchestrator.home import Home
-    from orchestrator.keystore import KeyStoreError
-    from orchestrator.keystore import revoke as revoke_key
+    from orchestrator.keystore import KeyStoreError, revoke as revoke_key
 
     try:
         path = revoke_key(Home.at(home), name)

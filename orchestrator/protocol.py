@@ -15,6 +15,15 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from orchestrator.records import (  # re-exported: one module for the wire
+    FillView as FillView,
+    OrderView as OrderView,
+    PositionView as PositionView,
+    StrategySpec as StrategySpec,
+    SymbolPlan as SymbolPlan,
+    SymbolRules as SymbolRules,
+    WorkerConfig as WorkerConfig,
+)
 from strategies.bar import Bar
 
 PROTOCOL_VERSION = 1
@@ -57,83 +66,6 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of every message body; ``TYPE`` is the envelope's ``type``."""
 
     TYPE: ClassVar[str] = ""
-
-
-# --- shared records -------------------------------------------------------------------------
-
-
-class StrategySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    params: dict[str, float | int | str | bool] = {}
-
-
-class SymbolPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What one symbol trades with: strategies (combined by majority), stake, order type."""
-
-    strategies: list[StrategySpec]
-    stake: str = "100"
-    order_type: str = "MARKET"
-
-
-class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Exchange filters of one symbol, as decimal strings (exact)."""
-
-    symbol: str
-    base_asset: str
-    quote_asset: str
-    tick_size: str
-    min_price: str
-    max_price: str
-    step_size: str
-    min_qty: str
-    max_qty: str
-    min_notional: str
-    market_max_qty: str = "0"
-
-
-class OrderView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    client_order_id: str
-    symbol: str
-    side: str  # BUY | SELL
-    type: str  # MARKET | LIMIT
-    quantity: str
-    price: str | None = None
-    status: str = "NEW"  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED
-    executed_qty: str = "0"
-    reason: str = ""
-    created_ns: int = 0
-    updated_ns: int = 0
-
-
-class FillView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    trade_id: int
-    client_order_id: str
-    symbol: str
-    side: str
-    price: str
-    qty: str
-    fee: str
-    fee_asset: str
-    time_ns: int
-
-
-class PositionView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    symbol: str
-    qty: str = "0"
-    avg_entry: str = "0"
-    realized_pnl: str = "0"  # quote, net of all fees paid
-    fees_paid: str = "0"
-    trades: int = 0
-
-
-class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    symbol: str
-    strategies: list[StrategySpec]
-    stake: str  # quote amount per entry
-    order_type: str = "MARKET"  # MARKET | LIMIT
-    limit_ttl_bars: int = 5  # a LIMIT entry not filled after this many bars is cancelled
-    heartbeat_s: float = 1.0
-    liveness: int = 4  # missed orchestrator heartbeats before the worker exits on its own
 
 
 # --- control socket (CLI -> orchestrator) ---------------------------------------------------
@@ -389,7 +321,7 @@ def decode_envelope(data: bytes) -> Envelope:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
     try:
         envelope = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         _check_version(data)  # another version may shape its envelope differently
         raise ProtocolError(ErrorCode.MALFORMED, f"not a protocol envelope: {exc}") from None
     _check_version_number(envelope.v)
@@ -399,7 +331,7 @@ def decode_envelope(data: bytes) -> Envelope:
 def _check_version(data: bytes) -> None:
     try:
         version = _version_decoder.decode(data).v
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return
     _check_version_number(version)
 
@@ -419,7 +351,7 @@ def decode_body(envelope: Envelope) -> Message:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {envelope.type!r}")
     try:
         message: Message = decoder.decode(envelope.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise ProtocolError(ErrorCode.BAD_BODY, f"bad {envelope.type!r} body: {exc}") from None
     return message
 

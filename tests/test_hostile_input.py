@@ -8,8 +8,7 @@ import msgspec
 import psutil
 import pytest
 import zmq
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from orchestrator import protocol as p
 from orchestrator.home import Home

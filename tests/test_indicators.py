@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from strategies.indicators import EMA, MACD, RSI, SMA
 from strategies.volatility import ATR, BollingerBands

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker, client_order_id, parse_seq

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from orchestrator import protocol as p
 from strategies.bar import Bar
@@ -78,6 +77,7 @@ def _raw_envelope(v: object = 1, type_: object = "ping", body: object = None) ->
     [
         (b"", p.ErrorCode.MALFORMED),
         (b"\xc1", p.ErrorCode.MALFORMED),
+        (b"\x81\xa1\x80", p.ErrorCode.MALFORMED),  # a map key that is not UTF-8
         (msgspec.msgpack.encode({"v": 1}), p.ErrorCode.MALFORMED),
         (_raw_envelope(v=2), p.ErrorCode.BAD_VERSION),
         (msgspec.msgpack.encode({"v": 2, "shape": "new"}), p.ErrorCode.BAD_VERSION),
