@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+import zmq.asyncio
 
 from orchestrator.feeds.base import UnknownSymbol
 from orchestrator.launch import check_plan
 from orchestrator.protocol import (
     Down,
+    Error,
     ErrorCode,
     Kill,
     KillResult,
@@ -27,6 +31,9 @@ from orchestrator.protocol import (
     Up,
     UpResult,
     WorkerConfig,
+    decode,
+    encode,
+    error_reply,
 )
 from orchestrator.settings import SettingsError, normalize_symbols
 from orchestrator.status import StatusBuilder
@@ -36,6 +43,9 @@ if TYPE_CHECKING:
     from orchestrator.fleet import Fleet
 
 DEFAULT_STRATEGY = StrategySpec(name="sma_cross")
+_MAX_IN_FLIGHT_PER_PEER = 8  # a flooding client cannot starve the others or grow memory
+_MAX_IN_FLIGHT = 256
+log = logging.getLogger(__name__)
 
 
 def _result(handle: WorkerHandle, error: str = "") -> SymbolResult:
@@ -49,6 +59,52 @@ class ControlHandlers:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._status = StatusBuilder(fleet)
+        self._in_flight: dict[bytes, int] = {}
+
+    # --- the socket ---------------------------------------------------------------------------
+
+    async def serve(self, sock: zmq.asyncio.Socket,
+                    spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Read requests forever; each is answered by its own task (``spawn``)."""
+        while True:
+            frames = await sock.recv_multipart()
+            if len(frames) != 2:
+                reply = Error(code=ErrorCode.MALFORMED, reason="expected exactly one frame")
+                await sock.send_multipart([frames[0], encode(reply)])
+                continue
+            identity, payload = frames
+            try:
+                envelope, message = decode(payload)
+                self._admit(identity)
+            except ProtocolError as exc:
+                await sock.send_multipart([identity, encode(error_reply(exc))])
+                continue
+            spawn(self._answer(sock, identity, envelope.id, message))
+
+    def _admit(self, identity: bytes) -> None:
+        mine = self._in_flight.get(identity, 0)
+        if mine >= _MAX_IN_FLIGHT_PER_PEER or sum(self._in_flight.values()) >= _MAX_IN_FLIGHT:
+            raise ProtocolError(ErrorCode.BUSY, "too many requests in flight; retry later")
+        self._in_flight[identity] = mine + 1
+
+    async def _answer(self, sock: zmq.asyncio.Socket, identity: bytes, msg_id: str,
+                      message: Message) -> None:
+        try:
+            reply = await self.handle(message)
+        except ProtocolError as exc:
+            reply = error_reply(exc)
+        except Exception as exc:  # a bad request must never take the orchestrator down
+            log.exception("control request %s failed", message.TYPE)
+            reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            left = self._in_flight.get(identity, 1) - 1
+            if left > 0:
+                self._in_flight[identity] = left
+            else:
+                self._in_flight.pop(identity, None)
+        await sock.send_multipart([identity, encode(reply, msg_id)])
+
+    # --- requests -------------------------------------------------------------------------
 
     async def handle(self, message: Message) -> Message:
         if isinstance(message, Ping):

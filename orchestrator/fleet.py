@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 
 _CURSOR_SAVE_S = 1.0
 _JOURNAL_BUSY_S = 0.25
-_MAX_IN_FLIGHT_PER_PEER = 8  # a flooding client cannot starve the others or grow memory
-_MAX_IN_FLIGHT = 256
 
 
 def make_feed(settings: FleetSettings, cursor: int | None) -> Feed:
@@ -91,7 +89,6 @@ class Fleet:
         self.shutting_down = False
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: dict[bytes, int] = {}
         self._ctx = zmq.asyncio.Context()
         self._control = self._bind(zmq.ROUTER, "control")
         self._events = self._bind(zmq.PUB, "events")
@@ -123,11 +120,11 @@ class Fleet:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        for coro in (self._control_loop(self._control), self._broker_loop(), self._feed_loop(),
-                     self._housekeeping_loop()):
+        for coro in (self.control.serve(self._control, self._spawn), self._broker_loop(),
+                     self._feed_loop(), self._housekeeping_loop()):
             self._spawn(coro)
         if self._remote is not None:
-            self._spawn(self._control_loop(self._remote))
+            self._spawn(self.control.serve(self._remote, self._spawn))
         log.info("orchestrator pid %d up on %s (%s, feed %s %s @ %g bars/s)", os.getpid(),
                  self.home.root, self.settings.mode, self.settings.feed, self.settings.interval,
                  self.settings.speed)
@@ -181,47 +178,6 @@ class Fleet:
         self.journal.close()
         self._lock.release()
         log.info("orchestrator stopped")
-
-    # --- control socket -----------------------------------------------------------------------
-
-    async def _control_loop(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frames = await sock.recv_multipart()
-            if len(frames) != 2:
-                reply = Error(code=ErrorCode.MALFORMED, reason="expected exactly one frame")
-                await sock.send_multipart([frames[0], encode(reply)])
-                continue
-            identity, payload = frames
-            try:
-                envelope, message = decode(payload)
-                self._admit(identity)
-            except ProtocolError as exc:
-                await sock.send_multipart([identity, encode(error_reply(exc))])
-                continue
-            self._spawn(self._serve_control(sock, identity, envelope.id, message))
-
-    def _admit(self, identity: bytes) -> None:
-        mine = self._in_flight.get(identity, 0)
-        if mine >= _MAX_IN_FLIGHT_PER_PEER or sum(self._in_flight.values()) >= _MAX_IN_FLIGHT:
-            raise ProtocolError(ErrorCode.BUSY, "too many requests in flight; retry later")
-        self._in_flight[identity] = mine + 1
-
-    async def _serve_control(self, sock: zmq.asyncio.Socket, identity: bytes, msg_id: str,
-                             message: Message) -> None:
-        try:
-            reply = await self.control.handle(message)
-        except ProtocolError as exc:
-            reply = error_reply(exc)
-        except Exception as exc:  # a bad request must never take the orchestrator down
-            log.exception("control request %s failed", message.TYPE)
-            reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
-        finally:
-            left = self._in_flight.get(identity, 1) - 1
-            if left > 0:
-                self._in_flight[identity] = left
-            else:
-                self._in_flight.pop(identity, None)
-        await sock.send_multipart([identity, encode(reply, msg_id)])
 
     # --- broker socket (workers) --------------------------------------------------------------
 

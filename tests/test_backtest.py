@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import orchestrator.backtest.engine as engine
+from orchestrator.backtest.data import load_csv
 from orchestrator.backtest.progress import ProgressBar
 from orchestrator.backtest.session import Request, Result, run_backtest
 from strategies.bar import Bar
@@ -229,3 +230,38 @@ def test_progress_bar_draws_only_on_a_terminal_and_erases_itself() -> None:
     silent.update(500)
     silent.close()
     assert quiet.text == ""
+
+
+def test_unsorted_and_overlapping_rows_are_sorted_and_deduplicated(tmp_path: Path) -> None:
+    ref = f"{strategy_file(tmp_path, 'buysell', BUY_SELL)}:BuySell"
+    clean = write_binance_csv(tmp_path / "clean.csv", CLOSES)
+    rows = clean.read_text().splitlines()
+    messy = tmp_path / "messy.csv"
+    messy.write_text("\n".join([rows[3], *rows, rows[0]]) + "\n")  # as if files overlapped
+    reports = [backtest(["BTCUSDT"], data=[p], strategies=[ref]).report["symbols"]["BTCUSDT"]
+               for p in (clean, messy)]
+    assert reports[0]["metrics"] == reports[1]["metrics"]
+    assert reports[1]["metrics"]["bars"] == len(CLOSES)
+
+
+def test_config_gives_each_symbol_its_strategies_and_stake(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text(
+        '[defaults]\nstrategies = ["sma_cross:fast=5,slow=20"]\n\n'
+        '[symbol.ETHUSDT]\nstake = "250"\nstrategies = ["ema_cross:fast=8,slow=21"]\n')
+    result = backtest(["BTCUSDT", "ETHUSDT"], **HOURLY, config=config)
+    btc, eth = (symbol_report(result, s) for s in ("BTCUSDT", "ETHUSDT"))
+    assert btc["strategies"] == [{"name": "sma_cross", "params": {"fast": 5, "slow": 20}}]
+    assert eth["strategies"] == [{"name": "ema_cross", "params": {"fast": 8, "slow": 21}}]
+    assert (btc["stake"], eth["stake"]) == ("100", "250")
+    assert result.report["parameters"]["capital"] == {"BTCUSDT": 100.0, "ETHUSDT": 250.0}
+
+
+def test_a_file_mixing_milliseconds_and_microseconds_reads_as_one_series(tmp_path: Path) -> None:
+    old = write_binance_csv(tmp_path / "old.csv", CLOSES).read_text().splitlines()
+    new = write_binance_csv(tmp_path / "new.csv", CLOSES, micros=True).read_text().splitlines()
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join(old[:3] + new[3:]) + "\n")  # Binance switched to µs in 2025
+    series = load_csv(mixed, "BTCUSDT")
+    assert series.bars["open_time"].tolist() == [T0 + i * HOUR for i in range(len(CLOSES))]
+    assert series.interval == "1h"

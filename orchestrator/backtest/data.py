@@ -126,7 +126,9 @@ def load_csv(path: Path, symbol: str, step_ms: int | None = None) -> Series:
     if header and (first[0] not in _TIME_NAMES or tuple(first[1:6]) != _NAMES):
         raise DataError(f"{path}: unrecognised header {lines[0][:80]!r}; expected Binance's "
                         "12-column kline CSV or open_time,open,high,low,close,volume")
-    width = len(lines[1 if header else 0].split(",")) if len(lines) > header else 0
+    if len(lines) == int(header):
+        raise DataError(f"{path}: no bars in the file")
+    width = len(lines[int(header)].split(","))
     if width not in _COLUMNS:
         raise DataError(f"{path}: {width} columns; expected Binance's 12-column kline CSV or "
                         "the bundled open_time,open,high,low,close,volume format")
@@ -165,8 +167,7 @@ def _to_bars(path: Path, table: np.ndarray) -> np.ndarray:
     if (table[:, 1:5] <= 0).any():
         row = int(np.argwhere(table[:, 1:5] <= 0)[0][0])
         raise DataError(f"{path}: non-positive price in bar {row + 1}")
-    if times.max() >= _MICROS:
-        times = times // 1000  # newer Binance files: microseconds
+    times = np.where(times >= _MICROS, times // 1000, times)  # newer Binance files: µs
     if times.min() < _MILLIS:
         raise DataError(f"{path}: open_time must be epoch milliseconds or microseconds")
     bars = np.empty(len(table), dtype=KLINE_DTYPE)

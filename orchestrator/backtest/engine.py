@@ -101,7 +101,8 @@ class SymbolRun:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the loop; never written to the report
 
-    def _record(self, index: int, update: OrderUpdate) -> None:
+    def record(self, index: int, update: OrderUpdate) -> None:
+        """Note the fills of ``update`` and the position after it, made on bar ``index``."""
         position = update.position
         for fill in update.fills:
             self.fills.append(FillRecord(index, fill.side, fill.price, fill.qty, fill.fee,
@@ -179,12 +180,12 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
             if updates:
                 for update in updates:
                     runner.on_update(update)
-                    result._record(index, update)
+                    result.record(index, update)
             actions = runner_on_bar(bar)
             if actions:
                 for action in actions:
                     _execute(broker, runner, result, index, bar.open_time, action)
-            if progress is not None and index & (CHUNK - 1) == CHUNK - 1:
+            if progress is not None and index & (CHUNK - 1) == CHUNK - 1:  # CHUNK is 2**k
                 progress(index + 1)
         for strategy in strategies:
             strategy.on_stop()
@@ -212,4 +213,4 @@ def _execute(broker: PaperBroker, runner: Runner, result: SymbolRun, index: int,
         runner.last_error = f"broker: {exc.code.value}: {exc.reason}"
         return
     runner.on_update(update)
-    result._record(index, update)
+    result.record(index, update)
