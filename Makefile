@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_HOME ?= .demo
 
-.PHONY: help setup demo test lint typecheck check bench clean
+.PHONY: help setup demo test reliability lint typecheck check bench clean
 
 help: #-- list the targets
 	@grep -E '^[a-z]+:.*#--' $(MAKEFILE_LIST) | sed -E 's/:.*#-- /\t/' | expand -t 12
@@ -22,6 +22,13 @@ demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctr
 
 test: setup #-- the whole test suite (real processes, sockets, SQLite)
 	$(BIN)/python -m pytest -q
+
+reliability: setup #-- chaos, faults, fuzzing and security suites; figures to reliability-figures.json
+	rm -f reliability-figures.json
+	MULTIBOT_RELIABILITY_FIGURES=$(CURDIR)/reliability-figures.json $(BIN)/python -m pytest -q -s \
+	  tests/test_chaos.py tests/test_hostile_input.py tests/test_storage_faults.py \
+	  tests/test_secrets.py tests/test_remote.py tests/test_supervision.py tests/test_protocol.py \
+	  | grep -E "reliability figures|passed|failed"
 
 lint: setup #-- ruff
 	$(BIN)/ruff check orchestrator worker strategies tests
