@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from orchestrator.supervisor import worker_environment
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
 
@@ -44,3 +44,4 @@ def test_a_secret_in_the_environment_appears_nowhere(fleet: FleetCli) -> None:
         outputs += ["\n".join(journal.iterdump())]
     for text in outputs:
         assert SECRET not in text
+    record_figures({"secret_redaction_places_checked": len(outputs) + 2, "secret_leaks": 0})

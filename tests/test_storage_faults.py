@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.invariants import assert_all_final, assert_never_doubled
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
 
@@ -53,3 +53,4 @@ def test_locked_journal_halts_trading_then_it_resumes(fleet: FleetCli) -> None:
     db = fleet.home / "multibot.db"
     assert_all_final(db)
     assert_never_doubled(db)
+    record_figures({"journal_faults_injected": 1, "orders_lost_in_journal_fault": 0})
