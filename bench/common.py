@@ -154,6 +154,7 @@ class Figure:
     floor: float | None = None
     floor_name: str = ""
     goal: Goal | None = None
+    detail: bool = False  # a breakdown that explains a headline figure, not a headline itself
 
     @property
     def ratio(self) -> float | None:
@@ -230,11 +231,12 @@ class Workspace:
     def endpoint(self, name: str) -> str:
         return f"ipc://{self.path / name}.sock"
 
-    def spawn(self, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env=bench_env(), cwd=REPO)
+                                    env=env or bench_env(), cwd=REPO)
         finally:
             if log is not None:
                 out.close()  # type: ignore[union-attr]

@@ -77,9 +77,11 @@ def subscribe(endpoint: str, report: str, topic: str, mode: str, hwm: int) -> in
     received = errors = 0
     first_ns = last_ns = 0
     acked = False
+    # raw: the cheapest way to take a two-frame message; decode: what worker/main.py does
+    recv = sub.recv_multipart if valid is not None else lambda: [sub.recv(), sub.recv()]
     try:
         while True:
-            _topic, payload = sub.recv_multipart()
+            _topic, payload = recv()
             if payload == PROBE:
                 if not acked:
                     acked = True

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from orchestrator.backtest.command import register as register_backtest
 from orchestrator.client import DaemonStartError, FleetNotRunning, request, start_daemon
 from orchestrator.home import Home
 from orchestrator.keys_command import register as register_keys
@@ -336,6 +337,9 @@ def list_strategies() -> None:
         typer.echo(f"{'':<12} {params or '(no parameters)'}")
     typer.echo("\nuse: multibot up BTCUSDT -s NAME[:param=value,...]   (repeatable); your own: "
                "-s path/to/file.py:Class or -s package.module:Class")
+
+
+register_backtest(app)
 
 
 def main() -> None:

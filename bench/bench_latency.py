@@ -1,0 +1,293 @@
+"""Bar -> order-intent latency of real worker processes, against a raw ipc round trip.
+
+Floor: a DEALER/ROUTER round trip of a bar-sized message between this process and an echo
+process (``bench.peers echo``): two ipc hops and two wake-ups, nothing else.
+
+Product: three real workers (``python -m worker``) against a stand-in orchestrator: this
+process binds the market PUB and broker ROUTER of a temp home, answers Register with a Welcome
+(bundled exchange rules) and publishes bars that make ``sma_cross:fast=1,slow=2`` flip every
+bar (an alternating price), so every bar makes the worker send a PlaceOrder. Latency = publish
+of the bar -> receipt of that PlaceOrder, both timed here (no cross-process clocks). Each order
+is answered with a fill, as the broker would, so the worker's position stays consistent.
+
+"burst": a bar for each of the three symbols at once, as the feed publishes a step (the goal's
+figure); "one at a time": one bar in flight (the path without queueing behind other workers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import zmq
+
+from bench.common import PYTHON, BenchError, Figure, Goal, Stats, Workspace, bench_env
+from orchestrator.broker.rules import bundled_rules, fmt
+from orchestrator.home import Home
+from orchestrator.supervisor import worker_environment
+from orchestrator.protocol import (
+    BarMessage,
+    FillView,
+    OrchestratorHeartbeat,
+    OrderUpdate,
+    OrderView,
+    PlaceOrder,
+    PositionView,
+    ProtocolError,
+    Register,
+    StopWorker,
+    StrategySpec,
+    Welcome,
+    WorkerConfig,
+    WorkerHeartbeat,
+    decode,
+    encode,
+)
+from strategies.bar import Bar
+
+SCENARIO = "bar -> order intent, 3 workers"
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT")
+_PRICES = {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "XRPUSDT": 0.6}
+_STRATEGY = StrategySpec(name="sma_cross", params={"fast": 1, "slow": 2})
+_HISTORY = 5  # alternating bars ending on a low: the first live bar (a high) makes a BUY
+_GAP_S = 0.003  # after a step's fills are sent: they reach the workers before the next bar
+_ORDER_TIMEOUT_S = 1.0
+_T0_MS = 1_700_000_000_000
+_MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    floor_trips: int = 5000
+    steps: int = 1000  # burst steps (3 bars each), and as many one-at-a-time bars
+    warmup: int = 20
+
+
+def _sample_bar() -> bytes:
+    bar = Bar(symbol="BTCUSDT", open_time=_T0_MS, close_time=_T0_MS + _MINUTE_MS - 1,
+              open=60000.0, high=60100.0, low=59900.0, close=60050.0, volume=12.5)
+    return encode(BarMessage(bar=bar))
+
+
+def floor_round_trips(ws: Workspace, trips: int, warmup: int) -> list[float]:
+    """Round trips (µs) of a bar-sized message: ROUTER here, DEALER echo in another process."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    endpoint = ws.endpoint("echo")
+    router.bind(endpoint)
+    peer = ws.spawn([PYTHON, "-m", "bench.peers", "echo", endpoint])
+    try:
+        if not router.poll(30_000):
+            raise BenchError("the echo peer did not connect within 30 s")
+        identity, _hello = router.recv_multipart()
+        payload = _sample_bar()
+        out: list[float] = []
+        for i in range(warmup + trips):
+            started = time.perf_counter_ns()
+            router.send_multipart([identity, payload])
+            if not router.poll(5000):
+                raise BenchError("the echo peer stopped answering")
+            router.recv_multipart()
+            if i >= warmup:
+                out.append((time.perf_counter_ns() - started) / 1000)
+        router.send_multipart([identity, b"B"])
+        peer.wait(timeout=10)
+        return out
+    finally:
+        ctx.destroy(linger=0)
+
+
+class StandIn:
+    """The orchestrator's market and broker sockets, served by this process."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.home = Home.at(ws.path / "latency")
+        self.home.ensure()
+        self._ctx = zmq.Context()
+        self._market = self._ctx.socket(zmq.PUB)
+        self._broker = self._ctx.socket(zmq.ROUTER)
+        for sock, name in ((self._market, "market"), (self._broker, "broker")):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(self.home.endpoint(name))
+        self._rules = bundled_rules()
+        self._bars = dict.fromkeys(SYMBOLS, 0)
+        self._position = dict.fromkeys(SYMBOLS, Decimal(0))
+        self._last_close = dict.fromkeys(SYMBOLS, 0.0)
+        self._trade_ids = itertools.count(1)
+        self._next_beat = 0.0
+        self.misses = 0
+        self.late = 0
+
+    def close(self) -> None:
+        self._ctx.destroy(linger=0)
+
+    def _send(self, symbol: str, message: object) -> None:
+        self._broker.send_multipart([symbol.encode(), encode(message)])  # type: ignore[arg-type]
+
+    def bar(self, symbol: str) -> Bar:
+        k = self._bars[symbol]
+        self._bars[symbol] = k + 1
+        close = _PRICES[symbol] * (1.005 if k % 2 else 1.0)
+        self._last_close[symbol] = close
+        open_time = _T0_MS + k * _MINUTE_MS
+        return Bar(symbol=symbol, open_time=open_time, close_time=open_time + _MINUTE_MS - 1,
+                   open=close, high=close, low=close, close=close, volume=1.0)
+
+    def _welcome(self, symbol: str) -> Welcome:
+        config = WorkerConfig(symbol=symbol, strategies=[_STRATEGY], stake="100")
+        return Welcome(config=config, rules=self._rules[symbol],
+                       position=PositionView(symbol=symbol), open_orders=[], next_seq=1,
+                       history=[self.bar(symbol) for _ in range(_HISTORY)])
+
+    def start_workers(self, timeout: float = 60.0) -> None:
+        """Spawn the workers and serve them until each has registered and sent a heartbeat."""
+        for symbol in SYMBOLS:
+            self.ws.spawn([PYTHON, "-m", "worker", "--symbol", symbol, "--home",
+                           str(self.home.root)], log=self.home.worker_log(symbol),
+                          env=worker_environment(bench_env()))  # as the supervisor does
+        running: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while running != set(SYMBOLS):
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers not running after {timeout:g}s: "
+                                 f"{sorted(set(SYMBOLS) - running)}")
+            self.beat()
+            if not self._broker.poll(100):
+                continue
+            identity, payload = self._broker.recv_multipart()
+            symbol = identity.decode()
+            _envelope, message = decode(payload)
+            if isinstance(message, Register):
+                self._send(symbol, self._welcome(symbol))
+            elif isinstance(message, WorkerHeartbeat):
+                running.add(symbol)
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + 1.0
+            for symbol in SYMBOLS:
+                self._send(symbol, OrchestratorHeartbeat())
+
+    def publish(self, symbol: str) -> int:
+        """Publish the symbol's next bar; returns the send time (perf_counter_ns)."""
+        data = encode(BarMessage(bar=self.bar(symbol)))
+        sent = time.perf_counter_ns()
+        self._market.send_multipart([symbol.encode() + b"\0", data])
+        return sent
+
+    def _receive(self, timeout_ms: int) -> tuple[int, str, PlaceOrder] | None:
+        """The next PlaceOrder (receipt time, symbol, order); other messages are skipped."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (left := deadline - time.monotonic()) > 0 or timeout_ms == 0:
+            if not self._broker.poll(int(left * 1000) if timeout_ms else 0):
+                return None
+            identity, payload = self._broker.recv_multipart()
+            received = time.perf_counter_ns()
+            try:
+                _envelope, message = decode(payload)
+            except ProtocolError as exc:
+                raise BenchError(f"a worker sent a bad message: {exc}") from None
+            if isinstance(message, PlaceOrder):
+                return received, identity.decode(), message
+        return None
+
+    def drain(self) -> None:
+        """Orders that came after their bar's timeout: filled, counted, never timed."""
+        while (late := self._receive(0)) is not None:
+            self.late += 1
+            self.fill(late[1], late[2])
+
+    def await_orders(self, sent: dict[str, int]) -> list[float]:
+        """Latency (µs) of each symbol's order for the bar just published; fills them all."""
+        got: dict[str, tuple[int, PlaceOrder]] = {}
+        deadline = time.monotonic() + _ORDER_TIMEOUT_S
+        while len(got) < len(sent):
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            found = self._receive(left_ms) if left_ms > 0 else None
+            if found is None:
+                break
+            received, symbol, order = found
+            if symbol in sent and symbol not in got:
+                got[symbol] = (received, order)
+            else:
+                self.late += 1
+                self.fill(symbol, order)
+        self.misses += len(sent) - len(got)
+        for symbol, (_received, order) in got.items():
+            self.fill(symbol, order)
+        return [(received - sent[symbol]) / 1000 for symbol, (received, _) in got.items()]
+
+    def fill(self, symbol: str, order: PlaceOrder) -> None:
+        qty = Decimal(order.quantity)
+        self._position[symbol] += qty if order.side == "BUY" else -qty
+        price = repr(self._last_close[symbol])
+        view = OrderView(client_order_id=order.client_order_id, symbol=symbol, side=order.side,
+                         type=order.type, quantity=order.quantity, status="FILLED",
+                         executed_qty=order.quantity)
+        fill = FillView(trade_id=next(self._trade_ids), client_order_id=order.client_order_id,
+                        symbol=symbol, side=order.side, price=price, qty=order.quantity,
+                        fee="0", fee_asset="USDT", time_ns=time.time_ns())
+        position = PositionView(symbol=symbol, qty=fmt(self._position[symbol]))
+        self._send(symbol, OrderUpdate(order=view, fills=[fill], position=position))
+
+    def stop_workers(self) -> None:
+        for symbol in SYMBOLS:
+            self._send(symbol, StopWorker())
+
+
+def product_latencies(ws: Workspace, cfg: LatencyConfig) -> tuple[list[float], list[float],
+                                                                    StandIn]:
+    """(burst µs, one-at-a-time µs, the stand-in with its miss counts)."""
+    stand = StandIn(ws)
+    burst: list[float] = []
+    single: list[float] = []
+    try:
+        stand.start_workers()
+        for step in range(cfg.warmup + cfg.steps):
+            if step == cfg.warmup:
+                stand.misses = 0  # warm-up misses are expected (subscriptions propagating)
+            stand.drain()
+            sent = {symbol: stand.publish(symbol) for symbol in SYMBOLS}
+            got = stand.await_orders(sent)
+            if step >= cfg.warmup:
+                burst += got
+            stand.beat()
+            time.sleep(_GAP_S)
+        for step in range(cfg.steps):
+            stand.drain()
+            symbol = SYMBOLS[step % len(SYMBOLS)]
+            single += stand.await_orders({symbol: stand.publish(symbol)})
+            stand.beat()
+            time.sleep(_GAP_S)
+        stand.stop_workers()
+        time.sleep(0.3)  # the workers say goodbye and exit; the workspace kills stragglers
+        return burst, single, stand
+    finally:
+        stand.close()
+
+
+def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
+    floor = Stats.of(floor_round_trips(ws, cfg.floor_trips, cfg.warmup))
+    burst_values, single_values, stand = product_latencies(ws, cfg)
+    if not burst_values or not single_values:
+        raise BenchError("no order intent was received at all")
+    burst, single = Stats.of(burst_values), Stats.of(single_values)
+    rt = "raw ipc round trip"
+    return [
+        Figure("latency.p50", SCENARIO, "p50 (burst of 3 bars)", "µs", burst.median,
+               floor.median, f"{rt} p50", Goal("p50 <= 3x the floor", "ratio", "<=", 3.0)),
+        Figure("latency.p99", SCENARIO, "p99 (burst of 3 bars)", "µs", burst.p99,
+               floor.p99, f"{rt} p99"),
+        Figure("latency.single.p50", SCENARIO, "p50 (one bar at a time)", "µs", single.median,
+               floor.median, f"{rt} p50"),
+        Figure("latency.single.p99", SCENARIO, "p99 (one bar at a time)", "µs", single.p99,
+               floor.p99, f"{rt} p99"),
+        Figure("latency.misses", SCENARIO, f"bars without an intent within "
+               f"{_ORDER_TIMEOUT_S:g} s (of {len(SYMBOLS) * cfg.steps + cfg.steps})", "bars",
+               float(stand.misses)),
+    ]
