@@ -23,7 +23,16 @@ from decimal import Decimal
 
 import zmq
 
-from bench.common import PYTHON, BenchError, Figure, Goal, Stats, Workspace, bench_env
+from bench.common import (
+    PYTHON,
+    BenchError,
+    Figure,
+    Goal,
+    Stats,
+    Workspace,
+    bench_env,
+    cpu_seconds,
+)
 from orchestrator.broker.rules import bundled_rules, fmt
 from orchestrator.home import Home
 from orchestrator.supervisor import worker_environment
@@ -121,6 +130,7 @@ class StandIn:
         self._next_beat = 0.0
         self.misses = 0
         self.late = 0
+        self.pids: list[int] = []
 
     def close(self) -> None:
         self._ctx.destroy(linger=0)
@@ -146,9 +156,10 @@ class StandIn:
     def start_workers(self, timeout: float = 60.0) -> None:
         """Spawn the workers and serve them until each has registered and sent a heartbeat."""
         for symbol in SYMBOLS:
-            self.ws.spawn([PYTHON, "-m", "worker", "--symbol", symbol, "--home",
+            proc = self.ws.spawn([PYTHON, "-m", "worker", "--symbol", symbol, "--home",
                            str(self.home.root)], log=self.home.worker_log(symbol),
                           env=worker_environment(bench_env()))  # as the supervisor does
+            self.pids.append(proc.pid)
         running: set[str] = set()
         deadline = time.monotonic() + timeout
         while running != set(SYMBOLS):
@@ -240,9 +251,15 @@ class StandIn:
             self._send(symbol, StopWorker())
 
 
-def product_latencies(ws: Workspace, cfg: LatencyConfig) -> tuple[list[float], list[float],
-                                                                    StandIn]:
-    """(burst µs, one-at-a-time µs, the stand-in with its miss counts)."""
+@dataclass(frozen=True)
+class ProductLatency:
+    burst: list[float]  # µs
+    single: list[float]  # µs
+    misses: int
+    worker_cpu_per_bar: float  # µs of worker CPU (all threads) per bar, one-at-a-time phase
+
+
+def product_latencies(ws: Workspace, cfg: LatencyConfig) -> ProductLatency:
     stand = StandIn(ws)
     burst: list[float] = []
     single: list[float] = []
@@ -258,26 +275,31 @@ def product_latencies(ws: Workspace, cfg: LatencyConfig) -> tuple[list[float], l
                 burst += got
             stand.beat()
             time.sleep(_GAP_S)
+        cpu_before = cpu_seconds(stand.pids)
         for step in range(cfg.steps):
             stand.drain()
             symbol = SYMBOLS[step % len(SYMBOLS)]
             single += stand.await_orders({symbol: stand.publish(symbol)})
             stand.beat()
             time.sleep(_GAP_S)
+        cpu_after = cpu_seconds(stand.pids)
         stand.stop_workers()
         time.sleep(0.3)  # the workers say goodbye and exit; the workspace kills stragglers
-        return burst, single, stand
     finally:
         stand.close()
+    used = sum(cpu_after[p] - cpu_before[p] for p in cpu_after if p in cpu_before)
+    return ProductLatency(burst=burst, single=single, misses=stand.misses,
+                          worker_cpu_per_bar=used / cfg.steps * 1e6)
 
 
 def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
     floor = Stats.of(floor_round_trips(ws, cfg.floor_trips, cfg.warmup))
-    burst_values, single_values, stand = product_latencies(ws, cfg)
-    if not burst_values or not single_values:
+    product = product_latencies(ws, cfg)
+    if not product.burst or not product.single:
         raise BenchError("no order intent was received at all")
-    burst, single = Stats.of(burst_values), Stats.of(single_values)
+    burst, single = Stats.of(product.burst), Stats.of(product.single)
     rt = "raw ipc round trip"
+    bars = len(SYMBOLS) * cfg.steps + cfg.steps
     return [
         Figure("latency.p50", SCENARIO, "p50 (burst of 3 bars)", "µs", burst.median,
                floor.median, f"{rt} p50", Goal("p50 <= 3x the floor", "ratio", "<=", 3.0)),
@@ -288,6 +310,7 @@ def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
         Figure("latency.single.p99", SCENARIO, "p99 (one bar at a time)", "µs", single.p99,
                floor.p99, f"{rt} p99"),
         Figure("latency.misses", SCENARIO, f"bars without an intent within "
-               f"{_ORDER_TIMEOUT_S:g} s (of {len(SYMBOLS) * cfg.steps + cfg.steps})", "bars",
-               float(stand.misses)),
+               f"{_ORDER_TIMEOUT_S:g} s (of {bars:,})", "bars", float(product.misses)),
+        Figure("latency.worker_cpu", SCENARIO, "worker CPU per bar (one at a time, all "
+               "threads)", "µs", product.worker_cpu_per_bar, detail=True),
     ]

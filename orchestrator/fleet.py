@@ -85,6 +85,7 @@ class Fleet:
                         window_s=settings.restart_window_s, grace_s=settings.grace_s)
         self.supervisor = Supervisor(home, policy, self.send_to_worker, self._on_state,
                                      self._on_gone)
+        self.supervisor.spawner.start()  # ~0.3 s once, so the first `up` forks at once
         self.control = ControlHandlers(self)
         self.shutting_down = False
         self._done = asyncio.Event()
@@ -175,6 +176,7 @@ class Fleet:
         if self._auth is not None:
             self._auth.stop()
         self._ctx.destroy(linger=100)
+        self.supervisor.spawner.stop()
         self.journal.close()
         self._lock.release()
         log.info("orchestrator stopped")

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from orchestrator.protocol import (
     WorkerConfig,
     WorkerHeartbeat,
 )
+from orchestrator.spawner import Spawner, WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class WorkerHandle:
     config: WorkerConfig
     warmup: int
     state: State = State.STOPPED
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
     registered: bool = False
     spawned_at: float = 0.0
     running_since: float | None = None
@@ -133,6 +133,7 @@ class Supervisor:
         self._on_state = on_state  # every state change (events, journal)
         self._on_gone = on_gone  # a symbol stopped or gave up: clean its open orders
         self.handles: dict[str, WorkerHandle] = {}
+        self.spawner = Spawner(home, worker_environment(os.environ))
 
     def _set(self, handle: WorkerHandle, state: State) -> None:
         handle.transition(state)
@@ -153,15 +154,7 @@ class Supervisor:
     async def _spawn(self, handle: WorkerHandle) -> None:
         log_path = self._home.worker_log(handle.symbol)
         _rotate(log_path)
-        env = worker_environment(os.environ)
-        with open(log_path, "ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "worker", "--symbol", handle.symbol,
-                "--home", str(self._home.root),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True,  # a Ctrl-C on the terminal reaches only the orchestrator
-                env=env,
-            )
+        process = await self.spawner.spawn(handle.symbol, log_path)
         handle.process = process
         handle.registered = False
         handle.spawned_at = time.monotonic()
@@ -218,7 +211,7 @@ class Supervisor:
 
     # --- exits and restarts -------------------------------------------------------------------
 
-    async def _watch(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, handle: WorkerHandle, process: WorkerProcess) -> None:
         returncode = await process.wait()
         if handle.process is not process:
             return

@@ -84,7 +84,8 @@ class FleetCli:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             ours = str(self.home) in " ".join(cmdline) and proc.pid != os.getpid()
-            if ours and any("orchestrator" in c or "worker" in c for c in cmdline):
+            roles = ("orchestrator", "worker", "forkserver")
+            if ours and any(role in c for c in cmdline for role in roles):
                 found.append(proc)
         return found
 

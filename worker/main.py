@@ -222,3 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("worker starting")
     return WorkerProcess(args.symbol, home).run()
 
+
+
+def run_forked(symbol: str, home: str, log_path: str) -> None:
+    """Entry point of a worker forked by the orchestrator's forkserver."""
+    os.setsid()  # a Ctrl-C on the orchestrator's terminal must not reach the workers
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.exit(main(["--symbol", symbol, "--home", home]))

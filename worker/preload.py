@@ -1,0 +1,25 @@
+"""Imported once by the orchestrator's forkserver: everything a worker needs, then frozen.
+
+Workers are forked from that process, so these imports cost nothing per worker and their
+memory stays shared (copy-on-write; ``gc.freeze`` keeps the collector from touching, and so
+copying, the preloaded objects). No ZeroMQ context exists here: each worker makes its own.
+"""
+
+import gc
+import os
+
+import msgspec  # noqa: F401
+import zmq  # noqa: F401
+from setproctitle import setproctitle
+
+import orchestrator.broker.rules
+import orchestrator.home
+import orchestrator.protocol
+import strategies.registry
+import worker.main
+import worker.runner  # noqa: F401
+
+strategies.registry.builtins()  # import every built-in strategy module now
+orchestrator.broker.rules.bundled_rules()
+setproctitle(os.environ.get("MULTIBOT_FORKSERVER_TITLE", "multibot-forkserver"))
+gc.freeze()
