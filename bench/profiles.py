@@ -1,0 +1,231 @@
+"""Short profiles that explain a missed goal, measured on the spot (same machine, same run).
+
+Each function returns Markdown: a table or a cProfile/importtime extract, with numbers only.
+What they mean for the product is written by ``bench.diagnosis``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import io
+import logging
+import os
+import pstats
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import zmq
+
+from bench.common import MB, PYTHON, Workspace, bench_env, memory, multibot_command
+
+
+@dataclass(frozen=True)
+class ImportTime:
+    total_ms: float
+    top: list[tuple[str, float]]  # (module, cumulative ms), top-level imports first
+
+
+def import_time(args: list[str]) -> ImportTime:
+    """`python -X importtime ...`: cumulative import time per top-level module."""
+    proc = subprocess.run([PYTHON, "-X", "importtime", *args], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, env=bench_env(), cwd="/")
+    rows: list[tuple[str, float, int]] = []
+    for line in proc.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue  # the header, or another line on stderr
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip()) - 1) // 2  # one space, then two per level
+        rows.append((name.strip(), int(parts[1]) / 1000, depth))
+    tops = [(name, ms) for name, ms, depth in rows if depth <= 2]
+    total = sum(ms for _, ms, depth in rows if depth == 0)
+    return ImportTime(total_ms=total, top=sorted(tops, key=lambda r: -r[1])[:12])
+
+
+def import_table(result: ImportTime, title: str) -> str:
+    lines = [f"{title}: {result.total_ms:.0f} ms of imports in all. Largest (cumulative, "
+             "nested ones included in their parent):", "", "| module | ms |", "|---|---|"]
+    lines += [f"| `{name}` | {ms:.0f} |" for name, ms in result.top]
+    return "\n".join(lines)
+
+
+def status_imports() -> str:
+    """What `multibot status --json` imports (against a home with no fleet: same imports)."""
+    script = multibot_command()
+    if len(script) == 1:
+        args = [script[0], "status", "--json", "--home", "/nonexistent-mbb"]
+    else:
+        args = ["-m", "orchestrator.cli", "status", "--json", "--home", "/nonexistent-mbb"]
+    return import_table(import_time(args), "`multibot status --json`")
+
+
+def worker_start_cpu(reps: int = 5) -> float:
+    """CPU seconds (user + system) a fresh interpreter spends to import the worker."""
+    used = []
+    for _ in range(reps):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([PYTHON, "-c", "import worker.main"], check=True, env=bench_env(),
+                       stdin=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return sorted(used)[len(used) // 2]
+
+
+def memory_by_import(ws: Workspace) -> str:
+    """USS of idle interpreters that import more and more of what a worker imports."""
+    steps = ["", "zmq", "msgspec", "zmq, msgspec", "orchestrator.protocol", "worker.main"]
+    procs = [ws.idle_process(imports) for imports in steps]
+    try:
+        time.sleep(2.5)
+        uss = [memory(p.pid).uss / MB for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    lines = ["| idle interpreter after | USS MB | + over bare |", "|---|---|---|"]
+    for imports, value in zip(steps, uss, strict=True):
+        name = f"`import {imports}`" if imports else "nothing (bare)"
+        lines.append(f"| {name} | {value:.1f} | {value - uss[0]:+.1f} |")
+    return "\n".join(lines)
+
+
+def _timed_loop(count: int, body: object) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        body()  # type: ignore[operator]
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def wire_costs(ws: Workspace, count: int = 50_000) -> str:
+    """µs per bar of each step of the fan-out path, one process, PUB -> SUB over ipc."""
+    from bench.bench_fanout import _bar
+    from orchestrator.protocol import BarMessage, decode, encode
+
+    bar = _bar("S000USDT", 0)
+    payload, topic = encode(BarMessage(bar=bar)), b"S000USDT\0"
+    ctx = zmq.Context()
+    try:
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        for sock in (pub, sub):
+            sock.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 0)
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        pub.bind(ws.endpoint("wire"))
+        sub.connect(ws.endpoint("wire"))
+        time.sleep(0.3)
+        more = zmq.SNDMORE
+
+        def two_sends() -> None:
+            pub.send(topic, more)
+            pub.send(payload)
+
+        costs = {
+            "`encode(BarMessage(bar=bar))` (feed loop)": _timed_loop(
+                count, lambda: encode(BarMessage(bar=bar))),
+            "`send_multipart([topic, payload])` (feed loop)": _timed_loop(
+                count, lambda: pub.send_multipart([topic, payload])),
+            "`send(topic, SNDMORE); send(payload)` (floor)": _timed_loop(count, two_sends),
+        }
+        time.sleep(0.5)
+        costs["`recv_multipart()` (worker)"] = _timed_loop(count, sub.recv_multipart)
+        costs["`recv(); recv()` (floor)"] = _timed_loop(count, lambda: (sub.recv(), sub.recv()))
+        costs["`decode(payload)` (worker)"] = _timed_loop(count, lambda: decode(payload))
+        costs["`new_id()` inside encode: `os.urandom(8).hex()`"] = _timed_loop(
+            count, lambda: os.urandom(8).hex())
+    finally:
+        ctx.destroy(linger=0)
+    lines = ["| step (one process, ipc) | µs per bar |", "|---|---|"]
+    lines += [f"| {name} | {us:.2f} |" for name, us in costs.items()]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BarPathProfile:
+    per_bar_us: float
+    logging_share: float  # of the profiled time, in the logging module
+    table: str
+
+
+def worker_bar_path(ws: Workspace, bars: int = 5000) -> BarPathProfile:
+    """The worker's work per bar, in this process: decode -> Runner.on_bar -> encode, with the
+    worker's log format to a file, each order answered with a fill (as in bench_latency)."""
+    from bench.bench_latency import _PRICES, _STRATEGY, _T0_MS
+    from orchestrator.broker.rules import bundled_rules, fmt
+    from orchestrator.protocol import (
+        BarMessage,
+        OrderUpdate,
+        OrderView,
+        PlaceOrder,
+        PositionView,
+        WorkerConfig,
+        decode,
+        encode,
+    )
+    from strategies.bar import Bar
+    from strategies.registry import create
+    from worker.runner import Runner
+
+    symbol = "BTCUSDT"
+    config = WorkerConfig(symbol=symbol, strategies=[_STRATEGY], stake="100")
+    runner = Runner(config, bundled_rules()[symbol], [create(_STRATEGY.name, _STRATEGY.params)],
+                    PositionView(symbol=symbol), [], 1)
+    payloads = []
+    for k in range(bars):
+        close = _PRICES[symbol] * (1.005 if k % 2 else 1.0)
+        t = _T0_MS + k * 60_000
+        payloads.append(encode(BarMessage(bar=Bar(
+            symbol=symbol, open_time=t, close_time=t + 59_999, open=close, high=close,
+            low=close, close=close, volume=1.0))))
+    position = Decimal(0)
+
+    def path() -> None:
+        nonlocal position
+        for payload in payloads:
+            _, message = decode(payload)
+            for action in runner.on_bar(message.bar):  # type: ignore[attr-defined]
+                encode(action)
+                if isinstance(action, PlaceOrder):  # the broker's fill (not timed in latency)
+                    qty = Decimal(action.quantity)
+                    position += qty if action.side == "BUY" else -qty
+                    runner.on_update(OrderUpdate(
+                        order=OrderView(client_order_id=action.client_order_id, symbol=symbol,
+                                        side=action.side, type=action.type,
+                                        quantity=action.quantity, status="FILLED",
+                                        executed_qty=action.quantity),
+                        position=PositionView(symbol=symbol, qty=fmt(position))))
+
+    root = logging.getLogger()
+    handler = logging.FileHandler(ws.path / "bar-path.log")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s BTCUSDT pid=1 %(levelname)s %(message)s"))  # worker/main.py's format
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    profiler = cProfile.Profile()
+    try:
+        started = time.perf_counter()
+        profiler.runcall(path)
+        elapsed = time.perf_counter() - started
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    in_logging = sum(row[2] for (file, _, _), row in stats.stats.items()  # type: ignore[attr-defined]
+                     if f"{os.sep}logging{os.sep}" in file)
+    out = io.StringIO()
+    stats.stream = out  # type: ignore[attr-defined]
+    stats.sort_stats("tottime").print_stats(12)
+    text = "\n".join(line for line in out.getvalue().splitlines()
+                     if line.strip() and not line.startswith(("   Ordered", "   List")))
+    with contextlib.suppress(ValueError):
+        text = text[text.index("ncalls"):]
+    return BarPathProfile(per_bar_us=elapsed / bars * 1e6,
+                          logging_share=in_logging / total if total else 0.0,
+                          table="```\n" + text + "\n```")
