@@ -42,6 +42,7 @@ from bench.common import (
     python_startup,
     timed_run,
 )
+from bench.profiles import uss_by_mapping
 
 SCENARIO = "scale: up N symbols"
 STATUS = "`multibot status --json`"
@@ -237,7 +238,8 @@ def _restarts(fleet: Fleet, n: int, kills: int) -> list[Figure]:
     ]
 
 
-def run(ws: Workspace, cfg: ScaleConfig) -> list[Figure]:
+def run(ws: Workspace, cfg: ScaleConfig, notes: dict[str, str] | None = None) -> list[Figure]:
+    """Every size in turn; ``notes`` gets the memory map of one worker of the largest fleet."""
     floors = memory_floors(ws)
     figures: list[Figure] = []
     for n in cfg.sizes:
@@ -245,6 +247,9 @@ def run(ws: Workspace, cfg: ScaleConfig) -> list[Figure]:
             figures += _up(fleet, n, cfg)
             time.sleep(cfg.settle_s)  # warm-up done, first heartbeats exchanged
             figures += _memory(fleet, n, floors)
+            if notes is not None and n == max(cfg.sizes):
+                pid = fleet.status()["workers"][0]["pid"]
+                notes["worker_uss_maps"] = f"one worker of {n} (pid {pid}): " + uss_by_mapping(pid)
             figures += _idle_cpu(fleet, n, cfg)
             figures += _status(fleet, n, cfg.status_reps)
             figures += _restarts(fleet, n, cfg.kills)

@@ -229,3 +229,23 @@ def worker_bar_path(ws: Workspace, bars: int = 5000) -> BarPathProfile:
     return BarPathProfile(per_bar_us=elapsed / bars * 1e6,
                           logging_share=in_logging / total if total else 0.0,
                           table="```\n" + text + "\n```")
+
+
+def uss_by_mapping(pid: int, top: int = 8) -> str:
+    """Where one process's private (USS) memory is, by mapping (/proc/PID/smaps)."""
+    import psutil
+
+    rows = []
+    for region in psutil.Process(pid).memory_maps(grouped=True):
+        private = region.private_clean + region.private_dirty
+        if private:
+            name = region.path or "[anonymous]"
+            rows.append((private / MB, region.rss / MB, name))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    lines = [f"USS {total:.1f} MB in all, largest mappings:", "",
+             "| mapping | private (USS) MB | RSS MB |", "|---|---|---|"]
+    for private, rss, name in rows[:top]:
+        short = name if len(name) < 60 else "..." + name[-57:]
+        lines.append(f"| `{short}` | {private:.2f} | {rss:.2f} |")
+    return "\n".join(lines)

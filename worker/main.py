@@ -125,7 +125,9 @@ class WorkerProcess:
         poller.register(self._market, zmq.POLLIN)
         next_beat = 0.0
         while True:
-            ready = dict(poller.poll(100))
+            # Sleep until a message or the next heartbeat is due: an idle worker wakes ~1/s.
+            wait_ms = max(0, min(1000, int((next_beat - time.monotonic()) * 1000) + 1))
+            ready = dict(poller.poll(wait_ms))
             if self._market in ready:
                 self._drain_market(runner)
             if self._broker in ready:
