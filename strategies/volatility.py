@@ -58,18 +58,26 @@ class BollingerBands(Indicator[Bands]):
         if self.count < n:
             return None
         if pos == 0:  # the window just wrapped (or filled): recompute exactly
-            self._shift = shift = math.fsum(self._buf) / n
-            self._sum = total = math.fsum(v - shift for v in self._buf)  # ~0: shift's rounding
-            self._m2 = math.fsum((v - shift) * (v - shift) for v in self._buf) - total * total / n
+            self._recompute()
         else:  # sums of (v - shift): d is exact, deviations are small numbers
             shift, d = self._shift, x - old
             old_mean = self._sum / n
             self._sum += d
-            self._m2 += d * ((x - shift - self._sum / n) + (old - shift - old_mean))
+            change = d * ((x - shift - self._sum / n) + (old - shift - old_mean))
+            self._m2 += change
+            if self._m2 < abs(change) * 1e-8:  # cancelled to (almost) nothing: be exact
+                self._recompute()
         mean = self._shift + self._sum / n
         self.std = std = math.sqrt(self._m2 / n) if self._m2 > 0.0 else 0.0
         self._value = Bands(mean + self.k * std, mean, mean - self.k * std)
         return self._value
+
+    def _recompute(self) -> None:
+        """Exact two-pass sums over the window (O(period); on wrap-around and cancellation)."""
+        n = self.period
+        self._shift = shift = math.fsum(self._buf) / n
+        self._sum = total = math.fsum(v - shift for v in self._buf)  # ~0: shift's rounding
+        self._m2 = math.fsum((v - shift) * (v - shift) for v in self._buf) - total * total / n
 
     def reset(self) -> None:
         super().reset()
