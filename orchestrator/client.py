@@ -58,26 +58,36 @@ def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(home.endpoint("control"))
-        msg_id = new_id()
-        sock.send(encode(message, msg_id))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                break
-            envelope, reply = decode(sock.recv())
-            if envelope.id != msg_id:
-                continue  # a late reply to an earlier request
-            if isinstance(reply, Error):
-                try:
-                    code = ErrorCode(reply.code)
-                except ValueError:
-                    code = ErrorCode.INTERNAL
-                raise ProtocolError(code, reply.reason)
-            return reply
-        raise ProtocolError(ErrorCode.TIMEOUT,
-                            f"the orchestrator did not answer within {timeout:g}s")
+        return exchange(sock, message, timeout,
+                        f"the orchestrator did not answer within {timeout:g}s")
     finally:
         sock.close(0)
+
+
+def exchange(sock: zmq.Socket[bytes], message: Message, timeout: float,
+             silence: str) -> Message:
+    """Send one request on a connected DEALER and wait for ITS reply (matched by id).
+
+    Error replies raise ProtocolError with their code; no reply in time raises TIMEOUT with
+    the ``silence`` text.
+    """
+    msg_id = new_id()
+    sock.send(encode(message, msg_id))
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not sock.poll(int(left * 1000) + 1):
+            break
+        envelope, reply = decode(sock.recv())
+        if envelope.id != msg_id:
+            continue  # a late reply to an earlier request
+        if isinstance(reply, Error):
+            try:
+                code = ErrorCode(reply.code)
+            except ValueError:
+                code = ErrorCode.INTERNAL
+            raise ProtocolError(code, reply.reason)
+        return reply
+    raise ProtocolError(ErrorCode.TIMEOUT, silence)
 
 
 def ping(home: Home, timeout: float = 2.0) -> Pong | None:

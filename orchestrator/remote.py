@@ -22,6 +22,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
+from orchestrator.client import exchange
 from orchestrator.home import Home
 from orchestrator.keystore import (
     KeyInfo,
@@ -42,13 +43,7 @@ from orchestrator.keystore import (
 )
 from orchestrator.protocol import (
     ZMQ_MAX_MESSAGE_BYTES,
-    Error,
-    ErrorCode,
     Message,
-    ProtocolError,
-    decode,
-    encode,
-    new_id,
 )
 
 __all__ = [
@@ -242,24 +237,8 @@ def remote_request(endpoint: str, server_public_key: bytes, client_key_file: Pat
         sock.curve_secretkey = secret
         _ipv6(sock, address)
         sock.connect(address)
-        msg_id = new_id()
-        sock.send(encode(message, msg_id))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                break
-            envelope, reply = decode(sock.recv())
-            if envelope.id != msg_id:
-                continue
-            if isinstance(reply, Error):
-                try:
-                    code = ErrorCode(reply.code)
-                except ValueError:
-                    code = ErrorCode.INTERNAL
-                raise ProtocolError(code, reply.reason)
-            return reply
-        raise ProtocolError(
-            ErrorCode.TIMEOUT,
+        return exchange(
+            sock, message, timeout,
             f"no reply from {address} within {timeout:g}s: the fleet may be down or "
             "unreachable, or (most likely) the server key is wrong or this client key "
             f"({public.decode()}) is not authorized there (`multibot keys authorize`)")
