@@ -18,11 +18,7 @@ backtesting.py (single-symbol by design) runs them one after the other.
 
 from __future__ import annotations
 
-import argparse
-import cProfile
 import os
-import pstats
-import statistics
 import sys
 import time
 import warnings
@@ -36,8 +32,9 @@ SYMBOL = "BTCUSDT"
 MULTI = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
 FAST, SLOW = 10, 30
 
-# pandas and backtesting.py are imported in main(), not here: every backtest child process
-# re-imports this script (as "spawn" and "forkserver" children do), and should not pay for them.
+# pandas and backtesting.py (and argparse, statistics, cProfile) are imported where they are
+# used, not here: every backtest child process re-imports this script (as "spawn" and
+# "forkserver" children do), and should not pay for them, as it does not for `multibot`.
 
 
 def bt_strategy() -> type:
@@ -117,6 +114,8 @@ def measure(runs: int, sides: dict[str, Callable[[], int]]) -> dict[str, tuple[l
 
 
 def report(title: str, bars: int, results: dict[str, tuple[list[float], int]]) -> bool:
+    import statistics
+
     print(f"\n{title}: {bars:,} bars")
     print(f"{'engine':<34}{'median bars/s':>15}{'spread (min-max)':>24}{'median s':>10}"
           f"{'trades':>8}")
@@ -140,6 +139,10 @@ def report(title: str, bars: int, results: dict[str, tuple[list[float], int]]) -
 
 
 def main() -> int:
+    import argparse
+    import cProfile
+    import pstats
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-multi", action="store_true", help="skip the 4-symbol row")

@@ -11,7 +11,9 @@ As in the fleet, each subscriber is one symbol's process subscribed to its topic
   worker does); both with generous HWMs (no limit), so
   a loss would be a real loss;
 - "product HWMs": the same with the product's own socket options (market PUB: default
-  SNDHWM 1000; worker SUB: RCVHWM 100,000): what a burst this size does to a real fleet.
+  SNDHWM 1000; worker SUB: RCVHWM 100,000): what a burst this size does to a real fleet;
+- what-if "plain send/recv": the product's encode and decode, but the frames sent and
+  received one by one as the floor does (a proposed fix, measured).
 
 Rate = bars delivered / (last delivery - first send); the subscribers report the time of their
 last bar on the system-wide monotonic clock, so no clock sync is involved.
@@ -47,15 +49,19 @@ class FanoutConfig:
 class Variant:
     name: str
     encode: bool  # wrap and encode each bar as it is sent
-    mode: str  # subscriber: "raw" counts, "decode" decodes and checks
+    multipart: bool  # pyzmq's send_multipart / recv_multipart, as the product (else frame by frame)
+    mode: str  # subscriber: "raw" counts, "decode" decodes and checks, "decode-plain" too
     sndhwm: int  # 0 = no limit
     rcvhwm: int
 
 
-RAW = Variant("raw", encode=False, mode="raw", sndhwm=0, rcvhwm=0)
-PRODUCT = Variant("product", encode=True, mode="decode", sndhwm=0, rcvhwm=0)
-PRODUCT_HWM = Variant("product HWMs", encode=True, mode="decode", sndhwm=_PRODUCT_SNDHWM,
-                      rcvhwm=_PRODUCT_RCVHWM)
+RAW = Variant("raw", encode=False, multipart=False, mode="raw", sndhwm=0, rcvhwm=0)
+PRODUCT = Variant("product", encode=True, multipart=True, mode="decode", sndhwm=0, rcvhwm=0)
+PRODUCT_HWM = Variant("product HWMs", encode=True, multipart=True, mode="decode",
+                      sndhwm=_PRODUCT_SNDHWM, rcvhwm=_PRODUCT_RCVHWM)
+# what-if: the product's encode and decode, but frame-by-frame send/recv (a proposed fix)
+PLAIN = Variant("plain send/recv", encode=True, multipart=False, mode="decode-plain", sndhwm=0,
+                rcvhwm=0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def _sync(pub: zmq.Socket[bytes], pull: zmq.Socket[bytes], topics: list[bytes],
         for topic in waiting:
             pub.send_multipart([topic, PROBE])
         while pull.poll(20):
-            kind, _, symbol = pull.recv().partition(b" ")
+            _kind, _, symbol = pull.recv().partition(b" ")
             waiting.discard(symbol + b"\0")
 
 
@@ -132,15 +138,21 @@ def fanout_once(ws: Workspace, n: int, bars: int, variant: Variant) -> FanoutRes
         topics = [symbol.encode() + b"\0" for symbol in symbols]
         _sync(pub, pull, topics)
         sample = [_bar(symbol, 0) for symbol in symbols]
+        payloads = [encode(BarMessage(bar=bar)) for bar in sample]
         started = time.monotonic_ns()
-        if variant.encode:  # what the feed loop does per bar: wrap, encode, send_multipart
-            send_multipart = pub.send_multipart
-            for topic, bar in itertools.islice(itertools.cycle(zip(topics, sample)), bars):
+        send, send_multipart, more = pub.send, pub.send_multipart, zmq.SNDMORE
+        if variant.encode and variant.multipart:  # the feed loop: wrap, encode, send_multipart
+            cycle = itertools.cycle(zip(topics, sample, strict=True))
+            for topic, bar in itertools.islice(cycle, bars):
                 send_multipart([topic, encode(BarMessage(bar=bar))])
+        elif variant.encode:
+            cycle = itertools.cycle(zip(topics, sample, strict=True))
+            for topic, bar in itertools.islice(cycle, bars):
+                send(topic, more)
+                send(encode(BarMessage(bar=bar)))
         else:  # the cheapest way to send a two-frame message from Python
-            send, more = pub.send, zmq.SNDMORE
-            payloads = [encode(BarMessage(bar=bar)) for bar in sample]
-            for topic, payload in itertools.islice(itertools.cycle(zip(topics, payloads)), bars):
+            for topic, payload in itertools.islice(
+                    itertools.cycle(zip(topics, payloads, strict=True)), bars):
                 send(topic, more)
                 send(payload)
         reports = _finish(pub, pull, topics)
@@ -160,20 +172,24 @@ def run(ws: Workspace, cfg: FanoutConfig) -> list[Figure]:
         raw = fanout_once(ws, n, cfg.bars, RAW)
         product = fanout_once(ws, n, cfg.bars, PRODUCT)
         hwm = fanout_once(ws, n, cfg.bars, PRODUCT_HWM)
-        for name, result in (("product", product), ("product HWMs", hwm)):
+        plain = fanout_once(ws, n, cfg.bars, PLAIN)
+        key, who = f"fanout.{n}", f"{n} worker" + ("s" if n > 1 else "")
+        for name, result in (("product", product), ("product HWMs", hwm), ("plain", plain)):
             if result.errors:
-                raise BenchError(f"{n} workers, {name}: {result.errors} bad or missing bars")
+                raise BenchError(f"{who}, {name}: {result.errors} bad or missing bars")
         rate_goal = Goal(">= 100k bars/s", "value", ">=", 100_000) if n == 10 else None
         lost_goal = Goal("0 lost", "value", "<=", 0) if n == 10 else None
-        key = f"fanout.{n}"
         figures += [
-            Figure(f"{key}.rate", SCENARIO, f"{n} workers: bars/s delivered", "bars/s",
+            Figure(f"{key}.rate", SCENARIO, f"{who}: bars/s delivered", "bars/s",
                    product.rate, raw.rate, "raw PUB->SUB", rate_goal),
-            Figure(f"{key}.lost", SCENARIO, f"{n} workers: bars lost (of {cfg.bars:,})", "bars",
+            Figure(f"{key}.lost", SCENARIO, f"{who}: bars lost (of {cfg.bars:,})", "bars",
                    product.lost, raw.lost, "raw lost", lost_goal),
-            Figure(f"{key}.hwm.rate", SCENARIO, f"{n} workers, product HWMs: bars/s",
+            Figure(f"{key}.hwm.rate", SCENARIO, f"{who}, product HWMs: bars/s",
                    "bars/s", hwm.rate, raw.rate, "raw PUB->SUB"),
-            Figure(f"{key}.hwm.lost", SCENARIO, f"{n} workers, product HWMs: bars lost",
+            Figure(f"{key}.hwm.lost", SCENARIO, f"{who}, product HWMs: bars lost",
                    "bars", hwm.lost, raw.lost, "raw lost"),
+            Figure(f"{key}.plain.rate", SCENARIO, f"{who}, what-if: the product's encode and "
+                   "decode with plain send/recv: bars/s", "bars/s", plain.rate, raw.rate,
+                   "raw PUB->SUB", detail=True),
         ]
     return figures

@@ -16,7 +16,9 @@ figure); "one at a time": one bar in flight (the path without queueing behind ot
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import subprocess
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,10 +34,10 @@ from bench.common import (
     Workspace,
     bench_env,
     cpu_seconds,
+    thread_cpu_seconds,
 )
 from orchestrator.broker.rules import bundled_rules, fmt
 from orchestrator.home import Home
-from orchestrator.supervisor import worker_environment
 from orchestrator.protocol import (
     BarMessage,
     FillView,
@@ -54,6 +56,7 @@ from orchestrator.protocol import (
     decode,
     encode,
 )
+from orchestrator.supervisor import worker_environment
 from strategies.bar import Bar
 
 SCENARIO = "bar -> order intent, 3 workers"
@@ -61,8 +64,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT")
 _PRICES = {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "XRPUSDT": 0.6}
 _STRATEGY = StrategySpec(name="sma_cross", params={"fast": 1, "slow": 2})
 _HISTORY = 5  # alternating bars ending on a low: the first live bar (a high) makes a BUY
-_GAP_S = 0.003  # after a step's fills are sent: they reach the workers before the next bar
-_ORDER_TIMEOUT_S = 1.0
+_GAP_S = 0.005  # after a step's fills are sent: they reach the workers before the next bar
+_ORDER_TIMEOUT_S = 0.5
 _T0_MS = 1_700_000_000_000
 _MINUTE_MS = 60_000
 
@@ -130,7 +133,7 @@ class StandIn:
         self._next_beat = 0.0
         self.misses = 0
         self.late = 0
-        self.pids: list[int] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def close(self) -> None:
         self._ctx.destroy(linger=0)
@@ -159,7 +162,7 @@ class StandIn:
             proc = self.ws.spawn([PYTHON, "-m", "worker", "--symbol", symbol, "--home",
                            str(self.home.root)], log=self.home.worker_log(symbol),
                           env=worker_environment(bench_env()))  # as the supervisor does
-            self.pids.append(proc.pid)
+            self.procs.append(proc)
         running: set[str] = set()
         deadline = time.monotonic() + timeout
         while running != set(SYMBOLS):
@@ -246,9 +249,18 @@ class StandIn:
         position = PositionView(symbol=symbol, qty=fmt(self._position[symbol]))
         self._send(symbol, OrderUpdate(order=view, fills=[fill], position=position))
 
-    def stop_workers(self) -> None:
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        """As the orchestrator does: StopWorker, then wait for each to say goodbye and exit."""
         for symbol in SYMBOLS:
             self._send(symbol, StopWorker())
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,8 @@ class ProductLatency:
     single: list[float]  # µs
     misses: int
     worker_cpu_per_bar: float  # µs of worker CPU (all threads) per bar, one-at-a-time phase
+    worker_main_user_per_bar: float  # of which the Python (main) threads, in user mode
+    worker_main_system_per_bar: float  # ... and in the kernel (system calls)
 
 
 def product_latencies(ws: Workspace, cfg: LatencyConfig) -> ProductLatency:
@@ -275,21 +289,23 @@ def product_latencies(ws: Workspace, cfg: LatencyConfig) -> ProductLatency:
                 burst += got
             stand.beat()
             time.sleep(_GAP_S)
-        cpu_before = cpu_seconds(stand.pids)
+        cpu_before, threads_before = cpu_seconds(stand.pids), thread_cpu_seconds(stand.pids)
         for step in range(cfg.steps):
             stand.drain()
             symbol = SYMBOLS[step % len(SYMBOLS)]
             single += stand.await_orders({symbol: stand.publish(symbol)})
             stand.beat()
             time.sleep(_GAP_S)
-        cpu_after = cpu_seconds(stand.pids)
-        stand.stop_workers()
-        time.sleep(0.3)  # the workers say goodbye and exit; the workspace kills stragglers
+        cpu_after, threads_after = cpu_seconds(stand.pids), thread_cpu_seconds(stand.pids)
+        stand.stop_workers()  # the workspace kills any straggler
     finally:
         stand.close()
     used = sum(cpu_after[p] - cpu_before[p] for p in cpu_after if p in cpu_before)
+    user, system = (threads_after[i] - threads_before[i] for i in (0, 1))
     return ProductLatency(burst=burst, single=single, misses=stand.misses,
-                          worker_cpu_per_bar=used / cfg.steps * 1e6)
+                          worker_cpu_per_bar=used / cfg.steps * 1e6,
+                          worker_main_user_per_bar=user / cfg.steps * 1e6,
+                          worker_main_system_per_bar=system / cfg.steps * 1e6)
 
 
 def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
@@ -313,4 +329,9 @@ def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
                f"{_ORDER_TIMEOUT_S:g} s (of {bars:,})", "bars", float(product.misses)),
         Figure("latency.worker_cpu", SCENARIO, "worker CPU per bar (one at a time, all "
                "threads)", "µs", product.worker_cpu_per_bar, detail=True),
+        Figure("latency.worker_cpu.main_user", SCENARIO, "... of which the Python thread in "
+               "user mode", "µs", product.worker_main_user_per_bar, detail=True),
+        Figure("latency.worker_cpu.main_system", SCENARIO, "... the Python thread in the kernel "
+               "(the rest: ZeroMQ's I/O threads)", "µs", product.worker_main_system_per_bar,
+               detail=True),
     ]

@@ -42,7 +42,7 @@ from bench.common import (
     python_startup,
     timed_run,
 )
-from bench.profiles import uss_by_mapping
+from bench.profiles import loaded_after_fork, sample, uss_by_mapping
 
 SCENARIO = "scale: up N symbols"
 STATUS = "`multibot status --json`"
@@ -122,7 +122,7 @@ def _memory(fleet: Fleet, n: int, floors: Floors) -> list[Figure]:
     mem = [memory(p) for p in workers]
     orch = memory(pid)
     uss, pss = Stats.of([m.uss / MB for m in mem]), Stats.of([m.pss / MB for m in mem])
-    bare, peer = floors.bare, floors.worker_imports
+    bare = floors.bare
     key, what = f"scale.{n}", f"{n} workers"
     return [
         Figure(f"{key}.worker_uss.max", SCENARIO, f"{what}: worker USS, max", "MB", uss.hi,
@@ -136,9 +136,6 @@ def _memory(fleet: Fleet, n: int, floors: Floors) -> list[Figure]:
                _goal(n, Goal("<= 150 MB", "value", "<=", 150))),
         Figure(f"{key}.orch_uss", SCENARIO, f"{what}: orchestrator USS", "MB", orch.uss / MB,
                bare.uss / MB, "bare interpreter USS"),
-        Figure(f"{key}.worker_imports_uss", SCENARIO, "idle interpreter after `import "
-               "worker.main`: USS", "MB", peer.uss / MB, bare.uss / MB, "bare interpreter USS",
-               detail=True),
     ]
 
 
@@ -238,19 +235,37 @@ def _restarts(fleet: Fleet, n: int, kills: int) -> list[Figure]:
     ]
 
 
+def _inspect_worker(fleet: Fleet, n: int, notes: dict[str, str]) -> None:
+    """One worker's memory map, and what it loaded that its parent (the forkserver) had not."""
+    pid = fleet.status()["workers"][0]["pid"]
+    notes["worker_uss_maps"] = f"one worker of {n} (pid {pid}): " + uss_by_mapping(pid)
+    late = ", ".join(f"`{name}`" for name in loaded_after_fork(pid)) or "none"
+    parent = psutil.Process(pid).parent()
+    title = " ".join(parent.cmdline()[:1]) if parent else "?"
+    notes["worker_loaded_after_fork"] = (
+        f"Shared objects mapped in that worker but not in its parent (`{title}`): {late}.")
+
+
 def run(ws: Workspace, cfg: ScaleConfig, notes: dict[str, str] | None = None) -> list[Figure]:
     """Every size in turn; ``notes`` gets the memory map of one worker of the largest fleet."""
     floors = memory_floors(ws)
-    figures: list[Figure] = []
+    figures = [Figure("scale.worker_imports_uss", SCENARIO, "idle interpreter after `import "
+                      "worker.main` (the exec fallback): USS", "MB",
+                      floors.worker_imports.uss / MB, floors.bare.uss / MB,
+                      "bare interpreter USS", detail=True)]
     for n in cfg.sizes:
         with Fleet(ws, f"scale-{n}") as fleet:
             figures += _up(fleet, n, cfg)
             time.sleep(cfg.settle_s)  # warm-up done, first heartbeats exchanged
             figures += _memory(fleet, n, floors)
             if notes is not None and n == max(cfg.sizes):
-                pid = fleet.status()["workers"][0]["pid"]
-                notes["worker_uss_maps"] = f"one worker of {n} (pid {pid}): " + uss_by_mapping(pid)
+                _inspect_worker(fleet, n, notes)
             figures += _idle_cpu(fleet, n, cfg)
+            if notes is not None and n == max(cfg.sizes):
+                pid = fleet.orchestrator_pid()
+                if pid is not None:  # after the window: the sampler must not skew it
+                    notes["orchestrator_idle_profile"] = sample(
+                        pid, min(cfg.idle_s, 5.0), fleet.home.with_suffix(".spy"))
             figures += _status(fleet, n, cfg.status_reps)
             figures += _restarts(fleet, n, cfg.kills)
     return figures

@@ -52,6 +52,22 @@ def _virtualized() -> bool:
     return False
 
 
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO,
+                              timeout=10)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("log", "-1", "--format=%h %s")
+    changed = [line for line in git("status", "--porcelain").splitlines()
+               if not line[3:].startswith(("bench/", "BENCHMARKS", "tests/test_bench"))]
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (f" + uncommitted changes in {len(changed)} file(s) outside bench/"
+                     if changed else "")
+
+
 def machine_facts() -> dict[str, str]:
     """What the figures depend on: CPU, cores, RAM, kernel and the versions on the wire path."""
     import msgspec
@@ -67,6 +83,7 @@ def machine_facts() -> dict[str, str]:
         "pyzmq / libzmq": f"{zmq.pyzmq_version()} / {zmq.zmq_version()}",
         "msgspec / psutil": f"{msgspec.__version__} / {psutil.__version__}",
         "load average at start (1, 5, 15 min)": load,
+        "code measured": code_version(),
     }
 
 
@@ -101,7 +118,8 @@ class Stats:
                    q3=percentile(values, 75))
 
 
-def timed_run(args: list[str], timeout: float = 60.0) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed_run(args: list[str],
+              timeout: float = 60.0) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Wall time of a whole process, from fork to exit; the process's output is kept."""
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
@@ -207,6 +225,21 @@ class Memory:
 def memory(pid: int) -> Memory:
     info = psutil.Process(pid).memory_full_info()
     return Memory(uss=info.uss, pss=info.pss, rss=info.rss)
+
+
+def thread_cpu_seconds(pids: list[int]) -> tuple[float, float, float]:
+    """(main threads user, main threads system, other threads) CPU seconds of these
+    processes; the other threads of a worker are ZeroMQ's (I/O thread, reaper)."""
+    user = system = other = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for thread in psutil.Process(pid).threads():
+                if thread.id == pid:
+                    user += thread.user_time
+                    system += thread.system_time
+                else:
+                    other += thread.user_time + thread.system_time
+    return user, system, other
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:

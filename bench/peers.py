@@ -1,7 +1,7 @@
 """The other end of the floor and fan-out measurements, as separate OS processes.
 
     python -m bench.peers echo ENDPOINT
-    python -m bench.peers sub ENDPOINT REPORT TOPIC raw|decode RCVHWM
+    python -m bench.peers sub ENDPOINT REPORT TOPIC raw|decode|decode-plain RCVHWM
 
 Only the stdlib is imported at module level; each role imports what it needs, so a peer pays
 for exactly the work it stands for.
@@ -43,8 +43,8 @@ def echo(endpoint: str) -> int:
 
 
 def _validator(mode: str, topic: str) -> Callable[[bytes], bool] | None:
-    """"decode": what a worker does with a bar (full protocol decode and checks)."""
-    if mode != "decode":
+    """"decode*": what a worker does with a bar (full protocol decode and checks)."""
+    if not mode.startswith("decode"):
         return None
     from orchestrator.protocol import BarMessage, ProtocolError, decode
 
@@ -77,8 +77,12 @@ def subscribe(endpoint: str, report: str, topic: str, mode: str, hwm: int) -> in
     received = errors = 0
     first_ns = last_ns = 0
     acked = False
-    # raw: the cheapest way to take a two-frame message; decode: what worker/main.py does
-    recv = sub.recv_multipart if valid is not None else lambda: [sub.recv(), sub.recv()]
+
+    def recv() -> list[bytes]:
+        if mode == "decode":  # what worker/main.py does
+            return sub.recv_multipart()
+        return [sub.recv(), sub.recv()]  # the cheapest way to take a two-frame message
+
     try:
         while True:
             _topic, payload = recv()

@@ -12,15 +12,18 @@ import io
 import logging
 import os
 import pstats
+import re
 import resource
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import zmq
 
-from bench.common import MB, PYTHON, Workspace, bench_env, memory, multibot_command
+from bench.common import MB, PYTHON, REPO, Workspace, bench_env, memory, multibot_command
 
 
 @dataclass(frozen=True)
@@ -146,18 +149,20 @@ def wire_costs(ws: Workspace, count: int = 50_000) -> str:
 
 @dataclass(frozen=True)
 class BarPathProfile:
-    per_bar_us: float
+    per_bar_us: float  # without the profiler
     logging_share: float  # of the profiled time, in the logging module
     table: str
 
 
-def worker_bar_path(ws: Workspace, bars: int = 5000) -> BarPathProfile:
-    """The worker's work per bar, in this process: decode -> Runner.on_bar -> encode, with the
-    worker's log format to a file, each order answered with a fill (as in bench_latency)."""
+def _bar_path(bars: int) -> Callable[[], None]:
+    """The worker's work for ``bars`` bars, in this process: decode -> Runner.on_bar ->
+    encode, each order answered with a fill (as in bench_latency; the fill is not timed
+    there, but it is part of the worker's work per bar)."""
     from bench.bench_latency import _PRICES, _STRATEGY, _T0_MS
     from orchestrator.broker.rules import bundled_rules, fmt
     from orchestrator.protocol import (
         BarMessage,
+        FillView,
         OrderUpdate,
         OrderView,
         PlaceOrder,
@@ -187,47 +192,65 @@ def worker_bar_path(ws: Workspace, bars: int = 5000) -> BarPathProfile:
         nonlocal position
         for payload in payloads:
             _, message = decode(payload)
-            for action in runner.on_bar(message.bar):  # type: ignore[attr-defined]
+            assert isinstance(message, BarMessage)
+            for action in runner.on_bar(message.bar):
                 encode(action)
-                if isinstance(action, PlaceOrder):  # the broker's fill (not timed in latency)
+                if isinstance(action, PlaceOrder):
                     qty = Decimal(action.quantity)
                     position += qty if action.side == "BUY" else -qty
+                    coid = action.client_order_id
                     runner.on_update(OrderUpdate(
-                        order=OrderView(client_order_id=action.client_order_id, symbol=symbol,
-                                        side=action.side, type=action.type,
-                                        quantity=action.quantity, status="FILLED",
-                                        executed_qty=action.quantity),
+                        order=OrderView(client_order_id=coid, symbol=symbol, side=action.side,
+                                        type=action.type, quantity=action.quantity,
+                                        status="FILLED", executed_qty=action.quantity),
+                        fills=[FillView(trade_id=1, client_order_id=coid, symbol=symbol,
+                                        side=action.side, price="60000", qty=action.quantity,
+                                        fee="0", fee_asset="USDT", time_ns=0)],
                         position=PositionView(symbol=symbol, qty=fmt(position))))
 
+    return path
+
+
+@contextlib.contextmanager
+def _worker_logging(path: Path) -> Iterator[None]:
+    """Log as a worker does (worker/main.py's format, INFO, to a file) for the duration."""
     root = logging.getLogger()
-    handler = logging.FileHandler(ws.path / "bar-path.log")
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s BTCUSDT pid=1 %(levelname)s %(message)s"))  # worker/main.py's format
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s BTCUSDT pid=1 %(levelname)s %(message)s"))
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    profiler = cProfile.Profile()
     try:
-        started = time.perf_counter()
-        profiler.runcall(path)
-        elapsed = time.perf_counter() - started
+        yield
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+
+
+def worker_bar_path(ws: Workspace, bars: int = 5000) -> BarPathProfile:
+    """Time the worker's bar path without a profiler, then cProfile a fresh one."""
+    with _worker_logging(ws.path / "bar-path.log"):
+        path = _bar_path(bars)
+        started = time.perf_counter()
+        path()
+        per_bar = (time.perf_counter() - started) / bars * 1e6
+        profiler = cProfile.Profile()
+        profiler.runcall(_bar_path(bars))
     stats = pstats.Stats(profiler)
-    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
-    in_logging = sum(row[2] for (file, _, _), row in stats.stats.items()  # type: ignore[attr-defined]
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in raw.values())
+    in_logging = sum(row[2] for (file, _, _), row in raw.items()
                      if f"{os.sep}logging{os.sep}" in file)
     out = io.StringIO()
     stats.stream = out  # type: ignore[attr-defined]
     stats.sort_stats("tottime").print_stats(12)
-    text = "\n".join(line for line in out.getvalue().splitlines()
-                     if line.strip() and not line.startswith(("   Ordered", "   List")))
+    text = "\n".join(line.replace(str(REPO) + os.sep, "") for line in out.getvalue().splitlines()
+                     if line.strip())
     with contextlib.suppress(ValueError):
-        text = text[text.index("ncalls"):]
-    return BarPathProfile(per_bar_us=elapsed / bars * 1e6,
-                          logging_share=in_logging / total if total else 0.0,
+        text = text[text.index("   ncalls"):]
+    return BarPathProfile(per_bar_us=per_bar, logging_share=in_logging / total if total else 0.0,
                           table="```\n" + text + "\n```")
 
 
@@ -249,3 +272,137 @@ def uss_by_mapping(pid: int, top: int = 8) -> str:
         short = name if len(name) < 60 else "..." + name[-57:]
         lines.append(f"| `{short}` | {private:.2f} | {rss:.2f} |")
     return "\n".join(lines)
+
+
+def py_spy() -> str | None:
+    import shutil
+
+    beside = Path(PYTHON).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def sample(pid: int, seconds: float, out: Path, top: int = 12) -> str:
+    """py-spy samples of a running process (no pause): where its CPU time goes, by function."""
+    spy = py_spy()
+    if spy is None:
+        return "(py-spy is not installed: `pip install py-spy` for this profile)"
+    proc = subprocess.run([spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))),
+                           "-r", "250", "-f", "raw", "-o", str(out), "--nonblocking"],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    if proc.returncode != 0 or not out.exists():
+        return f"(py-spy failed: {(proc.stderr or proc.stdout).strip()[-300:]})"
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+    if not total:
+        return "(py-spy saw no busy sample: the process was idle)"
+    lines = [f"{total} busy samples at 250 Hz over {seconds:g} s "
+             f"(~{total / 250 / seconds * 100:.1f}% of one core in Python code):", "",
+             "| function (file) | inclusive | own |", "|---|---|---|"]
+    # the entry point's frames (runpy, asyncio.run, the event loop) hold nearly every sample
+    outer = {f for f, n in inclusive.items() if n >= 0.85 * total}
+    for frame, hits in sorted(inclusive.items(), key=lambda kv: -kv[1]):
+        if frame in outer:
+            continue
+        lines.append(f"| `{frame.replace(str(REPO) + os.sep, '')[:90]}` | "
+                     f"{hits / total:.0%} | {own.get(frame, 0) / total:.0%} |")
+        if len(lines) >= top + 4:
+            break
+    return "\n".join(lines)
+
+
+_FORK_FLOOR = """
+import os, sys, time
+try:
+    import worker.preload  # what the orchestrator's forkserver preloads, then gc.freeze()
+except ImportError:  # an older layout: the same imports by hand
+    import gc
+    import worker.main
+    gc.freeze()
+if os.fork() == 0:
+    if sys.argv[1] == "mpmain":  # what multiprocessing's spawn.prepare() does in the child
+        import runpy
+        runpy.run_module("orchestrator.daemon", run_name="__mp_main__", alter_sys=True)
+    if sys.argv[1] in ("zmq", "mpmain"):  # what every worker creates first
+        import zmq
+        ctx = zmq.Context()
+        dealer, sub = ctx.socket(zmq.DEALER), ctx.socket(zmq.SUB)
+        dealer.connect(sys.argv[2] + "-broker.sock")
+        sub.connect(sys.argv[2] + "-market.sock")
+    time.sleep(120)
+    os._exit(0)
+time.sleep(120)
+"""
+
+
+def fork_floor(ws: Workspace) -> str:
+    """USS of a child forked from a process preloaded as the forkserver is, before it runs any
+    worker code: the floor of a forked worker's private memory."""
+    import psutil
+
+    rows = []
+    for variant, what in (
+            ("idle", "fork of the preloaded process, idle"),
+            ("zmq", "... plus a ZeroMQ context and two connected sockets"),
+            ("mpmain", "... plus re-running `orchestrator.daemon` as `__mp_main__` first (as "
+             "multiprocessing's `spawn.prepare` does in a forkserver child)")):
+        marker = ws.path / f"forkfloor-{variant}"
+        env = {**bench_env(), "MULTIBOT_FORKSERVER_TITLE": f"mbb-forkfloor {marker}"}
+        parent = ws.spawn([PYTHON, "-c", _FORK_FLOOR, variant, f"ipc://{marker}", str(marker)],
+                          env=env)
+        try:
+            time.sleep(2.0)
+            children = psutil.Process(parent.pid).children()
+            if not children:
+                return "(the fork floor process did not fork)"
+            rows.append((what, memory(children[0].pid).uss / MB))
+        finally:
+            for child in psutil.Process(parent.pid).children():
+                child.kill()
+            parent.kill()
+            parent.wait()
+    lines = ["| process | USS MB |", "|---|---|"]
+    lines += [f"| {what} | {uss:.1f} |" for what, uss in rows]
+    return "\n".join(lines)
+
+
+def loaded_after_fork(pid: int) -> list[str]:
+    """Shared objects mapped in a process but not in its parent (for a forked worker: what it
+    loaded after the fork, i.e. modules imported in every worker instead of once)."""
+    import psutil
+
+    def libraries(p: int) -> set[str]:
+        return {m.path for m in psutil.Process(p).memory_maps() if ".so" in m.path}
+
+    parent = psutil.Process(pid).ppid()
+    return sorted(os.path.basename(p) for p in libraries(pid) - libraries(parent))
+
+
+_MP_MAIN = """
+import time
+try:
+    import worker.preload
+except ImportError:
+    import worker.main
+import runpy
+started = time.perf_counter()
+runpy.run_module("orchestrator.daemon", run_name="__mp_main__", alter_sys=True)
+print(time.perf_counter() - started)
+"""
+
+
+def mp_main_seconds() -> float:
+    """Time a forkserver child spends re-running the orchestrator's main module
+    (``orchestrator.daemon``) as ``__mp_main__`` before the worker code starts."""
+    proc = subprocess.run([PYTHON, "-c", _MP_MAIN], capture_output=True, text=True, timeout=60,
+                          env=bench_env(), stdin=subprocess.DEVNULL, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])

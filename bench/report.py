@@ -56,6 +56,8 @@ class Row:
         if goal.limit == 0:
             return "met" if self.met else f"NOT MET: {fmt(judged, self.unit)}{unit} instead of 0"
         off = (judged - goal.limit) / goal.limit * 100
+        if self.met and off == 0:
+            return "met"
         if self.met:
             return f"met ({abs(off):.0f}% headroom)"
         shown = f"{judged:.2f}x" if goal.on == "ratio" else fmt(judged, self.unit) + unit

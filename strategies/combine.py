@@ -6,6 +6,9 @@ from strategies.bar import Signal
 
 __all__ = ["Combiner"]
 
+# Enum members looked up once: Signal.LONG is an attribute lookup on the enum class (slow).
+_LONG, _FLAT = Signal.LONG, Signal.FLAT
+
 
 class Combiner:
     """Majority vote over the latest stance of each strategy.
@@ -20,7 +23,7 @@ class Combiner:
     def __init__(self, count: int) -> None:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"Combiner needs at least one strategy, got {count!r}")
-        self._stances = [Signal.FLAT] * count
+        self._stances = [_FLAT] * count
         self._longs = 0
 
     def __len__(self) -> int:
@@ -43,9 +46,9 @@ class Combiner:
             raise TypeError(f"expected Signal or None, got {signal!r}")
         old = self._stances[index]
         self._stances[index] = signal
-        self._longs += (signal is Signal.LONG) - (old is Signal.LONG)
+        self._longs += (signal is _LONG) - (old is _LONG)
 
     @property
     def target(self) -> Signal:
         """LONG iff strictly more than half of the stances are LONG, else FLAT."""
-        return Signal.LONG if 2 * self._longs > len(self._stances) else Signal.FLAT
+        return _LONG if 2 * self._longs > len(self._stances) else _FLAT

@@ -19,6 +19,7 @@ from typing import Generic, NamedTuple, TypeVar
 __all__ = ["EMA", "MACD", "RSI", "SMA", "Crossover", "Indicator", "MACDValue"]
 
 T = TypeVar("T")
+_isfinite = math.isfinite
 
 
 def _period(owner: str, key: str, value: int) -> int:
@@ -68,7 +69,13 @@ class Indicator(abc.ABC, Generic[T]):
 
 
 class SMA(Indicator[float]):
-    """Simple moving average over a ring buffer with a compensated (Neumaier) running sum."""
+    """Simple moving average over a ring buffer with a compensated (Neumaier) running sum.
+
+    A Neumaier step adds ``x`` to the sum ``s`` as ``t = s + x`` and accumulates the rounding
+    error of that addition in ``comp``: ``(s - t) + x`` if ``|s| >= |x|``, else ``(x - t) + s``.
+    ``update`` is the hot path of many strategies, so its two steps (remove the oldest value,
+    add the new one) are written out on local variables, ``|v|`` as ``v if v >= 0.0 else -v``.
+    """
 
     __slots__ = ("_buf", "_comp", "_pos", "_sum")
     _buf: list[float]
@@ -84,27 +91,35 @@ class SMA(Indicator[float]):
     def lookback(self) -> int:
         return self.period - 1
 
-    def _add(self, x: float) -> None:
-        s = self._sum
-        t = s + x
-        if abs(s) >= abs(x):
-            self._comp += (s - t) + x
-        else:
-            self._comp += (x - t) + s
-        self._sum = t
-
     def update(self, x: float) -> float | None:
         """Feed one value; return the mean of the last ``period`` values, or None."""
-        x = self._check(x)
-        pos = self._pos
-        if self.count >= self.period:
-            self._add(-self._buf[pos])
-        self._buf[pos] = x
-        self._add(x)
-        self._pos = pos + 1 if pos + 1 < self.period else 0
-        self.count += 1
-        if self.count >= self.period:
-            self._value = (self._sum + self._comp) / self.period
+        if not _isfinite(x):
+            self._check(x)  # raises
+        x = float(x)
+        period, pos, buf = self.period, self._pos, self._buf
+        s, comp = self._sum, self._comp
+        count = self.count
+        if count >= period:  # the window is full: remove its oldest value
+            y = -buf[pos]
+            t = s + y
+            if (s if s >= 0.0 else -s) >= (y if y >= 0.0 else -y):
+                comp += (s - t) + y
+            else:
+                comp += (y - t) + s
+            s = t
+        buf[pos] = x
+        t = s + x
+        if (s if s >= 0.0 else -s) >= (x if x >= 0.0 else -x):
+            comp += (s - t) + x
+        else:
+            comp += (x - t) + s
+        self._sum, self._comp = t, comp
+        pos += 1
+        self._pos = pos if pos < period else 0
+        self.count = count = count + 1
+        if count >= period:
+            self._value = value = (t + comp) / period
+            return value
         return self._value
 
     def reset(self) -> None:
@@ -288,7 +303,7 @@ class Crossover:
         """Feed the latest values of both series; return +1, -1 or 0."""
         above = a > b
         prev, self._above = self._above, above
-        if prev is None or prev == above:
+        if prev == above or prev is None:
             return 0
         return 1 if above else -1
 

@@ -6,6 +6,8 @@ from strategies.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
 from strategies.indicators import SMA, Crossover
 
+_LONG, _FLAT = Signal.LONG, Signal.FLAT  # looked up once: enum attribute access is slow
+
 
 class SmaCrossParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Periods, in bars, of the fast and slow simple moving averages."""
@@ -36,12 +38,15 @@ class SmaCross(Strategy):
         return self.params.slow + 1
 
     def on_bar(self, bar: Bar) -> Signal | None:
-        fast = self.fast.update(bar.close)
-        slow = self.slow.update(bar.close)
+        close = bar.close
+        fast = self.fast.update(close)
+        slow = self.slow.update(close)
         if fast is None or slow is None:
             return None
         event = self.cross.update(fast, slow)
-        return Signal.LONG if event > 0 else Signal.FLAT if event < 0 else None
+        if not event:
+            return None
+        return _LONG if event > 0 else _FLAT
 
 
 def check_fast_slow(strategy: str, fast: int, slow: int) -> None:

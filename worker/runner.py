@@ -11,7 +11,7 @@ import logging
 import time
 from decimal import Decimal
 
-from orchestrator.broker.rules import fmt, round_step_down
+from orchestrator.broker.rules import fmt, price_decimal, round_step_down
 from orchestrator.protocol import (
     CancelOrder,
     Message,
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_STRATEGY_ERRORS = 10  # a strategy that raised this often is disabled (stance forced FLAT)
 RESEND_AFTER_S = 5.0  # an unanswered order is resent with the SAME id (the broker dedupes)
 _OPEN = ("NEW", "PARTIALLY_FILLED")
+_LONG = Signal.LONG  # looked up once: attribute access on an enum class is slow
 
 
 class Runner:
@@ -54,8 +55,13 @@ class Runner:
         self._stake = Decimal(config.stake)
         self.strategies = strategies
         self._errors = [0] * len(strategies)
+        # (index, strategy) of the strategies still enabled: what each bar asks
+        self._enabled = list(enumerate(strategies))
         self._combiner = Combiner(len(strategies))
         self._target = Signal.FLAT
+        # False only while the combiner's target is known to equal _target (set whenever a
+        # stance changes), so a bar without a new signal skips recomputing the target
+        self._stale_target = False
         self.position = Decimal(position.qty)
         self.open_orders = {o.client_order_id: o for o in open_orders if o.status in _OPEN}
         self._placed_at_bar: dict[str, int] = {}
@@ -75,7 +81,7 @@ class Runner:
     def last_price(self) -> Decimal | None:
         """Close of the latest bar, as the exchange wrote it."""
         if self._last_close is not None:
-            self._last_price = Decimal(repr(self._last_close))
+            self._last_price = price_decimal(self._last_close)
             self._last_close = None
         return self._last_price
 
@@ -94,25 +100,13 @@ class Runner:
                  self._target.value, self.position)
 
     def on_bar(self, bar: Bar) -> list[Message]:
-        if self.last_bar_time is not None and bar.open_time <= self.last_bar_time:
+        open_time = bar.open_time
+        if self.last_bar_time is not None and open_time <= self.last_bar_time:
             return []  # already seen (history/live overlap)
         self.bars += 1
-        self.last_bar_time = bar.open_time
+        self.last_bar_time = open_time
         self._last_close = bar.close
-        self._evaluate(bar)
-        actions: list[Message] = self._expire_limits() if self.open_orders else []
-        target = self._combiner.target
-        if target != self._target:
-            self._target = target
-            price = self.last_price
-            assert price is not None
-            actions += self._rebalance(target, price)
-        return actions
-
-    def _evaluate(self, bar: Bar) -> None:
-        for i, strategy in enumerate(self.strategies):
-            if self._errors[i] >= MAX_STRATEGY_ERRORS:
-                continue
+        for i, strategy in self._enabled:  # = self._evaluate(bar), inlined: the hot path
             try:
                 signal = strategy.on_bar(bar)
             except Exception as exc:  # user code: contain, report, never crash the worker
@@ -120,6 +114,29 @@ class Runner:
                 continue
             if signal is not None:  # None: no change of opinion
                 self._combiner.update(i, signal)
+                self._stale_target = True
+        actions: list[Message] = self._expire_limits() if self.open_orders else []
+        if self._stale_target:
+            self._stale_target = False
+            target = self._combiner.target
+            if target != self._target:
+                self._target = target
+                price = self.last_price
+                assert price is not None
+                actions += self._rebalance(target, price)
+        return actions
+
+    def _evaluate(self, bar: Bar) -> None:
+        """Ask every enabled strategy about ``bar`` and record the signals (on_bar inlines it)."""
+        for i, strategy in self._enabled:
+            try:
+                signal = strategy.on_bar(bar)
+            except Exception as exc:  # user code: contain, report, never crash the worker
+                self._strategy_failed(i, exc)
+                continue
+            if signal is not None:  # None: no change of opinion
+                self._combiner.update(i, signal)
+                self._stale_target = True
 
     def _strategy_failed(self, index: int, exc: Exception) -> None:
         name = type(self.strategies[index]).__name__
@@ -128,24 +145,30 @@ class Runner:
         self.last_error = f"strategy {name}: {type(exc).__name__}: {exc}"
         log.error("%s: %s", self.symbol, self.last_error, exc_info=exc)
         if self._errors[index] >= MAX_STRATEGY_ERRORS:
+            self._enabled = [(i, s) for i, s in self._enabled if i != index]
             self._combiner.update(index, Signal.FLAT)
+            self._stale_target = True
             self.last_error += f" (disabled after {MAX_STRATEGY_ERRORS} errors)"
             log.error("%s: strategy %s disabled", self.symbol, name)
 
     # --- orders -------------------------------------------------------------------------------
 
     def _busy(self, side: str) -> bool:
-        return any(p.side == side for p, _ in self.pending.values()) or any(
-            o.side == side for o in self.open_orders.values()
-        )
+        if self.pending and any(p.side == side for p, _ in self.pending.values()):
+            return True
+        return bool(self.open_orders) and any(o.side == side for o in self.open_orders.values())
 
     def _rebalance(self, target: Signal, price: Decimal) -> list[Message]:
-        if target == Signal.LONG:
+        if target == _LONG:
             if self.position >= self._min_qty or self._busy("BUY"):
                 return []
             qty = round_step_down(self._stake / price, self._step)
             return self._order("BUY", qty, price)
-        actions = self.cancel([c for c, o in self.open_orders.items() if o.side == "BUY"])
+        actions = (
+            self.cancel([c for c, o in self.open_orders.items() if o.side == "BUY"])
+            if self.open_orders
+            else []
+        )
         if not self._busy("SELL"):
             actions += self.close_position(price)
         return actions
@@ -168,8 +191,9 @@ class Runner:
         )
         self.pending[coid] = (order, time.monotonic())
         self._placed_at_bar[coid] = self.bars
-        log.info("%s: %s %s %s%s (%s)", self.symbol, side, order.type, qty,
-                 f" @ {order.price}" if limit else "", coid)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s: %s %s %s%s (%s)", self.symbol, side, order.type, qty,
+                     f" @ {order.price}" if limit else "", coid)
         return [order]
 
     def _expire_limits(self) -> list[Message]:

@@ -5,23 +5,25 @@ fills resting orders, then ``Runner.on_bar`` asks the strategies and its PlaceOr
 go to the broker, whose OrderUpdates go back to the runner. So a MARKET order fills at the
 signal bar's close plus slippage, with the exchange filters and fees of paper trading. The
 strategies only ever see the current closed ``Bar``; the engine never hands them the series.
-The journal is an in-memory SQLite database (``durable=False``) and the broker's clock is the
-bar's close time, so a run is deterministic.
+The journal is a ``MemoryJournal`` (the SQLite journal's semantics in dicts: nothing of a
+backtest has to survive it) and the broker's clock is the bar's close time, so a run is
+deterministic.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
+import msgspec
 import numpy as np
 
-from orchestrator.broker.journal import Journal
+from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.protocol import (
     CancelOrder,
@@ -58,8 +60,11 @@ class SymbolJob:
         return self.config.symbol
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+# Decision and FillRecord are msgspec structs, not dataclasses: a frozen dataclass is slow to
+# build (object.__setattr__ per field) and, with slots, to pickle back from a child process.
+
+
+class Decision(msgspec.Struct, frozen=True, array_like=True):
     """An order request the runner made, and the open time of the bar it made it on."""
 
     bar_time: int
@@ -71,8 +76,7 @@ class Decision:
     price: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FillRecord:
+class FillRecord(msgspec.Struct, frozen=True, array_like=True):
     bar: int  # index of the bar it filled on
     side: str
     price: str
@@ -122,14 +126,19 @@ class SymbolRun:
 
 def iter_bars(symbol: str, rows: np.ndarray, step_ms: int) -> Iterator[Bar]:
     """The closed bars of ``rows``, one at a time, in order (a chunk is converted at once)."""
+    return itertools.chain.from_iterable(_chunks(symbol, rows, step_ms))
+
+
+def _chunks(symbol: str, rows: np.ndarray, step_ms: int) -> Iterator[list[Bar]]:
+    # Bars built a chunk at a time in a list: iterating a list costs less than a generator
     last = step_ms - 1
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        columns = (chunk[name].tolist() for name in ("open_time", "open", "high", "low",
-                                                      "close", "volume"))
-        for t, o, h, lo, c, v in zip(*columns, strict=True):
-            yield Bar(symbol=symbol, open_time=t, close_time=t + last, open=o, high=h, low=lo,
-                      close=c, volume=v)
+        opened = chunk["open_time"]
+        columns = [opened.tolist(), (opened + last).tolist()]
+        columns += [chunk[name].tolist() for name in ("open", "high", "low", "close", "volume")]
+        yield [Bar(symbol=symbol, open_time=t, close_time=tc, open=o, high=h, low=lo, close=c,
+                   volume=v) for t, tc, o, h, lo, c, v in zip(*columns, strict=True)]
 
 
 class _Capture(logging.Handler):
@@ -163,10 +172,14 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
     """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars."""
     symbol, rows = job.symbol, job.bars
     result = SymbolRun(symbol=symbol, bars=len(rows))
-    clock = [0]
-    journal = Journal(Path(":memory:"), durable=False)
+    bar: Bar | None = None  # the bar being processed; the loop below assigns it
+
+    def clock() -> int:  # the broker's time (ns): just after the current bar closed
+        return 0 if bar is None else (bar.close_time + 1) * 1_000_000
+
+    journal = MemoryJournal()
     broker = PaperBroker(journal, {symbol: job.rules}, fee_rate=job.fee_rate,
-                         slippage_bps=job.slippage_bps, clock=lambda: clock[0])
+                         slippage_bps=job.slippage_bps, clock=clock)
     strategies = [create(spec.name, spec.params) for spec in job.config.strategies]
     runner = Runner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
     started = time.perf_counter()
@@ -174,8 +187,8 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
         for strategy in strategies:
             strategy.on_start()
         broker_on_bar, runner_on_bar = broker.on_bar, runner.on_bar  # the hot loop
+        mask = CHUNK - 1  # CHUNK is 2**k
         for index, bar in enumerate(iter_bars(symbol, rows, job.step_ms)):
-            clock[0] = (bar.close_time + 1) * 1_000_000
             updates = broker_on_bar(bar)
             if updates:
                 for update in updates:
@@ -185,7 +198,7 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
             if actions:
                 for action in actions:
                     _execute(broker, runner, result, index, bar.open_time, action)
-            if progress is not None and index & (CHUNK - 1) == CHUNK - 1:  # CHUNK is 2**k
+            if progress is not None and index & mask == mask:
                 progress(index + 1)
         for strategy in strategies:
             strategy.on_stop()

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 YEAR_MS = 365 * 86_400_000  # crypto trades every day of the year
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -93,25 +94,29 @@ def curve_of(run: SymbolRun, bars: np.ndarray, capital: float) -> Curve:
 
 def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:
     trips: list[RoundTrip] = []
-    realized_before = Decimal(0)
+    realized_before = _ZERO
     opened: list[FillRecord] = []
     for fill in fills:
         opened.append(fill)
-        if Decimal(fill.position) != 0:
+        if fill.position != "0" and Decimal(fill.position) != 0:
             continue
-        buys = [f for f in opened if f.side == "BUY"]
-        sells = [f for f in opened if f.side == "SELL"]
-        bought = sum((Decimal(f.qty) for f in buys), Decimal(0))
-        sold = sum((Decimal(f.qty) for f in sells), Decimal(0))
+        # sums in fill order, each from Decimal(0): buys, sells, all fees
+        bought = sold = cost = proceeds = fees = _ZERO
+        for f in opened:
+            if f.side == "BUY":
+                qty = Decimal(f.qty)
+                bought += qty
+                cost += qty * Decimal(f.price)
+            elif f.side == "SELL":
+                qty = Decimal(f.qty)
+                sold += qty
+                proceeds += qty * Decimal(f.price)
+            fees += Decimal(f.fee)
         realized = Decimal(fill.realized_pnl)
         if bought and sold:
             trips.append(RoundTrip(
                 entry_bar=opened[0].bar, exit_bar=fill.bar, qty=sold,
-                entry_price=sum((Decimal(f.qty) * Decimal(f.price) for f in buys),
-                                Decimal(0)) / bought,
-                exit_price=sum((Decimal(f.qty) * Decimal(f.price) for f in sells),
-                               Decimal(0)) / sold,
-                fees=sum((Decimal(f.fee) for f in opened), Decimal(0)),
+                entry_price=cost / bought, exit_price=proceeds / sold, fees=fees,
                 pnl=realized - realized_before,
             ))
         realized_before = realized
@@ -168,8 +173,7 @@ def metrics_of(curve: Curve, trips: list[RoundTrip], step_ms: int, fees: float) 
 def combine(curves: list[Curve]) -> Curve:
     """The sum of the curves on the union of their bar times; a symbol holds its capital in
     cash before its first bar and keeps its last equity after its last one."""
-    times = curves[0].times if len(curves) == 1 else np.unique(np.concatenate(
-        [c.times for c in curves]))
+    times = curves[0].times if len(curves) == 1 else _union([c.times for c in curves])
     equity = np.zeros(len(times))
     hold = np.zeros(len(times))
     exposed = np.zeros(len(times), dtype=bool)
@@ -181,3 +185,15 @@ def combine(curves: list[Curve]) -> Curve:
         hold += np.where(before, c.capital, c.hold[pick])
         exposed |= ~before & c.exposed[pick] & (times <= c.times[-1])
     return Curve(times, equity, hold, exposed, sum(c.capital for c in curves))
+
+
+def _union(arrays: list[np.ndarray]) -> np.ndarray:
+    """Sorted distinct values of all ``arrays``: np.unique(np.concatenate(arrays)), but by a
+    sort (fast on the nearly sorted bar times) instead of numpy 2's hash table."""
+    values = np.sort(np.concatenate(arrays), kind="stable")
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]

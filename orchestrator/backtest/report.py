@@ -24,6 +24,7 @@ __all__ = ["REPORT_VERSION", "SymbolOutcome", "build_report", "strategy_label", 
 
 REPORT_VERSION = 1
 _DIGITS = 6
+_PRICE_QUANTUM = Decimal("1e-8")  # trip prices are averages: shown to 8 decimals
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ def _trip_json(trip: RoundTrip, times: Any) -> dict[str, Any]:
         "exit_time": iso(int(times[trip.exit_bar])),
         "bars": trip.exit_bar - trip.entry_bar,
         "qty": fmt(trip.qty),
-        "entry_price": fmt(trip.entry_price.quantize(Decimal("1e-8"))),
-        "exit_price": fmt(trip.exit_price.quantize(Decimal("1e-8"))),
+        "entry_price": fmt(trip.entry_price.quantize(_PRICE_QUANTUM)),
+        "exit_price": fmt(trip.exit_price.quantize(_PRICE_QUANTUM)),
         "fees": fmt(trip.fees),
         "pnl": fmt(trip.pnl),
         "return_pct": _num(trip.return_pct),

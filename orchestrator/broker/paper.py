@@ -17,12 +17,14 @@ from decimal import Decimal
 
 import msgspec
 
-from orchestrator.broker.journal import Journal
+from orchestrator.broker.journal import OrderJournal
 from orchestrator.broker.position import Position
 from orchestrator.broker.rules import (
     check_order,
+    decimal_of,
     fmt,
     parse_decimal,
+    price_decimal,
     round_step_down,
     round_step_up,
 )
@@ -42,20 +44,22 @@ from strategies.bar import Bar
 __all__ = ["PaperBroker", "client_order_id", "parse_seq"]
 
 _COID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
-_SEQ_RE = re.compile(r"[0-9]{1,18}")  # fits SQLite's signed 64-bit INTEGER
+_SEQ_DIGITS = 18  # a seq fits SQLite's signed 64-bit INTEGER
 _ZERO = Decimal(0)
 
 
 def parse_seq(symbol: str, coid: str) -> int:
     """``seq`` of an id made by :func:`client_order_id` for ``symbol``; 0 for any other id."""
     prefix = f"mb-{symbol}-"
+    if not coid.startswith(prefix):
+        return 0
     rest = coid[len(prefix) :]
-    return int(rest) if coid.startswith(prefix) and _SEQ_RE.fullmatch(rest) else 0
+    # 1 to 18 ASCII digits (isdigit alone would also take other scripts' digits)
+    return int(rest) if len(rest) <= _SEQ_DIGITS and rest.isascii() and rest.isdigit() else 0
 
 
 def _price(value: float) -> Decimal | None:
-    # repr() gives the shortest decimal that round-trips, i.e. what the exchange sent.
-    price = Decimal(repr(value))
+    price = price_decimal(value)  # Decimal(repr(value)): what the exchange sent
     return price if price.is_finite() and price > 0 else None
 
 
@@ -65,7 +69,7 @@ _INF = math.inf  # 0 < x < _INF holds exactly when _price(x) is not None
 class PaperBroker:
     def __init__(
         self,
-        journal: Journal,
+        journal: OrderJournal,
         rules: Mapping[str, SymbolRules],
         *,
         fee_rate: Decimal = Decimal("0.001"),
@@ -76,6 +80,7 @@ class PaperBroker:
         self._rules = dict(rules)
         self._fee_rate = Decimal(fee_rate)
         self._slippage = Decimal(slippage_bps) / 10_000
+        self._buy_slip, self._sell_slip = 1 + self._slippage, 1 - self._slippage
         self._clock = clock
         self._positions: dict[str, Position] = {}
         self._open: dict[str, dict[str, OrderView]] = {}  # symbol -> coid -> order, by age
@@ -126,7 +131,7 @@ class PaperBroker:
     def last_price(self, symbol: str) -> Decimal | None:
         close = self._last_close.pop(symbol, None)
         if close is not None:
-            self._last[symbol] = Decimal(repr(close))
+            self._last[symbol] = price_decimal(close)
         return self._last.get(symbol)
 
     def open_orders(self, symbol: str) -> list[OrderView]:
@@ -139,23 +144,26 @@ class PaperBroker:
 
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
         """Take ``bar.close`` as the last price and fill the resting LIMIT orders it crosses."""
-        if not (0 < bar.low < _INF and 0 < bar.high < _INF and 0 < bar.close < _INF):
+        low, high, close = bar.low, bar.high, bar.close
+        # 0.0, not 0: float-to-float comparisons are the fast ones
+        if not (0.0 < low < _INF and 0.0 < high < _INF and 0.0 < close < _INF):
             return []  # a corrupt bar must not move prices or fill anything
-        if not self._open.get(bar.symbol):  # nothing can fill: keep the close, convert it later
-            self._last_close[bar.symbol] = bar.close
+        symbol = bar.symbol
+        if not self._open.get(symbol):  # nothing can fill: keep the close, convert it later
+            self._last_close[symbol] = close
             return []
-        low, high, close = _price(bar.low), _price(bar.high), _price(bar.close)
-        assert low is not None and high is not None and close is not None
-        self._last_close.pop(bar.symbol, None)
-        self._last[bar.symbol] = close
-        if bar.symbol not in self._rules:
+        dlow, dhigh, dclose = _price(low), _price(high), _price(close)
+        assert dlow is not None and dhigh is not None and dclose is not None
+        self._last_close.pop(symbol, None)
+        self._last[symbol] = dclose
+        if symbol not in self._rules:
             return []  # restored orders of a symbol not (yet) re-added wait for its rules
         updates = []
-        for order in self.open_orders(bar.symbol):
+        for order in self.open_orders(symbol):
             if order.price is None:
                 continue
             limit = Decimal(order.price)
-            if (low <= limit) if order.side == "BUY" else (high >= limit):
+            if (dlow <= limit) if order.side == "BUY" else (dhigh >= limit):
                 updates.append(self._fill(order, limit))
         return updates
 
@@ -239,13 +247,17 @@ class PaperBroker:
             raise ProtocolError(ErrorCode.NOT_AVAILABLE, f"no market price yet for {symbol}")
         if order.side == "SELL":
             held = self._positions[symbol].qty if symbol in self._positions else _ZERO
-            reserved = sum(
-                (
-                    Decimal(o.quantity) - Decimal(o.executed_qty)
-                    for o in self.open_orders(symbol)
-                    if o.side == "SELL"
-                ),
-                _ZERO,
+            reserved = (
+                sum(
+                    (
+                        Decimal(o.quantity) - Decimal(o.executed_qty)
+                        for o in self.open_orders(symbol)
+                        if o.side == "SELL"
+                    ),
+                    _ZERO,
+                )
+                if self._open.get(symbol)
+                else _ZERO
             )
             if qty > held - reserved:
                 raise ProtocolError(
@@ -260,12 +272,12 @@ class PaperBroker:
         last = self.last_price(order.symbol)
         if last is None:
             return None
-        tick = Decimal(self._rules[order.symbol].tick_size)
+        tick = decimal_of(self._rules[order.symbol].tick_size)
         buy = order.side == "BUY"
         if limit is None:  # MARKET: slippage against the taker, then onto the tick grid
             if buy:
-                return round_step_up(last * (1 + self._slippage), tick)
-            return max(round_step_down(last * (1 - self._slippage), tick), tick)
+                return round_step_up(last * self._buy_slip, tick)
+            return max(round_step_down(last * self._sell_slip, tick), tick)
         # A marketable LIMIT trades at the market, never beyond its own limit.
         if buy and limit >= last:
             return min(round_step_up(last, tick), limit)
@@ -277,26 +289,29 @@ class PaperBroker:
         """Fill the rest of ``order`` at ``price``: journal first, then memory."""
         rules = self._rules[order.symbol]
         now = self._clock()
-        qty = Decimal(order.quantity) - Decimal(order.executed_qty)
+        quantity = Decimal(order.quantity)
+        executed_before = decimal_of(order.executed_qty)
+        qty = quantity - executed_before
+        executed = fmt(quantity)
         fill = FillView(
             trade_id=self._journal.next_trade_id(),
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
             price=fmt(price),
-            qty=fmt(qty),
+            qty=fmt(qty) if executed_before else executed,  # the same value: the same text
             fee=fmt(self._fee_rate * qty * price),
             fee_asset=rules.quote_asset,
             time_ns=now,
         )
-        executed = fmt(Decimal(order.quantity))
         self._journal.record_fill(fill, "FILLED", executed)
-        self._position(order.symbol).apply(fill)
+        position = self._position(order.symbol)
+        position.apply(fill)
         self._open.get(order.symbol, {}).pop(order.client_order_id, None)
         done = msgspec.structs.replace(
             order, status="FILLED", executed_qty=executed, updated_ns=now
         )
-        return OrderUpdate(order=done, fills=[fill], position=self.position(order.symbol))
+        return OrderUpdate(order=done, fills=[fill], position=position.view())
 
     def cancel(self, symbol: str, client_order_id: str) -> OrderUpdate:
         """Cancel an open order of ``symbol``; UNKNOWN_ORDER (Binance -2013) otherwise."""

@@ -6,7 +6,7 @@ when paid (buy and sell), so ``realized_pnl`` is net of every fee.
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal, getcontext, setcontext
 
 from orchestrator.broker.rules import fmt
 from orchestrator.protocol import FillView, PositionView
@@ -41,32 +41,36 @@ class Position:
         """Account one fill; ValueError for another symbol or a sell beyond the quantity held."""
         if fill.symbol != self.symbol:
             raise ValueError(f"fill {fill.trade_id} is for {fill.symbol}, not {self.symbol}")
-        with localcontext(_CONTEXT):
-            self._apply(fill)
-
-    def _apply(self, fill: FillView) -> None:
-        price, qty, fee = Decimal(fill.price), Decimal(fill.qty), Decimal(fill.fee)
-        if fill.side == "BUY":
-            self.qty += qty
-            self.cost += qty * price
-        elif fill.side == "SELL":
-            if qty > self.qty:
-                raise ValueError(
-                    f"fill {fill.trade_id} sells {fmt(qty)} {self.symbol} but only "
-                    f"{fmt(self.qty)} is held (spot cannot go short)"
-                )
-            if qty == self.qty:
-                removed = self.cost  # a full close takes the exact cost: no residue when flat
+        # localcontext(_CONTEXT) at a quarter of its cost: _CONTEXT itself (not a copy) is made
+        # current. The flags it collects then persist, which changes nothing: results depend on
+        # the precision and rounding, exceptions on the traps, and those are the same.
+        saved = getcontext()
+        setcontext(_CONTEXT)
+        try:
+            price, qty, fee = Decimal(fill.price), Decimal(fill.qty), Decimal(fill.fee)
+            if fill.side == "BUY":
+                self.qty += qty
+                self.cost += qty * price
+            elif fill.side == "SELL":
+                if qty > self.qty:
+                    raise ValueError(
+                        f"fill {fill.trade_id} sells {fmt(qty)} {self.symbol} but only "
+                        f"{fmt(self.qty)} is held (spot cannot go short)"
+                    )
+                if qty == self.qty:
+                    removed = self.cost  # a full close takes the exact cost: no residue when flat
+                else:
+                    removed = (self.cost * qty / self.qty).quantize(_COST_QUANTUM)
+                self.realized_pnl += qty * price - removed
+                self.cost -= removed
+                self.qty -= qty
             else:
-                removed = (self.cost * qty / self.qty).quantize(_COST_QUANTUM)
-            self.realized_pnl += qty * price - removed
-            self.cost -= removed
-            self.qty -= qty
-        else:
-            raise ValueError(f"fill {fill.trade_id} has side {fill.side!r}")
-        self.fees_paid += fee
-        self.realized_pnl -= fee
-        self.trades += 1
+                raise ValueError(f"fill {fill.trade_id} has side {fill.side!r}")
+            self.fees_paid += fee
+            self.realized_pnl -= fee
+            self.trades += 1
+        finally:
+            setcontext(saved)
 
     def unrealized(self, last_price: Decimal) -> Decimal:
         """(last - avg_entry) * qty, computed from the cost basis: last * qty - cost."""

@@ -22,9 +22,11 @@ __all__ = [
     "QUOTE_ASSETS",
     "bundled_rules",
     "check_order",
+    "decimal_of",
     "fmt",
     "load_rules",
     "parse_decimal",
+    "price_decimal",
     "round_step_down",
     "round_step_up",
     "synthetic_rules",
@@ -35,6 +37,7 @@ QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "BUSD", "BTC", "ETH", "BNB")
 SIDES = ("BUY", "SELL")
 TYPES = ("MARKET", "LIMIT")
 _MAX_EXPONENT = 20
+_ZERO = Decimal(0)  # comparing two Decimals is faster than a Decimal and an int
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
 # Binance's minimum notional for crypto quotes; stablecoin (and unknown) quotes use 5.
 _MIN_NOTIONAL = {"BTC": Decimal("0.0001"), "ETH": Decimal("0.001"), "BNB": Decimal("0.01")}
@@ -42,12 +45,42 @@ _MIN_NOTIONAL = {"BTC": Decimal("0.0001"), "ETH": Decimal("0.001"), "BNB": Decim
 
 def fmt(value: Decimal) -> str:
     """Plain decimal string without exponent or trailing zeros ("0.00001", "50010", "-0.5")."""
-    if value == 0:
-        return "0"  # also folds "-0" and "0E-8"
-    text = format(value, "f")  # not normalize(): that rounds to the context precision
+    if type(value) is Decimal and value.is_finite():  # the common case, faster
+        if not value:
+            return "0"  # also folds "-0" and "0E-8"
+        # str() is plain (what format(value, "f") gives) unless it has an exponent
+        text = str(value)
+        if "E" in text or "e" in text:
+            text = format(value, "f")
+        elif text[-1] != "0":
+            return text  # no trailing zero to strip (and str() never ends with ".")
+    else:
+        if value == 0:
+            return "0"
+        text = format(value, "f")  # not normalize(): that rounds to the context precision
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+#: ``Decimal(text)`` of an exchange-filter string, cached: the same few strings are converted
+#: on every order. Construction from a string is exact, so the cache cannot change a value.
+decimal_of = functools.lru_cache(maxsize=4096)(Decimal)
+
+
+def price_decimal(value: float) -> Decimal:
+    """``Decimal(repr(value))``: the shortest decimal that round-trips, i.e. what the exchange
+    sent. Positive floats are cached (a worker and the broker convert the same closes, and
+    repr() is slow); anything else is converted each time (0.0 and -0.0, or 5 and 5.0, would
+    be one key to a cache)."""
+    if type(value) is float and value > 0.0:
+        return _positive_price(value)
+    return Decimal(repr(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _positive_price(value: float) -> Decimal:
+    return Decimal(repr(value))
 
 
 def parse_decimal(text: str, field: str) -> Decimal:
@@ -58,7 +91,7 @@ def parse_decimal(text: str, field: str) -> Decimal:
     if not isinstance(text, str) or not _PLAIN_DECIMAL.fullmatch(text):
         raise ProtocolError(ErrorCode.BAD_BODY, f"{field} {text!r} is not a plain decimal")
     value = Decimal(text)
-    if value != 0 and not -_MAX_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
+    if value and not -_MAX_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
         # keeps every later product and remainder exact and free of Overflow
         raise ProtocolError(ErrorCode.BAD_BODY, f"{field} {text!r} is out of range")
     return value
@@ -178,13 +211,13 @@ def _split_symbol(symbol: str) -> tuple[str, str]:
 
 def round_step_down(value: Decimal, step: Decimal) -> Decimal:
     """Largest multiple of ``step`` <= ``value`` (``value`` itself when step is 0)."""
-    if step <= 0:
+    if step <= _ZERO:
         return value
     remainder = value % step  # exact; takes the sign of value
-    if remainder == 0:
+    if not remainder:
         return value
     down = value - remainder
-    return down - step if remainder < 0 else down
+    return down - step if remainder < _ZERO else down
 
 
 def round_step_up(value: Decimal, step: Decimal) -> Decimal:
@@ -202,10 +235,10 @@ def _reject(filter_name: str, reason: str) -> ProtocolError:
 
 def _off_grid(value: Decimal, start: Decimal, step: Decimal) -> bool:
     # Binance's rule: (value - min) % step == 0. InvalidOperation = absurd magnitude: off-grid.
-    if step <= 0:
+    if step <= _ZERO:
         return False
     try:
-        return (value - start) % step != 0
+        return bool((value - start) % step)
     except InvalidOperation:
         return True
 
@@ -228,20 +261,20 @@ def check_order(
         raise ProtocolError(ErrorCode.BAD_BODY, f"side must be BUY or SELL, got {side!r}")
     if type not in TYPES:
         raise ProtocolError(ErrorCode.BAD_BODY, f"type must be MARKET or LIMIT, got {type!r}")
-    if not qty.is_finite() or qty <= 0:
+    if not qty.is_finite() or qty <= _ZERO:
         raise ProtocolError(ErrorCode.BAD_BODY, f"quantity must be positive, got {qty}")
     if type == "LIMIT":
         if price is None:
             raise ProtocolError(ErrorCode.BAD_BODY, "a LIMIT order needs a price")
-        if not price.is_finite() or price <= 0:
+        if not price.is_finite() or price <= _ZERO:
             raise ProtocolError(ErrorCode.BAD_BODY, f"price must be positive, got {price}")
         _check_price(rules, price)
     elif price is not None:
         raise ProtocolError(ErrorCode.BAD_BODY, "a MARKET order takes no price")
     _check_lot(rules, qty)
     if type == "MARKET":
-        market_max = Decimal(rules.market_max_qty)
-        if market_max > 0 and qty > market_max:
+        market_max = decimal_of(rules.market_max_qty)
+        if market_max > _ZERO and qty > market_max:
             raise _reject(
                 "MARKET_LOT_SIZE",
                 f"quantity {fmt(qty)} is above the maximum {fmt(market_max)} for a MARKET order",
@@ -249,7 +282,7 @@ def check_order(
     reference = price if type == "LIMIT" else last_price
     if reference is not None:
         notional = qty * reference
-        min_notional = Decimal(rules.min_notional)
+        min_notional = decimal_of(rules.min_notional)
         if notional < min_notional:
             raise _reject(
                 "NOTIONAL",
@@ -259,11 +292,11 @@ def check_order(
 
 
 def _check_price(rules: SymbolRules, price: Decimal) -> None:
-    min_price, max_price = Decimal(rules.min_price), Decimal(rules.max_price)
-    tick = Decimal(rules.tick_size)
-    if min_price > 0 and price < min_price:
+    min_price, max_price = decimal_of(rules.min_price), decimal_of(rules.max_price)
+    tick = decimal_of(rules.tick_size)
+    if min_price > _ZERO and price < min_price:
         raise _reject("PRICE_FILTER", f"price {fmt(price)} is below the minimum {fmt(min_price)}")
-    if max_price > 0 and price > max_price:
+    if max_price > _ZERO and price > max_price:
         raise _reject("PRICE_FILTER", f"price {fmt(price)} is above the maximum {fmt(max_price)}")
     if _off_grid(price, min_price, tick):
         raise _reject(
@@ -272,11 +305,11 @@ def _check_price(rules: SymbolRules, price: Decimal) -> None:
 
 
 def _check_lot(rules: SymbolRules, qty: Decimal) -> None:
-    min_qty, max_qty = Decimal(rules.min_qty), Decimal(rules.max_qty)
-    step = Decimal(rules.step_size)
+    min_qty, max_qty = decimal_of(rules.min_qty), decimal_of(rules.max_qty)
+    step = decimal_of(rules.step_size)
     if qty < min_qty:
         raise _reject("LOT_SIZE", f"quantity {fmt(qty)} is below the minimum {fmt(min_qty)}")
-    if max_qty > 0 and qty > max_qty:
+    if max_qty > _ZERO and qty > max_qty:
         raise _reject("LOT_SIZE", f"quantity {fmt(qty)} is above the maximum {fmt(max_qty)}")
     if _off_grid(qty, min_qty, step):
         raise _reject(
