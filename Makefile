@@ -30,8 +30,12 @@ reliability: setup #-- chaos, faults, fuzzing and security suites; figures to re
 	  tests/test_secrets.py tests/test_remote.py tests/test_supervision.py tests/test_protocol.py \
 	  | grep -E "reliability figures|passed|failed"
 
+bench: setup #-- benchmark suite (not tests): writes BENCHMARKS.md; ~10 min
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py
+
 lint: setup #-- ruff
-	$(BIN)/ruff check orchestrator worker strategies tests
+	$(BIN)/ruff check orchestrator worker strategies tests bench
 
 typecheck: setup #-- mypy (strict)
 	$(BIN)/mypy
