@@ -42,7 +42,8 @@ from bench.common import (
     python_startup,
     timed_run,
 )
-from bench.profiles import loaded_after_fork, sample, uss_by_mapping
+from bench.fork_profiles import loaded_after_fork
+from bench.profiles import sample, uss_by_mapping
 
 SCENARIO = "scale: up N symbols"
 STATUS = "`multibot status --json`"

@@ -12,7 +12,7 @@ import re
 import subprocess
 from collections.abc import Callable
 
-from bench import backtest_figures, profiles
+from bench import backtest_figures, fork_profiles, profiles
 from bench.common import PYTHON, REPO, Workspace, bench_env
 from bench.report import Row, fmt
 
@@ -32,9 +32,9 @@ class Facts:
 
     @property
     def mp_main_ms(self) -> float:
-        """Measured once per report (bench.profiles.mp_main_seconds)."""
+        """Measured once per report (bench.fork_profiles.mp_main_seconds)."""
         if self._mp_main_ms is None:
-            self._mp_main_ms = profiles.mp_main_seconds() * 1000
+            self._mp_main_ms = fork_profiles.mp_main_seconds() * 1000
         return self._mp_main_ms
 
     def get(self, key: str | None) -> Row | None:
@@ -167,7 +167,7 @@ def _memory(f: Facts) -> str:
 imported there stays shared until written. How much a fork costs before any worker code runs
 (a process preloaded like the forkserver, `gc.freeze()`d, then forked), measured now:
 
-{profiles.fork_floor(f.ws)}
+{fork_profiles.fork_floor(f.ws)}
 
 {_mp_main_note(f)}
 

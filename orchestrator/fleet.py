@@ -94,6 +94,9 @@ class Fleet:
         self._control = self._bind(zmq.ROUTER, "control")
         self._events = self._bind(zmq.PUB, "events")
         self._market = self._bind(zmq.PUB, "market")
+        self._market.setsockopt(zmq.SNDHWM, 100_000)  # a burst must not drop bars
+        # The PUB only sends: a plain (non-asyncio) view of it skips a future per message.
+        self._market_out: zmq.Socket[bytes] = zmq.Socket.shadow(self._market.underlying)
         self._broker = self._bind(zmq.ROUTER, "broker", handover=True)
         self._auth: AsyncioAuthenticator | None = None
         self._remote: zmq.asyncio.Socket | None = None
@@ -268,9 +271,8 @@ class Fleet:
                         updates = self.broker.on_bar(bar)
                     except JournalError as exc:
                         self._journal_failed(exc)
-                self._market.send_multipart(
-                    [bar.symbol.encode() + b"\0", encode(BarMessage(bar=bar))]
-                )
+                self._market_out.send(bar.symbol.encode() + b"\0", zmq.SNDMORE)
+                self._market_out.send(encode(BarMessage(bar=bar)))
                 for update in updates:
                     self.send_to_worker(bar.symbol, update)
                     self._order_event(update)

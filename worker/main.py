@@ -26,6 +26,7 @@ from orchestrator.protocol import (
     Message,
     OrchestratorHeartbeat,
     OrderUpdate,
+    PlaceOrder,
     ProtocolError,
     Register,
     StopWorker,
@@ -151,9 +152,10 @@ class WorkerProcess:
     def _drain_market(self, runner: Runner) -> None:
         for _ in range(1000):
             try:
-                _topic, payload = self._market.recv_multipart(zmq.NOBLOCK)
+                self._market.recv(zmq.NOBLOCK)  # the topic frame
             except zmq.Again:
                 return
+            payload = self._market.recv()  # a multipart message arrives whole
             try:
                 _, message = decode(payload)
             except ProtocolError as exc:
@@ -165,8 +167,14 @@ class WorkerProcess:
                 self.foreign_bars += 1
                 log.error("received a %s bar; ignored", message.bar.symbol)
                 continue
-            for action in runner.on_bar(message.bar):
+            actions = runner.on_bar(message.bar)
+            for action in actions:
                 self._send(action)
+            for action in actions:
+                if isinstance(action, PlaceOrder):
+                    log.info("%s %s %s%s (%s)", action.side, action.type, action.quantity,
+                             f" @ {action.price}" if action.price else "",
+                             action.client_order_id)
 
     def _drain_broker(self, runner: Runner) -> StopWorker | None:
         while (message := self._recv(self._broker)) is not None:

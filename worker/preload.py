@@ -5,7 +5,8 @@ memory stays shared (copy-on-write; ``gc.freeze`` keeps the collector from touch
 copying, the preloaded objects). No ZeroMQ context exists here: each worker makes its own.
 """
 
-import gc
+import asyncio  # noqa: F401 - multiprocessing re-runs the orchestrator's main module in
+import gc  # each child; with its imports preloaded that costs nothing per worker
 import os
 
 import msgspec  # noqa: F401
@@ -13,6 +14,7 @@ import zmq  # noqa: F401
 from setproctitle import setproctitle
 
 import orchestrator.broker.rules
+import orchestrator.daemon
 import orchestrator.home
 import orchestrator.protocol
 import strategies.registry

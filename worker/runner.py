@@ -191,10 +191,7 @@ class Runner:
         )
         self.pending[coid] = (order, time.monotonic())
         self._placed_at_bar[coid] = self.bars
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s: %s %s %s%s (%s)", self.symbol, side, order.type, qty,
-                     f" @ {order.price}" if limit else "", coid)
-        return [order]
+        return [order]  # logged by the caller once sent: logging first would delay the order
 
     def _expire_limits(self) -> list[Message]:
         ttl = self.config.limit_ttl_bars
