@@ -72,8 +72,14 @@ def exchange(sock: zmq.Socket[bytes], message: Message, timeout: float,
     the ``silence`` text.
     """
     msg_id = new_id()
-    sock.send(encode(message, msg_id))
+    # A DEALER blocks on send while it has no live connection (e.g. a failing CURVE
+    # handshake that tears the pipe down): bound that wait too.
+    sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
     deadline = time.monotonic() + timeout
+    try:
+        sock.send(encode(message, msg_id))
+    except zmq.Again:
+        raise ProtocolError(ErrorCode.TIMEOUT, silence) from None
     while (left := deadline - time.monotonic()) > 0:
         if not sock.poll(int(left * 1000) + 1):
             break
