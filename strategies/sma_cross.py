@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from strategies.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
-from strategies.indicators import SMA, Crossover
+from strategies.indicators import EMA, SMA, Crossover
 
 _LONG, _FLAT = Signal.LONG, Signal.FLAT  # looked up once: enum attribute access is slow
 
@@ -23,11 +25,12 @@ class SmaCross(Strategy):
     description = "Long when the fast SMA crosses above the slow SMA, flat when it crosses below."
     Params = SmaCrossParams
     params: SmaCrossParams
+    average: ClassVar[type[SMA] | type[EMA]] = SMA  # EmaCross swaps in EMA; the rest is shared
 
     def __init__(self, params: SmaCrossParams | None = None) -> None:
         super().__init__(params)
-        self.fast = SMA(self.params.fast)
-        self.slow = SMA(self.params.slow)
+        self.fast = self.average(self.params.fast)
+        self.slow = self.average(self.params.slow)
         self.cross = Crossover()
 
     def validate(self) -> None:
