@@ -106,15 +106,7 @@ class Runner:
         self.bars += 1
         self.last_bar_time = open_time
         self._last_close = bar.close
-        for i, strategy in self._enabled:  # = self._evaluate(bar), inlined: the hot path
-            try:
-                signal = strategy.on_bar(bar)
-            except Exception as exc:  # user code: contain, report, never crash the worker
-                self._strategy_failed(i, exc)
-                continue
-            if signal is not None:  # None: no change of opinion
-                self._combiner.update(i, signal)
-                self._stale_target = True
+        self._evaluate(bar)
         actions: list[Message] = self._expire_limits() if self.open_orders else []
         if self._stale_target:
             self._stale_target = False
@@ -127,7 +119,7 @@ class Runner:
         return actions
 
     def _evaluate(self, bar: Bar) -> None:
-        """Ask every enabled strategy about ``bar`` and record the signals (on_bar inlines it)."""
+        """Ask every enabled strategy about ``bar`` and record the signals."""
         for i, strategy in self._enabled:
             try:
                 signal = strategy.on_bar(bar)
