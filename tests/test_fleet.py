@@ -58,8 +58,8 @@ def test_up_status_kill_down(fleet: FleetCli) -> None:
     mark = _bars(fleet)
     eventually(lambda: all(_bars(fleet)[s] > mark[s] + 3 for s in ("BTCUSDT", "XRPUSDT")),
                what="the other two to keep trading")
-    assert fleet.workers()["ETHUSDT"]["bars"] == mark["ETHUSDT"] or \
-        fleet.workers()["ETHUSDT"]["state"] == "STOPPED"
+    eth = fleet.workers()["ETHUSDT"]
+    assert eth["state"] == "STOPPED" and eth["bars"] == mark["ETHUSDT"]  # it stopped trading
 
     fleet.run("down", check=True)
     assert fleet.processes() == []
