@@ -123,9 +123,12 @@ def up(
     home: HomeOption = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML file: [fleet], [defaults], [symbol.X] sections")] = None,
-    mode: Annotated[str | None, typer.Option(help="paper (default) | testnet | live")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="paper (default: simulated fills) | testnet | live (real orders on Binance)")
+    ] = None,
     feed: Annotated[str | None, typer.Option(
-        help="replay (default: bundled real klines) | synthetic (any symbol)")] = None,
+        help="replay (paper default: bundled real klines) | synthetic (any symbol) | binance "
+             "(live klines; the default with testnet/live)")] = None,
     interval: Annotated[str | None, typer.Option(help="bar interval (default 1m)")] = None,
     speed: Annotated[float | None, typer.Option(
         help=f"bars per second (default {DEFAULT_SPEED:g})")] = None,
@@ -149,6 +152,18 @@ def up(
     control_tcp: Annotated[str, typer.Option(
         help="also accept remote control on tcp://HOST:PORT: CURVE only, keys authorized "
              "with `multibot keys`")] = "",
+    rest_url: Annotated[str | None, typer.Option(
+        help="Binance REST endpoint, e.g. http://127.0.0.1:9000/api [env "
+             "MULTIBOT_BINANCE_REST_URL; default: the network's own]", show_default=False)
+    ] = None,
+    stream_url: Annotated[str | None, typer.Option(
+        help="Binance stream endpoint [env MULTIBOT_BINANCE_STREAM_URL]", show_default=False)
+    ] = None,
+    key_file: Annotated[str | None, typer.Option(
+        help="TOML file (mode 0600) with network, api_key, api_secret [default: env "
+             "MULTIBOT_BINANCE[_TESTNET]_API_KEY/_SECRET]", show_default=False)] = None,
+    confirm_live: Annotated[bool, typer.Option(
+        "--confirm-live", help="required with --mode live: real orders, real money")] = False,
 ) -> None:
     """Start symbols (starting the fleet if needed, else hot-adding them)."""
     from orchestrator.client import ping
@@ -160,6 +175,7 @@ def up(
         speed=speed, seed=seed, strategies=strategy, stake=stake,
         order_type=order_type.upper() if order_type else None, max_restarts=max_restarts,
         restart_window=restart_window, wait=wait, control_tcp=control_tcp,
+        rest_url=rest_url, stream_url=stream_url, key_file=key_file, confirm_live=confirm_live,
     )
     try:
         settings, message = prepare_up(options)
@@ -192,6 +208,8 @@ def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
     from orchestrator.feeds.base import UnknownSymbol
     from orchestrator.fleet import make_feed
 
+    if settings.feed == "binance":
+        return  # checked against the exchange's own exchangeInfo by the orchestrator
     try:
         feed = make_feed(settings, None)
     except ValueError as exc:

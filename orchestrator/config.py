@@ -5,6 +5,11 @@
 feed = "replay"
 speed = 20
 
+[binance]                    # optional: endpoints ("" = Binance's own) and the key file
+rest_url = "http://127.0.0.1:9000/api"
+stream_url = "ws://127.0.0.1:9000/"
+key_file = "~/.config/multibot/testnet.toml"
+
 [defaults]                   # every symbol without its own section
 stake = "100"
 strategies = ["sma_cross"]
@@ -59,8 +64,17 @@ class FleetSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     restart_window: float | None = None
 
 
+class BinanceSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where Binance is and where the keys are (never the keys themselves)."""
+
+    rest_url: str | None = None
+    stream_url: str | None = None
+    key_file: str | None = None
+
+
 class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     fleet: FleetSection = FleetSection()
+    binance: BinanceSection = BinanceSection()
     defaults: SymbolSection = SymbolSection()
     symbol: dict[str, SymbolSection] = {}
 
@@ -74,6 +88,7 @@ def _unknown_key(raw: dict[str, Any]) -> tuple[list[str], str] | None:
     tables: list[tuple[list[str], Any, set[str]]] = [([], raw, _fields(ConfigFile))]
     tables.append((["fleet"], raw.get("fleet"), _fields(FleetSection)))
     tables.append((["defaults"], raw.get("defaults"), _fields(SymbolSection)))
+    tables.append((["binance"], raw.get("binance"), _fields(BinanceSection)))
     symbols = raw.get("symbol")
     if isinstance(symbols, dict):
         tables += [(["symbol", name], section, _fields(SymbolSection))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq.asyncio
 
-from orchestrator.feeds.base import UnknownSymbol
+from orchestrator.feeds.base import FeedError, UnknownSymbol
 from orchestrator.launch import check_plan
 from orchestrator.protocol import (
     Down,
@@ -172,12 +172,14 @@ class ControlHandlers:
             if handle is not None and handle.state in ACTIVE | {State.STOPPING}:
                 results[symbol] = _result(handle, f"already {handle.state.value.lower()}")
                 continue
-            rules = fleet.feed.add(symbol)
-            fleet.rules[symbol] = rules
-            fleet.broker.add_rules(rules)
             plan, warmup = plans[symbol]
             config = WorkerConfig(symbol=symbol, strategies=plan.strategies, stake=plan.stake,
                                   order_type=plan.order_type)
+            refusal = await self._prepare(symbol)
+            if refusal:
+                results[symbol] = _result(fleet.supervisor.refuse(symbol, config, warmup,
+                                                                  refusal))
+                continue
             await fleet.supervisor.start(symbol, config, warmup)
             started.append(symbol)
         waited = await asyncio.gather(
@@ -186,6 +188,26 @@ class ControlHandlers:
         for handle in waited:
             results[handle.symbol] = _result(handle)
         return UpResult(results=[results[s] for s in symbols])
+
+    async def _prepare(self, symbol: str) -> str:
+        """Market data, rules and (on an exchange) reconciliation; why it cannot trade, or ""."""
+        fleet = self._fleet
+        try:
+            rules = await fleet.feed.add(symbol)
+        except FeedError as exc:
+            return f"no market data: {exc}"
+        fleet.rules[symbol] = rules
+        fleet.broker.add_rules(rules)
+        if fleet.exchange_broker is None:
+            return ""
+        from orchestrator.exchange.reconcile import NotReconciled, reconcile
+
+        try:
+            await reconcile(fleet.exchange_broker, symbol)
+        except NotReconciled as exc:
+            fleet.feed.remove(symbol)
+            return f"not reconciled with the exchange: {exc}"
+        return ""
 
     async def _kill(self, kill: Kill) -> KillResult:
         fleet = self._fleet

@@ -61,6 +61,14 @@ def run(home: Home, settings: FleetSettings, initial: Up | None = None,
     except zmq.ZMQError as exc:  # e.g. the --control-tcp port is taken
         log.error("cannot open the fleet's sockets: %s", exc)
         return EXIT_BAD_SETTINGS
+    except Exception as exc:
+        from orchestrator.exchange.credentials import CredentialsError
+        from orchestrator.exchange.venue import VenueError
+
+        if not isinstance(exc, VenueError | CredentialsError):
+            raise
+        log.error("%s", exc)
+        return EXIT_BAD_SETTINGS
     return 0
 
 

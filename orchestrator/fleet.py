@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -23,35 +23,30 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control import ControlHandlers
-from orchestrator.feeds.base import Feed
+from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
 from orchestrator.feeds.replay import ReplayFeed
 from orchestrator.feeds.synthetic import SyntheticFeed
-from orchestrator.home import Home, HomeLock
+from orchestrator.home import Home, HomeError, HomeLock
 from orchestrator.protocol import (
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
-    CancelOrder,
-    Error,
-    ErrorCode,
     Event,
-    Goodbye,
     Message,
     OrchestratorHeartbeat,
     OrderUpdate,
-    PlaceOrder,
-    ProtocolError,
-    Register,
     SymbolRules,
     Up,
-    Welcome,
-    WorkerHeartbeat,
-    decode,
     encode,
-    error_reply,
 )
 from orchestrator.remote import bind_curve_router, start_authenticator
 from orchestrator.settings import FleetSettings
 from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
+from orchestrator.worker_link import WorkerLink
+from strategies.bar import Bar
+
+if TYPE_CHECKING:
+    from orchestrator.exchange.broker import ExchangeBroker
+    from orchestrator.exchange.client import ExchangeClient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +54,8 @@ _CURSOR_SAVE_S = 1.0
 _JOURNAL_BUSY_S = 0.25
 
 
-def make_feed(settings: FleetSettings, cursor: int | None) -> Feed:
+def make_feed(settings: FleetSettings, cursor: int | None) -> ClockedFeed:
+    """The feeds that need no exchange (the binance feed is made once the client is up)."""
     if settings.feed == "synthetic":
         return SyntheticFeed(settings.interval, settings.seed, cursor)
     return ReplayFeed(settings.interval, cursor)
@@ -76,10 +72,15 @@ class Fleet:
         # A short busy timeout: a locked journal must not stall the loop (and heartbeats).
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self.journal_error = ""  # non-empty while the journal cannot be written
-        self.broker = PaperBroker(self.journal, {}, fee_rate=Decimal(settings.fee_rate),
-                                  slippage_bps=Decimal(settings.slippage_bps))
+        self._check_mode()
+        self.broker: PaperBroker | ExchangeBroker = PaperBroker(
+            self.journal, {}, fee_rate=Decimal(settings.fee_rate),
+            slippage_bps=Decimal(settings.slippage_bps))
+        self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
+        self.exchange_broker: ExchangeBroker | None = None  # testnet and live
         saved = self.journal.get_meta(self._cursor_key)
-        self.feed = make_feed(settings, int(saved) if saved else None)
+        self.feed: Feed = (make_feed(settings, int(saved) if saved else None)
+                           if settings.feed != "binance" else PendingFeed())
         self.rules: dict[str, SymbolRules] = {}
         policy = Policy(max_restarts=settings.max_restarts,
                         window_s=settings.restart_window_s, grace_s=settings.grace_s)
@@ -87,6 +88,7 @@ class Fleet:
                                      self._on_gone)
         self.supervisor.spawner.start()  # ~0.3 s once, so the first `up` forks at once
         self.control = ControlHandlers(self)
+        self.worker_link = WorkerLink(self)
         self.shutting_down = False
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -103,6 +105,17 @@ class Fleet:
         if settings.control_tcp:  # CURVE only: authorized keys in <home>/keys/authorized
             self._auth = start_authenticator(self._ctx, home)
             self._remote = bind_curve_router(self._ctx, home, settings.control_tcp)
+
+    def _check_mode(self) -> None:
+        """A home's journal holds one kind of money: paper, testnet or live, never a mix."""
+        journaled = self.journal.get_meta("mode")
+        if journaled is None:
+            self.journal.set_meta("mode", self.settings.mode)
+        elif journaled != self.settings.mode:
+            self._lock.release()
+            raise HomeError(
+                f"home {self.home.root} holds a {journaled} journal; --mode "
+                f"{self.settings.mode} needs a home of its own (--home DIR)")
 
     @property
     def _cursor_key(self) -> str:
@@ -124,29 +137,52 @@ class Fleet:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        for coro in (self.control.serve(self._control, self._spawn), self._broker_loop(),
-                     self._feed_loop(), self._housekeeping_loop()):
-            self._spawn(coro)
+        if self.settings.feed == "binance":
+            try:
+                await self._open_exchange()
+            except BaseException:
+                await self._shutdown()
+                raise
+        feed = self.feed
+        feed_task = (feed.run(self._publish_bars) if isinstance(feed, StreamingFeed)
+                     else self._feed_loop())
+        for coro in (self.control.serve(self._control, self.spawn),
+                     self.worker_link.serve(self._broker), feed_task, self._housekeeping_loop()):
+            self.spawn(coro)
         if self._remote is not None:
-            self._spawn(self.control.serve(self._remote, self._spawn))
+            self.spawn(self.control.serve(self._remote, self.spawn))
         log.info("orchestrator pid %d up on %s (%s, feed %s %s @ %g bars/s)", os.getpid(),
                  self.home.root, self.settings.mode, self.settings.feed, self.settings.interval,
                  self.settings.speed)
         self.publish_event("fleet", "", f"orchestrator {os.getpid()} started")
         if initial is not None:
-            self._spawn(self._initial_up(initial))
+            self.spawn(self._initial_up(initial))
         if live:
             from orchestrator.live import live_view
 
-            self._spawn(live_view(self))
+            self.spawn(live_view(self))
         await self._done.wait()
         await self._shutdown()
+
+    async def _open_exchange(self) -> None:
+        from orchestrator.exchange.venue import open_venue
+
+        venue = await open_venue(self.settings, self.journal, self._exchange_update)
+        self.exchange, self.feed = venue.client, venue.feed
+        if venue.broker is not None:
+            self.broker = self.exchange_broker = venue.broker
+            self.spawn(venue.broker.watch())
+
+    def _exchange_update(self, update: OrderUpdate) -> None:
+        """An order changed on the exchange by itself (a resting order filled, say)."""
+        self.send_to_worker(update.order.symbol, update)
+        self.order_event(update)
 
     async def _initial_up(self, up: Up) -> None:
         reply = await self.control.handle(up)
         log.info("initial up: %s", reply)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -160,7 +196,7 @@ class Fleet:
         """SIGTERM, SIGINT and `down`: an orderly stop of every worker, then exit."""
         if not self.shutting_down:
             self.shutting_down = True
-            self._spawn(self._stop_everything())
+            self.spawn(self._stop_everything())
 
     async def _stop_everything(self, flatten: bool = False) -> None:
         await self.supervisor.stop_all(flatten)
@@ -179,6 +215,10 @@ class Fleet:
         if self._auth is not None:
             self._auth.stop()
         self._ctx.destroy(linger=100)
+        if isinstance(self.feed, StreamingFeed):
+            await self.feed.close()
+        if self.exchange is not None:
+            await self.exchange.close()
         self.supervisor.spawner.stop()
         self.journal.close()
         self._lock.release()
@@ -191,70 +231,11 @@ class Fleet:
             self._broker.send_multipart([symbol.encode(), encode(message, msg_id)],
                                         flags=zmq.NOBLOCK)
 
-    async def _broker_loop(self) -> None:
-        while True:
-            frames = await self._broker.recv_multipart()
-            identity = frames[0]
-            try:
-                if len(frames) != 2:
-                    raise ProtocolError(ErrorCode.MALFORMED, "expected exactly one frame")
-                envelope, message = decode(frames[1])
-                reply = self._serve_worker(identity.decode("ascii"), message)
-                msg_id = envelope.id
-            except ProtocolError as exc:
-                reply, msg_id = error_reply(exc), ""
-            except UnicodeDecodeError:
-                reply, msg_id = Error(code=ErrorCode.NOT_ALLOWED, reason="bad identity"), ""
-            except JournalError as exc:  # trading halts; the worker resends the same id later
-                self._journal_failed(exc)
-                reply = Error(code=ErrorCode.JOURNAL_UNAVAILABLE,
-                              reason=f"trading halted, journal unavailable: {exc}")
-                msg_id = ""
-            if reply is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    self._broker.send_multipart([identity, encode(reply, msg_id)],
-                                                flags=zmq.NOBLOCK)
-
-    def _serve_worker(self, symbol: str, message: Message) -> Message | None:
-        if isinstance(message, Register):
-            if message.symbol != symbol:
-                raise ProtocolError(ErrorCode.NOT_ALLOWED, "register under your own symbol")
-            handle = self.supervisor.registered(symbol, message.pid)
-            return self._welcome(handle)
-        if not self.supervisor.is_live(symbol):
-            raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{symbol} is not a registered worker")
-        if isinstance(message, Goodbye):
-            self.supervisor.goodbye(symbol, message.reason)
-            return None
-        if isinstance(message, WorkerHeartbeat):
-            self.supervisor.heartbeat(symbol, message)
-            return None
-        if isinstance(message, PlaceOrder | CancelOrder):
-            self._journal_guard()
-        if isinstance(message, PlaceOrder):
-            update = self.broker.place(symbol, message)
-            self._order_event(update)
-            return update
-        if isinstance(message, CancelOrder):
-            update = self.broker.cancel(symbol, message.client_order_id)
-            self._order_event(update)
-            return update
-        raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{message.TYPE!r} is not a worker request")
-
-    def _welcome(self, handle: WorkerHandle) -> Welcome:
-        symbol = handle.symbol
-        return Welcome(
-            config=handle.config,
-            rules=self.rules[symbol],
-            position=self.broker.position(symbol),
-            open_orders=self.broker.open_orders(symbol),
-            next_seq=self.broker.next_seq(symbol),
-            history=self.feed.history(symbol, handle.warmup + 1),
-        )
-
     # --- feed clock ---------------------------------------------------------------------------
 
     async def _feed_loop(self) -> None:
+        feed = self.feed
+        assert isinstance(feed, ClockedFeed)
         period = 1.0 / self.settings.speed
         next_at = time.monotonic()
         while True:
@@ -264,20 +245,24 @@ class Fleet:
                 await asyncio.sleep(delay)
             elif delay < -1.0:  # fell far behind (e.g. suspended): do not replay a burst
                 next_at = time.monotonic()
-            for bar in self.feed.step():
-                updates: list[OrderUpdate] = []
-                if not self.journal_error:  # no fill may happen that cannot be journaled
-                    try:
-                        updates = self.broker.on_bar(bar)
-                    except JournalError as exc:
-                        self._journal_failed(exc)
-                self._market_out.send(bar.symbol.encode() + b"\0", zmq.SNDMORE)
-                self._market_out.send(encode(BarMessage(bar=bar)))
-                for update in updates:
-                    self.send_to_worker(bar.symbol, update)
-                    self._order_event(update)
-            if self.feed.ended:
+            self._publish_bars(feed.step())
+            if feed.ended:
                 await asyncio.sleep(0.5)
+
+    def _publish_bars(self, bars: list[Bar]) -> None:
+        """Closed bars to the broker (resting paper orders fill), then to the workers."""
+        for bar in bars:
+            updates: list[OrderUpdate] = []
+            if not self.journal_error:  # no fill may happen that cannot be journaled
+                try:
+                    updates = self.broker.on_bar(bar)
+                except JournalError as exc:
+                    self.journal_failed(exc)
+            self._market_out.send(bar.symbol.encode() + b"\0", zmq.SNDMORE)
+            self._market_out.send(encode(BarMessage(bar=bar)))
+            for update in updates:
+                self.send_to_worker(bar.symbol, update)
+                self.order_event(update)
 
     # --- housekeeping -------------------------------------------------------------------------
 
@@ -303,7 +288,7 @@ class Fleet:
         try:
             self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
         except JournalError as exc:
-            self._journal_failed(exc)
+            self.journal_failed(exc)
             return
         if self.journal_error:
             log.warning("journal writable again: trading resumes")
@@ -312,12 +297,12 @@ class Fleet:
 
     # --- journal faults -----------------------------------------------------------------------
 
-    def _journal_guard(self) -> None:
+    def journal_guard(self) -> None:
         """Fail fast while halted instead of waiting on a broken journal for every request."""
         if self.journal_error:
             raise JournalError(self.journal_error)
 
-    def _journal_failed(self, exc: JournalError) -> None:
+    def journal_failed(self, exc: JournalError) -> None:
         if not self.journal_error:
             log.error("journal unavailable, trading halted: %s", exc)
             self.publish_event("fleet", "", f"trading halted, journal unavailable: {exc}")
@@ -340,13 +325,25 @@ class Fleet:
 
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
+        if self.exchange_broker is not None:
+            self.spawn(self._cancel_on_exchange(symbol))
+            return
+        assert isinstance(self.broker, PaperBroker)
         try:
             for update in self.broker.cancel_all(symbol):
-                self._order_event(update)
+                self.order_event(update)
         except JournalError as exc:
             log.error("%s: could not cancel open orders: %s", symbol, exc)
 
-    def _order_event(self, update: OrderUpdate) -> None:
+    async def _cancel_on_exchange(self, symbol: str) -> None:
+        assert self.exchange_broker is not None
+        try:
+            for update in await self.exchange_broker.cancel_all(symbol):
+                self.order_event(update)
+        except JournalError as exc:
+            log.error("%s: could not cancel open orders: %s", symbol, exc)
+
+    def order_event(self, update: OrderUpdate) -> None:
         order = update.order
         for fill in update.fills:
             self._event("fill", order.symbol, f"{fill.side} {fill.qty} @ {fill.price} "
@@ -360,3 +357,4 @@ class Fleet:
         self.publish_event(kind, symbol, detail)
         with contextlib.suppress(JournalError):
             self.journal.add_event(kind, symbol, detail)
+

@@ -41,6 +41,10 @@ class UpOptions:
     restart_window: float | None = None
     wait: float = 30.0
     control_tcp: str = ""
+    rest_url: str | None = None
+    stream_url: str | None = None
+    key_file: str | None = None
+    confirm_live: bool = False
 
 
 T = TypeVar("T")
@@ -52,17 +56,32 @@ def _first(*values: T | None, default: T) -> T:
 
 def fleet_settings(opts: UpOptions, config: ConfigFile | None) -> FleetSettings:
     f = config.fleet if config is not None else None
+    b = config.binance if config is not None else None
+    mode = _first(opts.mode, f.mode if f else None, default="paper")
     settings = FleetSettings(
-        mode=_first(opts.mode, f.mode if f else None, default="paper"),
-        feed=_first(opts.feed, f.feed if f else None, default="replay"),
+        mode=mode,
+        # on an exchange, its own prices; in paper, the bundled real klines
+        feed=_first(opts.feed, f.feed if f else None,
+                    default="replay" if mode == "paper" else "binance"),
         interval=_first(opts.interval, f.interval if f else None, default="1m"),
         speed=_first(opts.speed, f.speed if f else None, default=DEFAULT_SPEED),
         seed=_first(opts.seed, f.seed if f else None, default=7),
         max_restarts=_first(opts.max_restarts, f.max_restarts if f else None, default=5),
         restart_window_s=_first(opts.restart_window, f.restart_window if f else None, default=60.0),
         control_tcp=opts.control_tcp,
+        rest_url=_first(opts.rest_url, b.rest_url if b else None, default=""),
+        stream_url=_first(opts.stream_url, b.stream_url if b else None, default=""),
+        key_file=_first(opts.key_file, b.key_file if b else None, default=""),
+        confirm_live=opts.confirm_live,
     )
     settings.check()
+    if settings.mode != "paper":  # fail here, before a daemon starts, with the same message
+        from orchestrator.exchange.credentials import CredentialsError, load_credentials
+
+        try:
+            load_credentials(settings.network, settings.key_file)
+        except CredentialsError as exc:
+            raise SettingsError(str(exc)) from None
     return settings
 
 

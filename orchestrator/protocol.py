@@ -128,6 +128,23 @@ class Status(Message, frozen=True, kw_only=True):
     TYPE = "status"
 
 
+class ExchangeStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The link to Binance (binance feed, testnet and live modes)."""
+
+    endpoint: str  # e.g. "https://api.binance.com"
+    network: str  # live | testnet
+    trading: bool  # orders go to the exchange (testnet/live), else paper fills
+    used_weight_1m: int  # request weight used in the current minute (the account's, shared)
+    weight_limit: int
+    rate_limited_s: float  # seconds until a 429/418 back-off ends (0 = none)
+    throttled: int  # requests that waited for the rate limit
+    stream_connections: int
+    streams: int
+    stream_reconnects: int
+    gap_filled_bars: int
+    last_error: str = ""
+
+
 class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pid: int
     home: str
@@ -141,6 +158,7 @@ class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     feed_ended: bool
     journal_error: str = ""  # set while the journal cannot be written: trading is halted
     protocol: int = PROTOCOL_VERSION
+    exchange: ExchangeStatus | None = None
 
 
 class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -154,6 +172,7 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     last_price: float | None
     bars: int
     foreign_bars: int
+    duplicate_bars: int  # live bars that reached it twice (or out of order): must stay 0
     position: float
     worker_position: float | None
     avg_entry: float
@@ -211,6 +230,7 @@ class WorkerHeartbeat(Message, frozen=True, kw_only=True):
     last_close: float | None = None
     position: str = "0"  # what the worker believes it holds
     foreign_bars: int = 0  # bars of another symbol that reached it (must stay 0)
+    duplicate_bars: int = 0  # live bars not newer than the last live bar (must stay 0)
     strategy_errors: int = 0
     last_error: str = ""
 

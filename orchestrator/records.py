@@ -44,7 +44,9 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     type: str  # MARKET | LIMIT
     quantity: str
     price: str | None = None
-    status: str = "NEW"  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED
+    # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED; PENDING_NEW = journaled,
+    # not yet (or not knowably) acknowledged by the exchange
+    status: str = "NEW"
     executed_qty: str = "0"
     reason: str = ""
     created_ns: int = 0
@@ -61,6 +63,7 @@ class FillView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     fee: str
     fee_asset: str
     time_ns: int
+    exchange_trade_id: int | None = None  # Binance's tradeId (per symbol); None in paper
 
 
 class PositionView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 MODES = ("paper", "testnet", "live")
-FEEDS = ("replay", "synthetic")
+FEEDS = ("replay", "synthetic", "binance")
 ORDER_TYPES = ("MARKET", "LIMIT")
 DEFAULT_SPEED = 10.0  # replay bars per second: with 1m bars, trades show up within a minute
 _SYMBOL_TEXT = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -30,17 +30,44 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     restart_window_s: float = 60.0
     grace_s: float = 5.0
     control_tcp: str = ""  # e.g. "tcp://0.0.0.0:7070": remote control, CURVE only; "" = off
+    # Binance endpoints ("" = the network's real ones) and where the API keys are; the keys
+    # themselves never travel in settings (settings are on the daemon's argv).
+    rest_url: str = ""
+    stream_url: str = ""
+    key_file: str = ""
+    confirm_live: bool = False
+
+    @property
+    def network(self) -> str:
+        """Which Binance the fleet talks to: "live" (also paper on the binance feed: public
+        market data only) or "testnet"."""
+        return "testnet" if self.mode == "testnet" else "live"
 
     def check(self) -> None:
         if self.mode not in MODES:
             raise SettingsError(f"unknown mode {self.mode!r}; one of {', '.join(MODES)}")
-        if self.mode != "paper":
-            raise SettingsError(
-                f"--mode {self.mode} is not available yet: this release trades in paper mode "
-                "only (real Binance trading lands with the Binance broker)"
-            )
         if self.feed not in FEEDS:
             raise SettingsError(f"unknown feed {self.feed!r}; one of {', '.join(FEEDS)}")
+        if self.feed == "binance":
+            from orchestrator.feeds.intervals import BINANCE_INTERVAL_MS
+
+            if self.interval not in BINANCE_INTERVAL_MS:
+                raise SettingsError(f"--interval {self.interval!r} is not a Binance kline "
+                                    f"interval; one of {', '.join(BINANCE_INTERVAL_MS)}")
+        if self.mode != "paper" and self.feed != "binance":
+            raise SettingsError(
+                f"--mode {self.mode} trades on Binance and needs --feed binance (its prices), "
+                f"not --feed {self.feed}"
+            )
+        if self.mode == "live" and not self.confirm_live:
+            raise SettingsError(
+                "--mode live trades real money on Binance: add --confirm-live to say so "
+                "(or try --mode testnet first)"
+            )
+        for name, url, schemes in (("rest_url", self.rest_url, ("http://", "https://")),
+                                   ("stream_url", self.stream_url, ("ws://", "wss://"))):
+            if url and not url.startswith(schemes):
+                raise SettingsError(f"{name} must start with {' or '.join(schemes)}: {url!r}")
         if not 0 < self.speed <= 100_000:
             raise SettingsError(f"--speed must be in (0, 100000] bars/s, not {self.speed}")
         if self.max_restarts < 0 or self.restart_window_s <= 0 or self.grace_s <= 0:

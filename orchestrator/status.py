@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from orchestrator.protocol import OrchestratorStatus, StatusReport, WorkerStatus
+from orchestrator.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
 from orchestrator.supervisor import State, WorkerHandle
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class StatusBuilder:
             uptime_s=round(time.monotonic() - fleet.started_mono, 3),
             started_ns=fleet.started_ns, feed_time=fleet.feed.cursor,
             feed_ended=fleet.feed.ended, journal_error=fleet.journal_error,
+            exchange=self._exchange(),
         )
         handles = sorted(fleet.supervisor.handles.values(), key=lambda h: h.symbol)
         live_pids = {h.pid for h in handles if h.pid is not None}
@@ -37,6 +38,25 @@ class StatusBuilder:
             del self._procs[pid]
         return StatusReport(orchestrator=orchestrator,
                             workers=[self._worker(h) for h in handles])
+
+    def _exchange(self) -> ExchangeStatus | None:
+        fleet = self._fleet
+        client = fleet.exchange
+        if client is None:
+            return None
+        limits = client.limiter.snapshot()
+        stats = getattr(fleet.feed, "stats", None)
+        return ExchangeStatus(
+            endpoint=client.endpoints.host, network=client.endpoints.network,
+            trading=fleet.exchange_broker is not None, used_weight_1m=limits.used_weight,
+            weight_limit=limits.weight_limit, rate_limited_s=limits.blocked_s,
+            throttled=limits.throttled,
+            stream_connections=stats.connections if stats else 0,
+            streams=stats.streams if stats else 0,
+            stream_reconnects=stats.reconnects if stats else 0,
+            gap_filled_bars=stats.gap_filled_bars if stats else 0,
+            last_error=client.last_error,
+        )
 
     def _process_facts(self, pid: int | None) -> tuple[float | None, int | None]:
         if pid is None:
@@ -70,6 +90,7 @@ class StatusBuilder:
             last_price=stats.last_close if stats.last_close is not None else (
                 float(last_price) if last_price is not None else None),
             bars=stats.bars, foreign_bars=stats.foreign_bars,
+            duplicate_bars=stats.duplicate_bars,
             position=float(position.qty),
             worker_position=float(stats.position) if handle.registered else None,
             avg_entry=float(position.avg_entry),

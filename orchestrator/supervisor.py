@@ -151,6 +151,18 @@ class Supervisor:
         await self._spawn(handle)
         return handle
 
+    def refuse(self, symbol: str, config: WorkerConfig, warmup: int,
+               reason: str) -> WorkerHandle:
+        """The symbol may not trade (e.g. not reconciled): FAILED with the reason, no process.
+        A later `up` of it tries again."""
+        previous = self.handles.get(symbol)
+        handle = WorkerHandle(symbol=symbol, config=config, warmup=warmup, state=State.FAILED,
+                              restarts=previous.restarts if previous else 0, last_error=reason)
+        self.handles[symbol] = handle
+        log.error("%s: refused to trade: %s", symbol, reason)
+        self._on_state(handle)
+        return handle
+
     async def _spawn(self, handle: WorkerHandle) -> None:
         log_path = self._home.worker_log(handle.symbol)
         _rotate(log_path)

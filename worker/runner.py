@@ -70,6 +70,8 @@ class Runner:
         self._seq = next_seq
         self.bars = 0
         self.last_bar_time: int | None = None
+        self._last_live_time: int | None = None
+        self.duplicate_bars = 0
         self._last_price: Decimal | None = None
         self._last_close: float | None = None  # converted to Decimal only when needed
         self.strategy_errors = 0
@@ -102,7 +104,11 @@ class Runner:
     def on_bar(self, bar: Bar) -> list[Message]:
         open_time = bar.open_time
         if self.last_bar_time is not None and open_time <= self.last_bar_time:
-            return []  # already seen (history/live overlap)
+            # already seen: history/live overlap is normal, a live bar seen twice is not
+            if self._last_live_time is not None and open_time <= self._last_live_time:
+                self.duplicate_bars += 1
+            return []
+        self._last_live_time = open_time
         self.bars += 1
         self.last_bar_time = open_time
         self._last_close = bar.close
@@ -152,7 +158,7 @@ class Runner:
 
     def _rebalance(self, target: Signal, price: Decimal) -> list[Message]:
         if target == _LONG:
-            if self.position >= self._min_qty or self._busy("BUY"):
+            if self._holds_tradable(price) or self._busy("BUY"):
                 return []
             qty = round_step_down(self._stake / price, self._step)
             return self._order("BUY", qty, price)
@@ -164,6 +170,12 @@ class Runner:
         if not self._busy("SELL"):
             actions += self.close_position(price)
         return actions
+
+    def _holds_tradable(self, price: Decimal) -> bool:
+        """Long means a position the exchange would let us sell. Dust left by fees taken in
+        the base asset (Binance, on buys) is below that and must not block the next entry."""
+        qty = round_step_down(self.position, self._step)
+        return qty >= self._min_qty and qty * price >= self._min_notional
 
     def close_position(self, price: Decimal) -> list[Message]:
         qty = round_step_down(self.position, self._step)
@@ -233,5 +245,6 @@ class Runner:
             bars=self.bars, last_bar_time=self.last_bar_time,
             last_close=float(self.last_price) if self.last_price is not None else None,
             position=str(self.position), strategy_errors=self.strategy_errors,
+            duplicate_bars=self.duplicate_bars,
             last_error=self.last_error,
         )

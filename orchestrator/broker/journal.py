@@ -28,8 +28,8 @@ __all__ = [
     "OrderJournal",
 ]
 
-SCHEMA_VERSION = 1
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+SCHEMA_VERSION = 2
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orders (
@@ -66,6 +66,14 @@ _SCHEMA = (
         symbol TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+# Each step takes the schema from version i to i + 1 (_STEPS[0] = nothing -> 1).
+_STEPS: tuple[tuple[str, ...], ...] = (
+    _SCHEMA,
+    ("ALTER TABLE fills ADD COLUMN exchange_trade_id INTEGER",
+     # an exchange trade is journaled once, however often it is seen (response, poll, restart)
+     "CREATE UNIQUE INDEX IF NOT EXISTS fills_exchange_trade "
+     "ON fills (symbol, exchange_trade_id) WHERE exchange_trade_id IS NOT NULL"),
 )
 # Column names equal the wire structs' field names, so rows map straight onto them.
 _ORDER_FIELDS = OrderView.__struct_fields__
@@ -167,9 +175,10 @@ class Journal:
             )
         if version == SCHEMA_VERSION:
             return
-        with self._write("create schema") as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        with self._write(f"upgrade schema {version} -> {SCHEMA_VERSION}") as conn:
+            for step in _STEPS[version:]:
+                for statement in step:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -262,7 +271,7 @@ class Journal:
         """Orders in the order they were journaled; open = NEW or PARTIALLY_FILLED."""
         where, params = self._filter(symbol)
         if open_only:
-            where.append("status IN (?, ?)")
+            where.append(f"status IN ({', '.join('?' * len(OPEN_STATUSES))})")
             params.extend(OPEN_STATUSES)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders{clause} ORDER BY rowid"
@@ -282,6 +291,13 @@ class Journal:
     @staticmethod
     def _filter(symbol: str | None) -> tuple[list[str], list[Any]]:
         return (["symbol=?"], [symbol]) if symbol is not None else ([], [])
+
+    def exchange_trade_ids(self, client_order_id: str) -> set[int]:
+        """Binance tradeIds already journaled for an order."""
+        rows = self._read(f"read trade ids of {client_order_id}",
+                          "SELECT exchange_trade_id FROM fills WHERE client_order_id=? "
+                          "AND exchange_trade_id IS NOT NULL", (client_order_id,))
+        return {int(row[0]) for row in rows}
 
     def next_trade_id(self) -> int:
         rows = self._read("read trade ids", "SELECT COALESCE(MAX(trade_id), 0) + 1 FROM fills")

@@ -41,7 +41,7 @@ from orchestrator.protocol import (
 )
 from strategies.bar import Bar
 
-__all__ = ["PaperBroker", "client_order_id", "parse_seq"]
+__all__ = ["PaperBroker", "check_client_order_id", "client_order_id", "parse_seq"]
 
 _COID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _SEQ_DIGITS = 18  # a seq fits SQLite's signed 64-bit INTEGER
@@ -56,6 +56,15 @@ def parse_seq(symbol: str, coid: str) -> int:
     rest = coid[len(prefix) :]
     # 1 to 18 ASCII digits (isdigit alone would also take other scripts' digits)
     return int(rest) if len(rest) <= _SEQ_DIGITS and rest.isascii() and rest.isdigit() else 0
+
+
+def check_client_order_id(coid: str) -> None:
+    """BAD_BODY unless ``coid`` is an id Binance accepts."""
+    if not _COID_RE.fullmatch(coid):
+        raise ProtocolError(
+            ErrorCode.BAD_BODY,
+            f"client_order_id {coid!r} must be 1-36 characters from A-Z a-z 0-9 _ -",
+        )
 
 
 def _price(value: float) -> Decimal | None:
@@ -177,11 +186,7 @@ class PaperBroker:
         returned.
         """
         coid = order.client_order_id
-        if not _COID_RE.fullmatch(coid):
-            raise ProtocolError(
-                ErrorCode.BAD_BODY,
-                f"client_order_id {coid!r} must be 1-36 characters from A-Z a-z 0-9 _ -",
-            )
+        check_client_order_id(coid)
         existing = self._journal.get_order(coid)
         if existing is not None:
             if existing.symbol != symbol:

@@ -1,7 +1,9 @@
 """A spot position derived from fills alone, so replaying the journal rebuilds it exactly.
 
-Weighted-average cost; fees are charged in the quote asset and subtracted from realized PnL
-when paid (buy and sell), so ``realized_pnl`` is net of every fee.
+Weighted-average cost. A fee in the quote asset (paper, and Binance on sells) is subtracted
+from realized PnL when paid, so ``realized_pnl`` is net of every fee. A fee in the base asset
+(Binance on buys) is taken from the quantity received: the cost stays, so it shows up in the
+average entry and hence in the PnL. A fee in a third asset (BNB) is counted in ``trades`` only.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ _COST_QUANTUM = Decimal("1e-20")
 class Position:
     """Quantity, cost basis and realized PnL of one symbol (all ``Decimal``)."""
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, base_asset: str = "", quote_asset: str = "") -> None:
         self.symbol = symbol
+        self.base_asset = base_asset  # "" = every fee is in the quote asset (paper)
+        self.quote_asset = quote_asset
         self.qty = _ZERO
         # Cost of what is held, not the average: a full close then removes it exactly and a
         # flat position's realized PnL carries no rounding residue.
@@ -66,11 +70,24 @@ class Position:
                 self.qty -= qty
             else:
                 raise ValueError(f"fill {fill.trade_id} has side {fill.side!r}")
-            self.fees_paid += fee
-            self.realized_pnl -= fee
+            if self.base_asset and fill.fee_asset == self.base_asset:
+                self._pay_base_fee(fee, price)
+            elif not self.quote_asset or fill.fee_asset == self.quote_asset:
+                self.fees_paid += fee
+                self.realized_pnl -= fee
             self.trades += 1
         finally:
             setcontext(saved)
+
+    def _pay_base_fee(self, fee: Decimal, price: Decimal) -> None:
+        """The exchange kept ``fee`` of the base asset: less is held for the same cost."""
+        self.fees_paid += fee * price  # in quote, at the fill's price
+        if fee > self.qty:
+            raise ValueError(f"a {fmt(fee)} {self.base_asset} fee exceeds the {fmt(self.qty)} held")
+        if self.qty == fee:
+            self.realized_pnl -= self.cost
+            self.cost = _ZERO
+        self.qty -= fee
 
     def unrealized(self, last_price: Decimal) -> Decimal:
         """(last - avg_entry) * qty, computed from the cost basis: last * qty - cost."""

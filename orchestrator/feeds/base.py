@@ -1,8 +1,14 @@
-"""What the orchestrator needs from a feed; every feed steps one bar interval at a time."""
+"""What the orchestrator needs from a feed.
+
+Two kinds: a ``ClockedFeed`` (replay, synthetic) produces the next bar of every symbol when
+the fleet's clock calls ``step()``; a ``StreamingFeed`` (binance) delivers closed bars as the
+exchange publishes them, through the ``on_bars`` callback given to ``run()``.
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 from orchestrator.protocol import SymbolRules
 from strategies.bar import Bar
@@ -14,6 +20,10 @@ class UnknownSymbol(Exception):
     """The feed has no data for this symbol; the message lists what is available."""
 
 
+class FeedError(Exception):
+    """The feed could not serve a symbol right now (e.g. the exchange did not answer)."""
+
+
 class Feed(abc.ABC):
     name: str
     interval: str
@@ -23,8 +33,9 @@ class Feed(abc.ABC):
         """Raise UnknownSymbol with a helpful message if the symbol cannot be served."""
 
     @abc.abstractmethod
-    def add(self, symbol: str) -> SymbolRules:
-        """Start serving a symbol (hot-add); returns its exchange rules."""
+    async def add(self, symbol: str) -> SymbolRules:
+        """Start serving a symbol (hot-add); returns its exchange rules. FeedError if the
+        symbol cannot be served right now."""
 
     @abc.abstractmethod
     def remove(self, symbol: str) -> None: ...
@@ -32,10 +43,6 @@ class Feed(abc.ABC):
     @abc.abstractmethod
     def history(self, symbol: str, limit: int) -> list[Bar]:
         """The last ``limit`` closed bars up to the cursor, oldest first."""
-
-    @abc.abstractmethod
-    def step(self) -> list[Bar]:
-        """Advance one interval; the newly closed bar of every served symbol."""
 
     @property
     @abc.abstractmethod
@@ -45,3 +52,41 @@ class Feed(abc.ABC):
     @property
     def ended(self) -> bool:
         return False
+
+
+class ClockedFeed(Feed):
+    @abc.abstractmethod
+    def step(self) -> list[Bar]:
+        """Advance one interval; the newly closed bar of every served symbol."""
+
+
+class StreamingFeed(Feed):
+    @abc.abstractmethod
+    async def run(self, on_bars: Callable[[list[Bar]], None]) -> None:
+        """Deliver closed bars until cancelled: each bar of a symbol exactly once, in open
+        time order."""
+
+    async def close(self) -> None:
+        """Release connections (called once at shutdown)."""
+
+
+class PendingFeed(Feed):
+    """Stands in for a feed that needs the exchange until the fleet has connected to it."""
+
+    name, interval = "pending", ""
+
+    def validate(self, symbol: str) -> None:
+        raise UnknownSymbol("the exchange is not connected yet")
+
+    async def add(self, symbol: str) -> SymbolRules:
+        raise FeedError("the exchange is not connected yet")
+
+    def remove(self, symbol: str) -> None:
+        pass
+
+    def history(self, symbol: str, limit: int) -> list[Bar]:
+        return []
+
+    @property
+    def cursor(self) -> int | None:
+        return None

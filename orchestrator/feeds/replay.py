@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.broker.rules import bundled_rules
-from orchestrator.feeds.base import HISTORY_LIMIT, Feed, UnknownSymbol
+from orchestrator.feeds.base import HISTORY_LIMIT, ClockedFeed, UnknownSymbol
 from orchestrator.feeds.bundled import INTERVAL_MS, catalog, load_klines, symbols_for
 from orchestrator.protocol import SymbolRules
 from strategies.bar import Bar
@@ -19,7 +19,7 @@ def bars_from_array(symbol: str, rows: np.ndarray, step_ms: int) -> list[Bar]:
     ]
 
 
-class ReplayFeed(Feed):
+class ReplayFeed(ClockedFeed):
     name = "replay"
 
     def __init__(self, interval: str = "1m", cursor: int | None = None) -> None:
@@ -43,7 +43,7 @@ class ReplayFeed(Feed):
                 f"available: {', '.join(available)}; any symbol works with --feed synthetic"
             )
 
-    def add(self, symbol: str) -> SymbolRules:
+    async def add(self, symbol: str) -> SymbolRules:
         self.validate(symbol)
         bars = load_klines(symbol, self.interval)
         self._data[symbol] = bars

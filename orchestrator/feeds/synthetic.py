@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator.broker.rules import bundled_rules, synthetic_rules
-from orchestrator.feeds.base import HISTORY_LIMIT, Feed, UnknownSymbol
+from orchestrator.feeds.base import HISTORY_LIMIT, ClockedFeed, UnknownSymbol
 from orchestrator.feeds.bundled import INTERVAL_MS, catalog, load_klines
 from orchestrator.protocol import SymbolRules
 from strategies.bar import Bar
@@ -37,7 +37,7 @@ def _start_price(symbol: str, rng: np.random.Generator) -> float:
     return float(10 ** rng.uniform(-1, 3))
 
 
-class SyntheticFeed(Feed):
+class SyntheticFeed(ClockedFeed):
     name = "synthetic"
 
     def __init__(self, interval: str = "1m", seed: int = 7, cursor: int | None = None) -> None:
@@ -62,7 +62,7 @@ class SyntheticFeed(Feed):
     def _rules(self, symbol: str, price: float) -> SymbolRules:
         return bundled_rules().get(symbol) or synthetic_rules(symbol, price)
 
-    def add(self, symbol: str) -> SymbolRules:
+    async def add(self, symbol: str) -> SymbolRules:
         self.validate(symbol)
         walk = self._walks.get(symbol)
         if walk is None:

@@ -1,0 +1,244 @@
+"""The rate-limited Binance REST client every part of the orchestrator shares.
+
+A thin layer over python-binance's ``AsyncClient`` (pointed at the configured endpoints) that
+makes every call wait for the account-wide ``RateLimiter``, honours Retry-After on 429/418,
+resyncs the clock on -1021, retries idempotent reads, and turns failures into three kinds the
+broker can act on: ``Rejected`` (the exchange refused; nothing happened), ``OutcomeUnknown``
+(5xx, -1007 or a timeout after the request went out: look the order up, never resend blindly)
+and ``Unavailable`` (the request never reached the exchange).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.exchange.credentials import Credentials
+from orchestrator.exchange.endpoints import Endpoints
+from orchestrator.exchange.ratelimit import RateLimiter, RateLimitWait
+
+if TYPE_CHECKING:
+    from binance import AsyncClient
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = {"ping": 1, "get_server_time": 1, "get_exchange_info": 20, "get_klines": 2,
+           "create_order": 1, "get_order": 4, "cancel_order": 1, "get_open_orders": 6,
+           "get_all_orders": 20, "get_my_trades": 20, "get_account": 20}
+_ALL_OPEN_ORDERS_WEIGHT = 80
+_READ_RETRIES = (0.25, 1.0, 2.0)  # back-off between retries of an idempotent read
+# Longer than this behind the limits (or a 429/418): give up on the request. An order is
+# worth less the later it goes out, so it waits less than a read.
+_MAX_RATE_WAIT_S = {"read": 130.0, "order": 15.0}
+UNKNOWN_CODES = {-1006, -1007}  # "unexpected response" / "timeout": execution status unknown
+
+
+class ExchangeError(Exception):
+    def __init__(self, message: str, code: int = 0, status: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+class Rejected(ExchangeError):
+    """The exchange answered with an error: the request did nothing."""
+
+
+class OutcomeUnknown(ExchangeError):
+    """The request may or may not have been executed."""
+
+
+class Unavailable(ExchangeError):
+    """The request never reached the exchange (connection refused, DNS, ...)."""
+
+
+def _retry_after(exc: Any) -> float:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After", 0)) or 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class ExchangeClient:
+    """Create with ``await ExchangeClient.connect(...)``; close with ``await close()``."""
+
+    def __init__(self, sdk: AsyncClient, endpoints: Endpoints, limiter: RateLimiter,
+                 credentials: Credentials | None) -> None:
+        self.sdk = sdk
+        self.endpoints = endpoints
+        self.limiter = limiter
+        self._credentials = credentials
+        self.last_error = ""
+
+    @classmethod
+    async def connect(cls, endpoints: Endpoints, credentials: Credentials | None = None,
+                      limiter: RateLimiter | None = None,
+                      request_timeout_s: float = 10.0) -> ExchangeClient:
+        from binance import AsyncClient
+
+        sdk_class = type("MultibotAsyncClient", (AsyncClient,), {
+            "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s})
+        key = credentials.api_key.reveal() if credentials else None
+        secret = credentials.api_secret.reveal() if credentials else None
+        sdk = sdk_class(api_key=key, api_secret=secret)  # create() would ping unlimited
+        client = cls(sdk, endpoints, limiter or RateLimiter(), credentials)
+        try:
+            await client.sync_time()
+            client.limiter.set_limits((await client.exchange_info()).get("rateLimits", []))
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.sdk.close_connection(), 5)
+        except Exception as exc:  # closing a dead session must not stop a shutdown
+            log.debug("closing the exchange session: %s", exc)
+
+    def socket_manager(self) -> Any:
+        """A python-binance BinanceSocketManager on the configured stream endpoint."""
+        from binance import BinanceSocketManager
+
+        manager = BinanceSocketManager(self.sdk, max_queue_size=100_000)
+        manager.STREAM_URL = self.endpoints.stream_url
+        return manager
+
+    # --- the one call path --------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return self._credentials.redact(text) if self._credentials else text
+
+    async def call(self, method: str, *, weight: int | None = None, orders: int = 0,
+                   idempotent: bool = True, **params: Any) -> Any:
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+        cost = WEIGHTS.get(method, 1) if weight is None else weight
+        deadline = time.monotonic() + _MAX_RATE_WAIT_S["order" if orders else "read"]
+        retries = list(_READ_RETRIES) if idempotent else []
+        resynced = False
+        while True:
+            try:
+                await self.limiter.acquire(cost, orders, max(0.0, deadline - time.monotonic()))
+            except RateLimitWait as exc:
+                raise Rejected(f"rate limited: {exc}", -1003, 429) from None
+            try:
+                result = await getattr(self.sdk, method)(**params)
+            except BinanceAPIException as exc:
+                self._observe(exc.response)
+                text = self._redact(f"binance {exc.code}: {exc.message}")
+                if exc.status_code in (429, 418):
+                    self.limiter.back_off(_retry_after(exc), banned=exc.status_code == 418)
+                    continue  # rejected unexecuted: safe to send again after the wait
+                if exc.code == -1021 and not resynced:
+                    resynced = True
+                    await self.sync_time()
+                    continue  # refused for its timestamp: nothing happened, send again
+                if exc.status_code >= 500 or exc.code in UNKNOWN_CODES:
+                    if retries:
+                        await asyncio.sleep(retries.pop(0))
+                        continue
+                    raise OutcomeUnknown(text, exc.code, exc.status_code) from None
+                raise Rejected(text, exc.code, exc.status_code) from None
+            except BinanceRequestException as exc:  # a 2xx whose body is not JSON
+                if retries:
+                    await asyncio.sleep(retries.pop(0))
+                    continue
+                raise OutcomeUnknown(self._redact(str(exc))) from None
+            except Exception as exc:
+                failure = self._transport_error(exc)
+                if failure is None:
+                    raise
+                if retries:
+                    await asyncio.sleep(retries.pop(0))
+                    continue
+                raise failure from None
+            self._observe(getattr(self.sdk, "response", None))
+            self.last_error = ""
+            return result
+
+    def _transport_error(self, exc: Exception) -> ExchangeError | None:
+        import aiohttp
+
+        text = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            self.last_error = f"cannot reach {self.endpoints.host}: {text}"
+            return Unavailable(self.last_error)
+        if isinstance(exc, asyncio.TimeoutError | aiohttp.ClientError | OSError):
+            self.last_error = f"no answer from {self.endpoints.host}: {text}"
+            return OutcomeUnknown(self.last_error)
+        return None
+
+    def _observe(self, response: Any) -> None:
+        headers = getattr(response, "headers", None)
+        if headers:
+            self.limiter.observe(headers)
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def sync_time(self) -> None:
+        """Align signed timestamps with the server's clock (also after -1021)."""
+        sent = time.time()
+        server = await self.call("get_server_time")
+        local_ms = int((sent + time.time()) / 2 * 1000)  # half the round trip
+        self.sdk.timestamp_offset = int(server["serverTime"]) - local_ms
+
+    async def exchange_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.call("get_exchange_info")
+        return info
+
+    async def klines(self, symbol: str, interval: str, start_ms: int | None = None,
+                     limit: int = 1000) -> list[list[Any]]:
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        weight = 2 if limit <= 100 else 5 if limit <= 500 else 10
+        rows: list[list[Any]] = await self.call("get_klines", weight=weight, **params)
+        return rows
+
+    async def create_order(self, **params: Any) -> dict[str, Any]:
+        order: dict[str, Any] = await self.call("create_order", orders=1, idempotent=False,
+                                                **params)
+        return order
+
+    async def get_order(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+        """The order, or None when the exchange says it does not exist (-2013)."""
+        try:
+            order: dict[str, Any] = await self.call(
+                "get_order", symbol=symbol, origClientOrderId=client_order_id)
+        except Rejected as exc:
+            if exc.code == -2013:
+                return None
+            raise
+        return order
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "cancel_order", idempotent=False, symbol=symbol, origClientOrderId=client_order_id)
+        return result
+
+    async def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        if symbol is None:
+            orders: list[dict[str, Any]] = await self.call(
+                "get_open_orders", weight=_ALL_OPEN_ORDERS_WEIGHT)
+        else:
+            orders = await self.call("get_open_orders", symbol=symbol)
+        return orders
+
+    async def all_orders(self, symbol: str, limit: int = 100) -> list[dict[str, Any]]:
+        orders: list[dict[str, Any]] = await self.call("get_all_orders", symbol=symbol,
+                                                       limit=limit)
+        return orders
+
+    async def my_trades(self, symbol: str, order_id: int) -> list[dict[str, Any]]:
+        trades: list[dict[str, Any]] = await self.call("get_my_trades", symbol=symbol,
+                                                       orderId=order_id)
+        return trades
+
+    async def account(self) -> dict[str, Any]:
+        account: dict[str, Any] = await self.call("get_account")
+        return account

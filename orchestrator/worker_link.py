@@ -1,0 +1,132 @@
+"""The broker socket: what workers ask of the orchestrator (register, heartbeats, orders).
+
+Paper orders are answered at once. Orders that go to an exchange are answered when it has
+answered, by a task of their own, so one slow exchange call never delays another symbol's
+heartbeats or orders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import zmq
+import zmq.asyncio
+
+from orchestrator.broker.journal import JournalError
+from orchestrator.broker.paper import PaperBroker
+from orchestrator.protocol import (
+    CancelOrder,
+    Error,
+    ErrorCode,
+    Goodbye,
+    Message,
+    OrderUpdate,
+    PlaceOrder,
+    ProtocolError,
+    Register,
+    Welcome,
+    WorkerHeartbeat,
+    decode,
+    encode,
+    error_reply,
+)
+from orchestrator.supervisor import WorkerHandle
+
+if TYPE_CHECKING:
+    from orchestrator.fleet import Fleet
+
+
+class WorkerLink:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    async def serve(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            identity = frames[0]
+            try:
+                if len(frames) != 2:
+                    raise ProtocolError(ErrorCode.MALFORMED, "expected exactly one frame")
+                envelope, message = decode(frames[1])
+                reply = self._serve(identity.decode("ascii"), message)
+                msg_id = envelope.id
+            except ProtocolError as exc:
+                reply, msg_id = error_reply(exc), ""
+            except UnicodeDecodeError:
+                reply, msg_id = Error(code=ErrorCode.NOT_ALLOWED, reason="bad identity"), ""
+            except JournalError as exc:  # trading halts; the worker resends the same id later
+                reply, msg_id = self._halted(exc), ""
+            if inspect.isawaitable(reply):  # the exchange answers later: others go on meanwhile
+                self._fleet.spawn(self._reply_later(sock, identity, msg_id, reply))
+            elif reply is not None:
+                _send(sock, identity, reply, msg_id)
+
+    def _halted(self, exc: JournalError) -> Error:
+        self._fleet.journal_failed(exc)
+        return Error(code=ErrorCode.JOURNAL_UNAVAILABLE,
+                     reason=f"trading halted, journal unavailable: {exc}")
+
+    async def _reply_later(self, sock: zmq.asyncio.Socket, identity: bytes, msg_id: str,
+                           pending: Awaitable[OrderUpdate]) -> None:
+        reply: Message
+        try:
+            update = await pending
+            self._fleet.order_event(update)
+            reply = update
+        except ProtocolError as exc:
+            reply = error_reply(exc)
+        except JournalError as exc:
+            reply = self._halted(exc)
+        _send(sock, identity, reply, msg_id)
+
+    def _serve(self, symbol: str, message: Message) -> Message | Awaitable[OrderUpdate] | None:
+        fleet = self._fleet
+        supervisor = fleet.supervisor
+        if isinstance(message, Register):
+            if message.symbol != symbol:
+                raise ProtocolError(ErrorCode.NOT_ALLOWED, "register under your own symbol")
+            return self._welcome(supervisor.registered(symbol, message.pid))
+        if not supervisor.is_live(symbol):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{symbol} is not a registered worker")
+        if isinstance(message, Goodbye):
+            supervisor.goodbye(symbol, message.reason)
+            return None
+        if isinstance(message, WorkerHeartbeat):
+            supervisor.heartbeat(symbol, message)
+            return None
+        if not isinstance(message, PlaceOrder | CancelOrder):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED,
+                                f"{message.TYPE!r} is not a worker request")
+        fleet.journal_guard()
+        exchange = fleet.exchange_broker
+        if exchange is not None:
+            if isinstance(message, PlaceOrder):
+                return exchange.place(symbol, message)
+            return exchange.cancel(symbol, message.client_order_id)
+        paper = fleet.broker
+        assert isinstance(paper, PaperBroker)
+        if isinstance(message, PlaceOrder):
+            update = paper.place(symbol, message)
+        else:
+            update = paper.cancel(symbol, message.client_order_id)
+        fleet.order_event(update)
+        return update
+
+    def _welcome(self, handle: WorkerHandle) -> Welcome:
+        fleet, symbol = self._fleet, handle.symbol
+        return Welcome(
+            config=handle.config,
+            rules=fleet.rules[symbol],
+            position=fleet.broker.position(symbol),
+            open_orders=fleet.broker.open_orders(symbol),
+            next_seq=fleet.broker.next_seq(symbol),
+            history=fleet.feed.history(symbol, handle.warmup + 1),
+        )
+
+
+def _send(sock: zmq.asyncio.Socket, identity: bytes, reply: Message, msg_id: str) -> None:
+    with contextlib.suppress(zmq.ZMQError):
+        sock.send_multipart([identity, encode(reply, msg_id)], flags=zmq.NOBLOCK)

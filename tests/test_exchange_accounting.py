@@ -1,0 +1,96 @@
+"""Accounting for exchange fills: fees in the base asset (Binance on buys), dust, old journals."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+from orchestrator.broker.journal import SCHEMA_VERSION, Journal
+from orchestrator.broker.position import Position
+from orchestrator.broker.rules import bundled_rules
+from orchestrator.protocol import FillView, OrderUpdate, OrderView, PositionView, WorkerConfig
+from strategies.bar import Bar, Signal
+from strategies.base import Strategy
+from worker.runner import Runner
+
+D = Decimal
+
+
+def fill(trade_id: int, side: str, qty: str, price: str, fee: str, fee_asset: str) -> FillView:
+    return FillView(trade_id=trade_id, client_order_id=f"mb-BTCUSDT-{trade_id}",
+                    symbol="BTCUSDT", side=side, price=price, qty=qty, fee=fee,
+                    fee_asset=fee_asset, time_ns=trade_id, exchange_trade_id=100 + trade_id)
+
+
+def test_a_base_asset_fee_is_taken_from_the_quantity_and_shows_in_the_pnl() -> None:
+    position = Position("BTCUSDT", "BTC", "USDT")
+    position.apply(fill(1, "BUY", "0.001", "50000", "0.000001", "BTC"))
+    assert position.qty == D("0.000999")  # what the account received
+    assert position.cost == D("50")  # what was paid
+    assert position.fees_paid == D("0.05")
+    position.apply(fill(2, "SELL", "0.000999", "51000", "0.050949", "USDT"))
+    assert position.qty == 0
+    # 0.000999 * 51000 - 50 - 0.050949: both fees are in the realized PnL
+    assert position.realized_pnl == D("0.000999") * 51000 - 50 - D("0.050949")
+    third = Position("BTCUSDT", "BTC", "USDT")
+    third.apply(fill(3, "BUY", "0.001", "50000", "0.0001", "BNB"))
+    assert third.qty == D("0.001") and third.realized_pnl == 0  # not convertible here
+
+
+def test_paper_positions_keep_quote_fees() -> None:
+    position = Position("BTCUSDT")
+    position.apply(fill(1, "BUY", "0.001", "50000", "0.05", "USDT"))
+    assert (position.qty, position.realized_pnl) == (D("0.001"), D("-0.05"))
+
+
+class _Always(Strategy):
+    warmup = 0
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+
+    def on_bar(self, bar: Bar) -> Signal | None:
+        return self.signal
+
+
+def _bar(t: int, close: float) -> Bar:
+    return Bar(symbol="BTCUSDT", open_time=t, close_time=t + 999, open=close, high=close,
+               low=close, close=close, volume=1.0)
+
+
+def test_fee_dust_does_not_count_as_long() -> None:
+    """Dust left by base-asset fees must neither block the next entry nor be 'sold'."""
+    config = WorkerConfig(symbol="BTCUSDT", strategies=[], stake="100")
+    strategy = _Always(Signal.FLAT)
+    dust = PositionView(symbol="BTCUSDT", qty="0.00002")  # 2 steps, worth ~1 USDT
+    runner = Runner(config, bundled_rules()["BTCUSDT"], [strategy], dust, [], 1)
+    runner.warmup([_bar(0, 50000.0)])
+    strategy.signal = Signal.LONG
+    actions = runner.on_bar(_bar(1000, 50000.0))
+    assert [(a.side, a.quantity) for a in actions] == [("BUY", "0.002")]  # type: ignore[attr-defined]
+    update = OrderUpdate(order=OrderView(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT",
+                                         side="BUY", type="MARKET", quantity="0.002",
+                                         status="FILLED", executed_qty="0.002"),
+                         position=PositionView(symbol="BTCUSDT", qty="0.002018"))
+    runner.on_update(update)
+    strategy.signal = Signal.FLAT
+    sells = runner.on_bar(_bar(2000, 50000.0))
+    assert [(a.side, a.quantity) for a in sells] == [("SELL", "0.00201")]  # type: ignore[attr-defined]
+
+
+def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with Journal(path) as journal:
+        journal.insert_order(OrderView(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT",
+                                       side="BUY", type="MARKET", quantity="1"), 1)
+    with sqlite3.connect(path) as conn:  # make it look like a journal from before v2
+        conn.execute("DROP INDEX fills_exchange_trade")
+        conn.execute("ALTER TABLE fills DROP COLUMN exchange_trade_id")
+        conn.execute("PRAGMA user_version=1")
+    with Journal(path) as journal:
+        assert journal.get_order("mb-BTCUSDT-1") is not None
+        journal.record_fill(fill(1, "BUY", "1", "10", "0.001", "BTC"), "FILLED", "1")
+        assert journal.exchange_trade_ids("mb-BTCUSDT-1") == {101}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

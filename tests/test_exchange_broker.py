@@ -1,0 +1,196 @@
+"""The exchange broker and the rate-limited client, with the REAL python-binance AsyncClient
+against the local Binance-protocol server: orders, unknown outcomes, rejections, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orchestrator.protocol import ErrorCode, ProtocolError
+from tests.exchange_support import (
+    ORDER_PATH,
+    Desk,
+    assert_journal_matches_exchange,
+    fake_server as fake,
+    limit,
+    market,
+    posts,
+    run,
+)
+from tests.fakes.binance import FakeBinance
+
+__all__ = ["fake"]  # the fixture
+
+
+def test_market_round_trip_is_journaled_as_the_exchange_booked_it(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            bought = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert bought.order.status == "FILLED" and bought.fills
+            assert bought.fills[0].fee_asset == "BTC"  # Binance takes a buy's fee in BTC
+            held = Decimal(bought.position.qty)
+            assert held == Decimal("0.002") - Decimal(bought.fills[0].fee)
+            sold = await desk.broker.place("BTCUSDT", market(2, "SELL", str(held)[:7]))
+            assert sold.order.status == "FILLED", sold.order.reason
+            again = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert again.order == bought.order  # a resend is answered from the journal
+            assert posts(fake, "mb-BTCUSDT-1") == 1
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_5xx_after_the_exchange_accepted_leaves_exactly_one_order(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            fake.fail("5xx_after_accept", method="POST", path=ORDER_PATH)
+            update = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert update.order.status == "FILLED"  # found by its client order id
+            assert posts(fake, "mb-BTCUSDT-1") == 1  # never resent
+            assert len(fake.orders("BTCUSDT")) == 1
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
+
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            fake.fail("5xx", times=4, method="POST", path=ORDER_PATH)  # the read retries too
+            with pytest.raises(ProtocolError) as info:
+                await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert info.value.code == ErrorCode.TIMEOUT
+            assert desk.journal.get_order("mb-BTCUSDT-1").status == "PENDING_NEW"
+            outcome = None
+            for _ in range(10):  # the worker's resends: each one only looks it up
+                try:
+                    outcome = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+                    break
+                except ProtocolError as exc:
+                    assert exc.code == ErrorCode.TIMEOUT
+            assert outcome is not None and outcome.order.status == "EXPIRED"
+            assert posts(fake, "mb-BTCUSDT-1") == 1 and not fake.orders("BTCUSDT")
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(("kind", "code"), [("-2010", "insufficient_balance"),
+                                            ("-1013", "order_rejected")])
+def test_rejections_are_journaled_reported_and_not_retried(
+        fake: FakeBinance, tmp_path: Path, kind: str, code: str) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            fake.fail(kind, method="POST", path=ORDER_PATH)
+            update = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert update.order.status == "REJECTED"
+            assert update.order.reason.startswith(f"{code}: binance {kind}")
+            again = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert again.order.status == "REJECTED"
+            assert posts(fake, "mb-BTCUSDT-1") == 1
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_local_checks_reject_before_anything_is_sent(fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            tiny = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.00001"))
+            assert tiny.order.status == "REJECTED" and "NOTIONAL" in tiny.order.reason
+            oversell = await desk.broker.place("BTCUSDT", market(2, "SELL", "0.01"))
+            assert oversell.order.reason.startswith("insufficient_balance")
+            assert fake.count("POST", ORDER_PATH) == 0
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_429_makes_every_caller_wait_for_retry_after(fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            fake.fail("429", method="POST", path=ORDER_PATH, retry_after=2)
+            started = time.monotonic()
+            order = asyncio.create_task(desk.broker.place("BTCUSDT", market(1, "BUY", "0.002")))
+            await asyncio.sleep(0.3)  # let the order meet its 429
+            await desk.client.account()  # another caller: waits for the same back-off
+            account_done = time.monotonic() - started
+            update = await order
+            assert update.order.status == "FILLED"
+            assert account_done >= 1.9
+            assert posts(fake, "mb-BTCUSDT-1") == 2  # refused unexecuted once, then placed
+            assert len(fake.orders("BTCUSDT")) == 1
+            assert desk.client.limiter.snapshot().throttled >= 1
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_a_clock_jump_is_resynced_on_1021(fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            before = desk.client.sdk.timestamp_offset
+            fake.set_clock_offset(-30_000)  # our timestamps are now 30 s in its future
+            update = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert update.order.status == "FILLED"
+            assert desk.client.sdk.timestamp_offset < before - 25_000
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_a_resting_limit_fills_later_and_the_watcher_reports_it(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        watcher = asyncio.create_task(desk.broker.watch(period_s=0.1))
+        try:
+            price = fake.price("BTCUSDT")
+            rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
+            resting = await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            assert resting.order.status == "NEW"
+            assert fake.balances()["USDT"][1] > 0  # locked on the exchange
+            fake.set_price("BTCUSDT", float(price) * 0.97)
+            for _ in range(100):
+                if desk.pushed:
+                    break
+                await asyncio.sleep(0.05)
+            assert desk.pushed and desk.pushed[-1].order.status == "FILLED"
+            assert desk.pushed[-1].fills
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+            far = str((price * Decimal("0.5")).quantize(Decimal("0.01")))
+            await desk.broker.place("BTCUSDT", limit(2, "BUY", "0.002", far))
+            canceled = await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-2")
+            assert canceled.order.status == "CANCELED" and not fake.open_orders("BTCUSDT")
+            with pytest.raises(ProtocolError, match="no open order"):
+                await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-2")
+        finally:
+            watcher.cancel()
+            await desk.close()
+
+    run(main())
