@@ -198,7 +198,13 @@ def up(
                    f"{settings.interval} @ {settings.speed:g} bars/s) home {fleet_home.root}")
     elif foreground:
         _fail(f"a fleet already runs on {fleet_home.root} (pid {running.pid})", EXIT_USAGE)
-    reply = _request(fleet_home, message, timeout=wait + 15)
+    try:
+        reply = _request(fleet_home, message, timeout=wait + 15)
+    except typer.Exit:
+        if running is None:  # we started it for this request only: do not leave it behind
+            with contextlib.suppress(typer.Exit):
+                _request(fleet_home, Down(flatten=False), timeout=60.0)
+        raise
     assert isinstance(reply, UpResult)
     if not _print_results(reply.results):
         raise typer.Exit(EXIT_FAILED)

@@ -105,11 +105,19 @@ def test_kill_of_a_symbol_that_is_not_running(fleet: FleetCli) -> None:
     assert fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
 
 
-def test_live_modes_are_refused_until_the_binance_broker_lands(fleet: FleetCli) -> None:
-    for mode in ("testnet", "live"):
-        proc = fleet.run("up", "BTCUSDT", "--mode", mode)
-        assert proc.returncode == 2 and "not available yet" in proc.stderr
-    assert fleet.processes() == []
+def test_exchange_modes_need_keys_confirmation_and_the_binance_feed(fleet: FleetCli) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIBOT_BINANCE")}
+    cases = [
+        (("--mode", "testnet"), "MULTIBOT_BINANCE_TESTNET_API_KEY"),
+        (("--mode", "live"), "--confirm-live"),
+        (("--mode", "live", "--confirm-live"), "MULTIBOT_BINANCE_API_KEY"),
+        (("--mode", "testnet", "--feed", "replay"), "needs --feed binance"),
+        (("--feed", "binance", "--interval", "7m"), "not a Binance kline interval"),
+    ]
+    for args, message in cases:
+        proc = fleet.run("up", "BTCUSDT", *args, env=clean)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    assert fleet.processes() == []  # nothing started, nothing tried to reach Binance
 
 
 def test_logs_show_a_symbols_own_log(fleet: FleetCli) -> None:
