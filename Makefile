@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_HOME ?= .demo
 
-.PHONY: help setup demo test reliability lint typecheck check bench clean
+.PHONY: help setup demo demo-binance test reliability lint typecheck check bench clean
 
 help: #-- list the targets
 	@grep -E '^[a-z]+:.*#--' $(MAKEFILE_LIST) | sed -E 's/:.*#-- /\t/' | expand -t 12
@@ -19,6 +19,9 @@ setup: $(BIN)/multibot #-- create .venv and install multibot with its dev tools
 
 demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctrl-C stops all
 	@$(BIN)/multibot up BTCUSDT ETHUSDT XRPUSDT --home $(DEMO_HOME) --foreground --live
+
+demo-binance: setup #-- the same on Binance's protocol: testnet orders against a local Binance server
+	@$(BIN)/python -m tests.fakes.demo --home $(DEMO_HOME)-testnet
 
 test: setup #-- the whole test suite (real processes, sockets, SQLite)
 	$(BIN)/python -m pytest -q
@@ -43,4 +46,4 @@ typecheck: setup #-- mypy (strict)
 check: lint typecheck test #-- everything CI should be happy with
 
 clean: #-- remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO_HOME)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO_HOME) $(DEMO_HOME)-testnet

@@ -194,8 +194,9 @@ def up(
             pid = start_daemon(fleet_home, settings)
         except DaemonStartError as exc:
             _fail(str(exc))
+        pace = "live" if settings.feed == "binance" else f"@ {settings.speed:g} bars/s"
         typer.echo(f"started orchestrator pid {pid} ({settings.mode}, {settings.feed} "
-                   f"{settings.interval} @ {settings.speed:g} bars/s) home {fleet_home.root}")
+                   f"{settings.interval} {pace}) home {fleet_home.root}")
     elif foreground:
         _fail(f"a fleet already runs on {fleet_home.root} (pid {running.pid})", EXIT_USAGE)
     try:

@@ -347,7 +347,7 @@ class Fleet:
         order = update.order
         for fill in update.fills:
             self._event("fill", order.symbol, f"{fill.side} {fill.qty} @ {fill.price} "
-                        f"fee {fill.fee} ({order.client_order_id})")
+                        f"fee {fill.fee} {fill.fee_asset} ({order.client_order_id})")
         if order.status in ("REJECTED", "CANCELED", "EXPIRED"):
             self._event("order", order.symbol,
                         f"{order.client_order_id} {order.status} {order.reason}".strip())

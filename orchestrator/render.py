@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from orchestrator.protocol import StatusReport, WorkerStatus
+from orchestrator.protocol import ExchangeStatus, StatusReport, WorkerStatus
 
 _COLUMNS = ("SYMBOL", "PID", "STATE", "UPTIME", "RST", "HB", "BAR (UTC)", "PRICE", "POSITION",
             "AVG ENTRY", "REALIZED", "UNREAL", "OPEN", "TRADES", "CPU%", "RSS", "LAST ERROR")
@@ -46,11 +46,27 @@ def _row(w: WorkerStatus) -> tuple[str, ...]:
     )
 
 
+def _exchange_line(x: ExchangeStatus) -> str:
+    line = (f"exchange {x.endpoint} ({x.network}, {'orders' if x.trading else 'prices only'})"
+            f" · weight {x.used_weight_1m}/{x.weight_limit} per min · streams "
+            f"{x.streams} on {x.stream_connections} connection(s), {x.stream_reconnects} "
+            f"reconnect(s), {x.gap_filled_bars} bar(s) gap-filled")
+    if x.rate_limited_s:
+        line += f" · RATE LIMITED for {x.rate_limited_s:.0f}s"
+    if x.last_error:
+        line += f" · last error: {x.last_error}"
+    return line
+
+
 def status_table(report: StatusReport) -> str:
     o = report.orchestrator
     feed = f"{o.feed} {o.interval} @ {o.speed:g} bars/s" + (" (ended)" if o.feed_ended else "")
+    if o.feed == "binance":
+        feed = f"binance {o.interval} (live)"
     header = (f"orchestrator pid {o.pid} · up {_duration(o.uptime_s)} · mode {o.mode} · "
               f"feed {feed} · at {_bar_time(o.feed_time)} · home {o.home}")
+    if o.exchange is not None:
+        header += "\n" + _exchange_line(o.exchange)
     rows = [_COLUMNS, *(_row(w) for w in report.workers)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]

@@ -118,6 +118,8 @@ def test_exchange_faults_never_double_an_order_nor_storm(
     # refused unexecuted, so sent again after its Retry-After
     assert statuses[:3] == [[503], [400], [429, 200]]
     assert all(s == [200] for s in statuses[3:])
+    limited = [r for r in records if r.params["newClientOrderId"] == list(by_id)[2]]
+    assert limited[1].at - limited[0].at >= 0.95  # waited out Retry-After: 1
     ids = [o["clientOrderId"] for o in exchange.orders("BTCUSDT")]
     assert len(ids) == len(set(ids))
     fleet.run("kill", "BTCUSDT", check=True)

@@ -39,7 +39,7 @@ def test_key_file_must_be_private_and_for_the_right_network(tmp_path: Path) -> N
     with pytest.raises(CredentialsError, match="holds testnet keys; --mode live needs live"):
         load_credentials("live", str(good), environ={})
     loose = _key_file(tmp_path, "live", mode=0o644)
-    with pytest.raises(CredentialsError, match="readable by others .*chmod 600"):
+    with pytest.raises(CredentialsError, match=r"readable by others .*chmod 600"):
         load_credentials("live", str(loose), environ={})
     unsaid = _key_file(tmp_path, "other", body=f'api_key = "{KEY}"\napi_secret = "{SECRET}"\n')
     with pytest.raises(CredentialsError, match="must say which network"):
@@ -57,7 +57,7 @@ def test_broken_key_files_are_refused_without_quoting_them(tmp_path: Path, body:
 
 
 def test_missing_keys_say_how_to_give_them(tmp_path: Path) -> None:
-    with pytest.raises(CredentialsError, match="MULTIBOT_BINANCE_API_KEY and .*--key-file"):
+    with pytest.raises(CredentialsError, match=r"MULTIBOT_BINANCE_API_KEY and .*--key-file"):
         load_credentials("live", environ={})
     with pytest.raises(CredentialsError, match="cannot read key file"):
         load_credentials("testnet", str(tmp_path / "missing.toml"), environ={})

@@ -75,7 +75,7 @@ def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
-            with pytest.raises(NotReconciled, match="web_manual_7.*not placed by this multibot"):
+            with pytest.raises(NotReconciled, match=r"web_manual_7.*not placed by this multibot"):
                 await reconcile(desk.broker, "ETHUSDT")
             assert await reconcile(desk.broker, "BTCUSDT") == []  # another symbol is fine
         finally:

@@ -166,10 +166,10 @@ class ExchangeClient:
 
         text = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         if isinstance(exc, aiohttp.ClientConnectorError):
-            self.last_error = f"cannot reach {self.endpoints.host}: {text}"
+            self.last_error = f"unreachable: {text}"
             return Unavailable(self.last_error)
         if isinstance(exc, asyncio.TimeoutError | aiohttp.ClientError | OSError):
-            self.last_error = f"no answer from {self.endpoints.host}: {text}"
+            self.last_error = f"no answer: {text}"
             return OutcomeUnknown(self.last_error)
         return None
 

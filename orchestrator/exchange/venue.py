@@ -52,9 +52,11 @@ async def open_venue(settings: FleetSettings, journal: Journal,
     try:
         client = await asyncio.wait_for(ExchangeClient.connect(endpoints, credentials),
                                         _CONNECT_TIMEOUT_S)
-    except (ExchangeError, TimeoutError) as exc:
-        raise VenueError(f"cannot connect to {endpoints.host}: "
-                         f"{getattr(exc, 'message', '') or type(exc).__name__}") from None
+    except ExchangeError as exc:
+        raise VenueError(f"cannot connect to {endpoints.host}: {exc.message}") from None
+    except TimeoutError:
+        raise VenueError(f"{endpoints.host} did not answer within {_CONNECT_TIMEOUT_S:g}s"
+                         ) from None
     try:
         rules = trading_rules(await client.exchange_info())
         if credentials is not None:

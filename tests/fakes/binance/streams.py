@@ -1,0 +1,195 @@
+"""Market streams over websockets: ``/ws/<stream>`` (raw payloads) and
+``/stream?streams=a/b`` (``{"stream", "data"}`` envelopes), live SUBSCRIBE / UNSUBSCRIBE /
+LIST_SUBSCRIPTIONS, and Binance's per-connection limits (5 incoming messages a second,
+1024 streams). Each connection has its own queue and writer task, so one slow reader never
+holds up the market's tick."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.binance.market import Event
+
+log = logging.getLogger(__name__)
+
+MAX_STREAMS = 1024
+MAX_MESSAGES_PER_S = 5
+PING_INTERVAL_S = 20.0
+QUEUE_MAX = 10_000  # a reader this far behind is disconnected, as Binance does
+INVALID = {"code": 2, "msg": "Invalid request"}
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, combined: bool,
+                 streams: Iterable[str]) -> None:
+        self.ws = ws
+        self.request = request
+        self.combined = combined
+        self.streams: dict[str, None] = dict.fromkeys(streams)  # ordered like Binance's LIST
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_MAX)  # None: stop
+        self.incoming: deque[float] = deque()
+
+    def too_fast(self) -> bool:
+        now = time.monotonic()
+        self.incoming.append(now)
+        while self.incoming and now - self.incoming[0] > 1.0:
+            self.incoming.popleft()
+        return len(self.incoming) > MAX_MESSAGES_PER_S
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(json.dumps(message))
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame (a network cut)."""
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+class StreamHub:
+    def __init__(self, lock: threading.RLock, valid: Callable[[str], bool]) -> None:
+        self._lock = lock
+        self._valid = valid
+        self._conns: set[Connection] = set()
+
+    # -- inspection (any thread) -------------------------------------------------------------
+    def wanted(self) -> set[str]:
+        with self._lock:
+            return {name for conn in self._conns for name in conn.streams}
+
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    # -- connections (loop thread) -----------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        combined = request.path.rstrip("/") == "/stream"
+        raw = request.query.get("streams", "") if combined else request.match_info.get("tail", "")
+        names = [name for name in raw.split("/") if name]
+        if len(names) > MAX_STREAMS or not all(self._valid(n) for n in names):
+            return web.json_response({"code": -1121, "msg": "Invalid stream name."}, status=400)
+        ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, timeout=1.0)
+        await ws.prepare(request)
+        conn = Connection(ws, request, combined, names)
+        with self._lock:
+            self._conns.add(conn)
+        writer = asyncio.create_task(self._write(conn))
+        try:
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                if conn.too_fast():
+                    log.info("closing a stream connection: more than %d messages in 1 s",
+                             MAX_MESSAGES_PER_S)
+                    with contextlib.suppress(asyncio.QueueFull):
+                        conn.queue.put_nowait(None)  # the replies already queued go out first
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(writer), 1.0)
+                    await ws.close(code=1008, message=b"Too many requests")
+                    break
+                conn.send(self._control(conn, msg.data))
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        return ws
+
+    async def _write(self, conn: Connection) -> None:
+        while not conn.ws.closed:
+            text = await conn.queue.get()
+            if text is None:
+                return
+            try:
+                await conn.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return  # the reader's side is gone; the handler cleans up
+
+    def _control(self, conn: Connection, data: str | bytes) -> dict[str, Any]:
+        """The reply to one JSON control frame."""
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return {"error": INVALID, "id": None}
+        if not isinstance(msg, dict):
+            return {"error": INVALID, "id": None}
+        ident = msg.get("id")
+        if not (ident is None or isinstance(ident, (int, str))) or isinstance(ident, bool):
+            return {"error": INVALID, "id": None}
+        method, params = msg.get("method"), msg.get("params", [])
+        if method == "LIST_SUBSCRIPTIONS":
+            with self._lock:
+                return {"result": list(conn.streams), "id": ident}
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list) \
+                or not all(isinstance(p, str) and self._valid(p) for p in params):
+            return {"error": INVALID, "id": ident}
+        with self._lock:
+            if method == "SUBSCRIBE":
+                if len(conn.streams.keys() | set(params)) > MAX_STREAMS:
+                    return {"error": INVALID, "id": ident}
+                conn.streams.update(dict.fromkeys(params))
+            else:
+                for name in params:
+                    conn.streams.pop(name, None)
+        return {"result": None, "id": ident}
+
+    def publish(self, events: list[Event]) -> None:
+        """Queue each event for the connections subscribed to its stream (loop thread)."""
+        if not events:
+            return
+        with self._lock:
+            conns = list(self._conns)
+        for name, payload in events:
+            raw: str | None = None
+            wrapped: str | None = None
+            for conn in conns:
+                if name not in conn.streams:
+                    continue
+                if conn.combined:
+                    wrapped = wrapped or json.dumps({"stream": name, "data": payload})
+                    text = wrapped
+                else:
+                    raw = raw or json.dumps(payload)
+                    text = raw
+                try:
+                    conn.queue.put_nowait(text)
+                except asyncio.QueueFull:
+                    log.warning("dropping a stream connection that stopped reading")
+                    conn.abort()
+
+    async def drop_all(self, timeout: float = 2.0) -> None:
+        """Cut every connection and wait (bounded) until their handlers are gone."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.abort()
+        await self._wait_empty(timeout)
+
+    async def close_all(self, timeout: float = 2.0) -> None:
+        """Close every connection with a close frame (server going away)."""
+        with self._lock:
+            conns = list(self._conns)
+        closes = [conn.ws.close(code=1001, message=b"server shutdown") for conn in conns]
+        if closes:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), timeout)
+        for conn in conns:
+            conn.abort()
+        await self._wait_empty(timeout)
+
+    async def _wait_empty(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.connections() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)

@@ -1,0 +1,720 @@
+"""The fake Binance server, driven by the REAL python-binance client (AsyncClient and
+BinanceSocketManager) over 127.0.0.1: shapes, matching, fees, errors, faults, limits, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import websockets
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException
+
+from tests.fakes.binance import FakeBinance, FakeBinanceError
+from tests.fakes.binance.market import INTERVALS_MS, SymbolMarket
+from tests.fakes.binance.symbols import load_rules
+
+KEY, SECRET = "test-key", "fake-secret-4f2a9c"
+ZERO = Decimal(0)
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBinance]:
+    server = FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT", "ETHUSDT"],
+                         balances={"USDT": "10000", "BTC": "1"}, tick_s=0.05,
+                         start_prices={"BTCUSDT": 50000.0, "ETHUSDT": 2500.0})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run(coro: Awaitable[T], timeout: float = 20.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def client_for(fake: FakeBinance, key: str = KEY,
+                     secret: str = SECRET) -> AsyncIterator[AsyncClient]:
+    class Local(AsyncClient):
+        API_URL = fake.rest_url  # class attribute: create() pings before we could set it
+
+    client = await Local.create(key, secret)
+    try:
+        yield client
+    finally:
+        await client.close_connection()
+
+
+async def until(probe: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def api_error(call: Awaitable[Any]) -> BinanceAPIException:
+    with pytest.raises(BinanceAPIException) as info:
+        await call
+    return info.value
+
+
+def sockets(client: AsyncClient, fake: FakeBinance) -> BinanceSocketManager:
+    bsm = BinanceSocketManager(client)
+    bsm.STREAM_URL = fake.stream_url
+    return bsm
+
+
+def quick(socket: T) -> T:
+    """python-binance's read loop notices an exit only between receives (10 s timeout by
+    default): a short timeout on this one socket keeps a quiet socket's teardown fast."""
+    socket.TIMEOUT = 0.5  # type: ignore[attr-defined]
+    return socket
+
+
+async def next_data(socket: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The next market message, skipping python-binance's error notices."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = await asyncio.wait_for(socket.recv(), deadline - time.monotonic())
+        if msg.get("e") != "error":
+            return dict(msg)
+    raise AssertionError("no market message")
+
+
+# -- public endpoints ------------------------------------------------------------------------
+def test_public_endpoints_have_binance_shapes(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            assert await client.ping() == {}
+            server_time = (await client.get_server_time())["serverTime"]
+            assert abs(server_time - time.time() * 1000) < 2000
+            info = await client.get_exchange_info()
+            assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
+            assert {(r["rateLimitType"], r["interval"], r["limit"]) for r in info["rateLimits"]
+                    } >= {("REQUEST_WEIGHT", "MINUTE", 6000), ("ORDERS", "SECOND", 100),
+                          ("ORDERS", "DAY", 200000)}
+            one = await client._get("exchangeInfo", data={"symbol": "ETHUSDT"})
+            assert [s["symbol"] for s in one["symbols"]] == ["ETHUSDT"]
+            two = await client._get("exchangeInfo", data={"symbols": '["ETHUSDT","BTCUSDT"]'})
+            assert [s["symbol"] for s in two["symbols"]] == ["ETHUSDT", "BTCUSDT"]
+            error = await api_error(client._get("exchangeInfo", data={"symbol": "NOPEUSDT"}))
+            assert (error.status_code, error.code, error.message) == (400, -1121,
+                                                                      "Invalid symbol.")
+            assert (await api_error(client._get("nothing"))).status_code == 404
+
+            bars = await client.get_klines(symbol="BTCUSDT", interval="1m")
+            assert len(bars) == 500
+            assert all(len(b) == 12 for b in bars)
+            first = bars[0]
+            assert isinstance(first[0], int) and isinstance(first[6], int)
+            assert isinstance(first[8], int) and first[11] == "0"
+            assert all(isinstance(first[i], str) for i in (1, 2, 3, 4, 5, 7, 9, 10))
+            assert first[6] == first[0] + 60_000 - 1
+            assert [b[0] for b in bars] == list(range(bars[0][0], bars[-1][0] + 1, 60_000))
+            assert time.time() * 1000 - bars[-1][0] < 61_000  # the forming bar is last
+            assert len(await client.get_klines(symbol="BTCUSDT", interval="1h",
+                                               limit=5000)) == 1000
+            earliest = await client.get_klines(symbol="BTCUSDT", interval="1d", startTime=0,
+                                               limit=1)
+            window = await client.get_klines(symbol="BTCUSDT", interval="1d",
+                                             startTime=earliest[0][0],
+                                             endTime=earliest[0][0] + 2 * 86_400_000)
+            assert [b[0] for b in window] == [earliest[0][0] + i * 86_400_000 for i in range(3)]
+            latest = await client.get_klines(symbol="BTCUSDT", interval="1d",
+                                             endTime=earliest[0][0] + 86_400_000, limit=5)
+            assert [b[0] for b in latest] == [b[0] for b in window[:2]]
+            error = await api_error(client.get_klines(symbol="BTCUSDT", interval="7m"))
+            assert error.code == -1120
+    run(scenario())
+
+
+def test_history_ends_at_the_start_price() -> None:
+    rules = load_rules(["BTCUSDT"])["BTCUSDT"]
+    market = SymbolMarket(rules, Decimal("50000.00"), seed=3, volatility=0.001, tick_s=0.1,
+                          now_ms=1_700_000_030_000)
+    for name in ("1s", "1m", "1h", "1d"):
+        rows = market.klines(name, None, None, 1000)
+        assert len(rows) == 1000
+        assert rows[-2][4] == "50000.00000000"  # the last historic close
+        assert rows[-1][1] == "50000.00000000"  # the forming bar opens there
+        assert all(Decimal(r[3]) <= min(Decimal(r[1]), Decimal(r[4])) for r in rows)
+        assert all(Decimal(r[2]) >= max(Decimal(r[1]), Decimal(r[4])) for r in rows)
+
+
+def test_price_path_is_deterministic_per_seed() -> None:
+    rules = load_rules(["ETHUSDT"])["ETHUSDT"]
+
+    def path(seed: int) -> list[Decimal]:
+        market = SymbolMarket(rules, Decimal("2500"), seed, 0.001, 0.1, 1_700_000_000_000)
+        prices = []
+        for i in range(200):
+            market.advance(1_700_000_000_000 + 100 * i, set())
+            prices.append(market.price)
+        return prices
+
+    assert path(7) == path(7)
+    assert path(7) != path(8)
+    assert all(p > 0 and p % Decimal("0.01") == 0 for p in path(7))
+
+
+def test_weight_headers_on_every_response(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            def used() -> int:
+                return int(client.response.headers["X-MBX-USED-WEIGHT-1M"])
+            await client.ping()
+            before = used()
+            await client.get_exchange_info()
+            assert used() == before + 20
+            await client.get_open_orders()
+            assert used() == before + 100
+            await client.get_open_orders(symbol="BTCUSDT")
+            assert used() == before + 106
+            await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                      quantity="0.001", newClientOrderId="w1")
+            headers = client.response.headers
+            assert used() == before + 107
+            assert headers["X-MBX-ORDER-COUNT-10S"] == "1"
+            assert headers["X-MBX-ORDER-COUNT-1D"] == "1"
+            await api_error(client.get_order(symbol="BTCUSDT", orderId=99))
+            assert used() == before + 111
+    run(scenario())
+
+
+# -- orders ----------------------------------------------------------------------------------
+def test_market_buy_full_response_fees_and_balances(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            buy = await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                            quantity="0.01000", newClientOrderId="buy-1")
+            price = Decimal(buy["fills"][0]["price"])
+            assert price % Decimal("0.01") == 0
+            assert buy["status"] == "FILLED" and buy["clientOrderId"] == "buy-1"
+            assert buy["executedQty"] == "0.01000000" and buy["origQty"] == "0.01000000"
+            assert buy["cummulativeQuoteQty"] == f"{price * Decimal('0.01'):.8f}"
+            assert len(buy["fills"]) == 1
+            assert buy["fills"][0]["commission"] == "0.00001000"
+            assert buy["fills"][0]["commissionAsset"] == "BTC"
+            for key in ("orderId", "transactTime", "workingTime", "selfTradePreventionMode",
+                        "orderListId", "origQuoteOrderQty", "timeInForce"):
+                assert key in buy
+            balances = fake.balances()
+            assert balances["USDT"] == (Decimal("10000") - price * Decimal("0.01"), ZERO)
+            assert balances["BTC"] == (Decimal("1.00999"), ZERO)
+
+            sell = await client.create_order(symbol="BTCUSDT", side="SELL", type="MARKET",
+                                             quantity="0.005", newClientOrderId="sell-1",
+                                             newOrderRespType="RESULT")
+            assert "fills" not in sell and sell["status"] == "FILLED"
+            trades = await client.get_my_trades(symbol="BTCUSDT")
+            assert [t["orderId"] for t in trades] == [buy["orderId"], sell["orderId"]]
+            assert trades[1]["id"] > trades[0]["id"]
+            sell_price = Decimal(trades[1]["price"])
+            fee = (sell_price * Decimal("0.005") * Decimal("0.001")).quantize(
+                Decimal("0.00000001"), rounding="ROUND_DOWN")
+            assert Decimal(trades[1]["commission"]) == fee
+            assert trades[1]["commissionAsset"] == "USDT" and not trades[1]["isBuyer"]
+            assert set(trades[0]) == {"symbol", "id", "orderId", "orderListId", "price", "qty",
+                                      "quoteQty", "commission", "commissionAsset", "time",
+                                      "isBuyer", "isMaker", "isBestMatch"}
+            expected_usdt = (Decimal("10000") - price * Decimal("0.01")
+                             + sell_price * Decimal("0.005") - fee)
+            account = await client.get_account()
+            usdt = next(b for b in account["balances"] if b["asset"] == "USDT")
+            assert usdt == {"asset": "USDT", "free": f"{expected_usdt:.8f}",
+                            "locked": "0.00000000"}
+            assert account["accountType"] == "SPOT" and account["canTrade"]
+            assert account["permissions"] == ["SPOT"]
+
+            by_quote = await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                                 quoteOrderQty="100", newClientOrderId="q-1",
+                                                 newOrderRespType="ACK")
+            assert set(by_quote) == {"symbol", "orderId", "orderListId", "clientOrderId",
+                                     "transactTime"}
+            order = await client.get_order(symbol="BTCUSDT", origClientOrderId="q-1")
+            assert Decimal(order["cummulativeQuoteQty"]) <= 100
+            assert order["origQuoteOrderQty"] == "100.00000000"
+            assert [o["orderId"] for o in fake.orders("BTCUSDT")] == [1, 2, 3]
+    run(scenario())
+
+
+def test_limit_rests_then_fills_when_the_price_crosses(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            fake.set_price("BTCUSDT", 50000.0)
+            order = await client.order_limit_buy(symbol="BTCUSDT", quantity="0.01",
+                                                 price="49000.00", newClientOrderId="lim-1")
+            assert order["status"] == "NEW" and order["fills"] == []
+            assert fake.balances()["USDT"] == (Decimal("9510.0000"), Decimal("490.0000"))
+            open_orders = await client.get_open_orders(symbol="BTCUSDT")
+            assert [o["clientOrderId"] for o in open_orders] == ["lim-1"]
+            await asyncio.sleep(0.2)  # ticks around 50000 must not fill it
+            assert fake.open_orders()[0]["status"] == "NEW"
+            fake.set_price("BTCUSDT", 48000.0)
+
+            async def filled() -> bool:
+                got = await client.get_order(symbol="BTCUSDT", orderId=order["orderId"])
+                return bool(got["status"] == "FILLED")
+            await until(filled, what="the resting order to fill")
+            trade = fake.trades("BTCUSDT")[0]
+            assert trade["price"] == "49000.00000000" and trade["isMaker"]
+            assert fake.balances()["USDT"] == (Decimal("9510.0000"), ZERO)
+            assert fake.balances()["BTC"] == (Decimal("1.00999"), ZERO)
+            assert await client.get_open_orders() == []
+            ioc = await client.order_limit_buy(symbol="BTCUSDT", quantity="0.01",
+                                               price="40000.00", timeInForce="IOC")
+            assert ioc["status"] == "EXPIRED" and ioc["timeInForce"] == "IOC"
+            assert fake.balances()["USDT"] == (Decimal("9510.0000"), ZERO)
+            # marketable on arrival: fills at once at the current price, not the limit
+            sell = await client.order_limit_sell(symbol="BTCUSDT", quantity="0.001",
+                                                 price="10000.00", newClientOrderId="lim-2")
+            assert sell["status"] == "FILLED"
+            assert Decimal(sell["fills"][0]["price"]) > 10000
+    run(scenario())
+
+
+def test_partial_fills_in_two_halves() -> None:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["ETHUSDT"], tick_s=0.05,
+                     partial_fills=True, start_prices={"ETHUSDT": 2500.0}) as fake:
+        async def scenario() -> None:
+            async with client_for(fake) as client:
+                await client.order_limit_buy(symbol="ETHUSDT", quantity="0.0100",
+                                             price="2400.00", newClientOrderId="half")
+                fake.set_price("ETHUSDT", 2390.0)
+                await until(lambda: fake.orders()[0]["status"] == "FILLED")
+                assert [t["qty"] for t in fake.trades()] == ["0.00500000", "0.00500000"]
+                assert fake.balances()["USDT"] == (Decimal("9976.0000"), ZERO)
+        run(scenario())
+
+
+def test_cancel_and_lookups(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            fake.set_price("BTCUSDT", 50000.0)
+            order = await client.order_limit_sell(symbol="BTCUSDT", quantity="0.5",
+                                                  price="60000.00", newClientOrderId="c-1")
+            assert fake.balances()["BTC"] == (Decimal("0.5"), Decimal("0.5"))
+            canceled = await client.cancel_order(symbol="BTCUSDT", origClientOrderId="c-1")
+            assert canceled["status"] == "CANCELED"
+            assert canceled["origClientOrderId"] == "c-1"
+            assert canceled["orderId"] == order["orderId"]
+            assert fake.balances()["BTC"] == (Decimal("1.0"), ZERO)
+            again = await api_error(client.cancel_order(symbol="BTCUSDT",
+                                                        orderId=order["orderId"]))
+            assert (again.code, again.message) == (-2011, "Unknown order sent.")
+            missing = await api_error(client.get_order(symbol="BTCUSDT", orderId=12345))
+            assert (missing.status_code, missing.code) == (400, -2013)
+            assert missing.message == "Order does not exist."
+            # a client id is unique among OPEN orders only; a lookup finds the newest
+            await client.order_limit_sell(symbol="BTCUSDT", quantity="0.1", price="60000.00",
+                                          newClientOrderId="c-1")
+            got = await client.get_order(symbol="BTCUSDT", origClientOrderId="c-1")
+            assert got["status"] == "NEW" and got["orderId"] == order["orderId"] + 1
+            dup = await api_error(client.order_limit_sell(
+                symbol="BTCUSDT", quantity="0.1", price="60000.00", newClientOrderId="c-1"))
+            assert (dup.code, dup.message) == (-2010, "Duplicate order sent.")
+            everything = await client.get_all_orders(symbol="BTCUSDT")
+            assert [o["status"] for o in everything] == ["CANCELED", "NEW"]
+            later = await client.get_all_orders(symbol="BTCUSDT", orderId=order["orderId"] + 1)
+            assert len(later) == 1
+    run(scenario())
+
+
+def test_rejections(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            fake.set_price("BTCUSDT", 50000.0)
+            cases = [
+                (dict(type="MARKET", side="BUY", quantity="1"), -2010,
+                 "Account has insufficient balance for requested action."),
+                (dict(type="MARKET", side="SELL", quantity="2"), -2010,
+                 "Account has insufficient balance for requested action."),
+                (dict(type="MARKET", side="BUY", quantity="0.000015"), -1013,
+                 "Filter failure: LOT_SIZE"),
+                (dict(type="MARKET", side="BUY", quantity="0.00001"), -1013,
+                 "Filter failure: NOTIONAL"),
+                (dict(type="LIMIT", side="BUY", quantity="0.01", price="49000.001",
+                      timeInForce="GTC"), -1013, "Filter failure: PRICE_FILTER"),
+                (dict(type="LIMIT", side="BUY", quantity="0.01", timeInForce="GTC"), -1102,
+                 "Mandatory parameter 'price' was not sent, was empty/null, or malformed."),
+                (dict(type="MARKET", side="BUY", quantity="1e-3"), -1100, None),
+                (dict(type="MARKET", side="BUY"), -1102, None),
+            ]
+            for i, (params, code, msg) in enumerate(cases):
+                error = await api_error(client.create_order(symbol="BTCUSDT",
+                                                            newClientOrderId=f"r{i}", **params))
+                assert (error.status_code, error.code) == (400, code), params
+                if msg:
+                    assert error.message == msg
+            assert fake.orders() == [] and fake.balances()["USDT"] == (Decimal("10000"), ZERO)
+            unknown = await api_error(client.create_order(symbol="NOPE", side="BUY",
+                                                          type="MARKET", quantity="1"))
+            assert unknown.code == -1121
+
+            fake.set_clock_offset(20_000)  # server ahead: the client's timestamp is too old
+            late = await api_error(client.get_account())
+            assert (late.status_code, late.code) == (400, -1021)
+            fake.set_clock_offset(-5_000)  # server behind: the timestamp is in its future
+            assert (await api_error(client.get_account())).code == -1021
+            fake.set_clock_offset(0)
+            await client.get_account()
+
+        async with client_for(fake, secret="wrong-secret") as client:
+            bad = await api_error(client.get_account())
+            assert (bad.status_code, bad.code) == (400, -1022)
+            assert bad.message == "Signature for this request is not valid."
+        async with client_for(fake, key="wrong-key") as client:
+            bad = await api_error(client.get_open_orders())
+            assert (bad.status_code, bad.code) == (401, -2015)
+    run(scenario())
+
+
+def test_secret_never_leaks(fake: FakeBinance, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> list[str]:
+        texts = []
+        async with client_for(fake, secret="wrong-secret") as client:
+            texts.append(str(await api_error(client.get_account())))
+        async with client_for(fake) as client:
+            fake.fail("5xx_after_accept")
+            error = await api_error(client.create_order(symbol="BTCUSDT", side="BUY",
+                                                        type="MARKET", quantity="0.001"))
+            texts.append(await error.response.text())
+            texts.append(json.dumps(await client.get_account()))
+        return texts
+
+    texts = run(scenario())
+    texts += [repr(fake), caplog.text, repr(fake.requests())]
+    assert all(SECRET not in text for text in texts)
+
+
+def test_external_order_is_visible_to_the_client(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            fake.set_price("BTCUSDT", 50000.0)
+            placed = fake.place_external_order("BTCUSDT", "BUY", "LIMIT", "0.01", "45000.00")
+            assert placed["status"] == "NEW" and placed["clientOrderId"] == "web_external_1"
+            found = await client.get_open_orders()
+            assert [o["clientOrderId"] for o in found] == ["web_external_1"]
+            with pytest.raises(FakeBinanceError) as info:
+                fake.place_external_order("BTCUSDT", "BUY", "MARKET", "100")
+            assert info.value.code == -2010
+    run(scenario())
+
+
+def test_request_log(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                      quantity="0.001", newClientOrderId="log-1")
+            await api_error(client.get_order(symbol="BTCUSDT", orderId=77))
+    run(scenario())
+    posts = [r for r in fake.requests() if r.method == "POST"]
+    assert len(posts) == 1 and posts[0].path == "/api/v3/order"
+    assert posts[0].params["newClientOrderId"] == "log-1"
+    assert "signature" not in posts[0].params and "timestamp" in posts[0].params
+    assert (posts[0].status, posts[0].code) == (200, None)
+    assert fake.count("GET", "/api/v3/order", status=400) == 1
+    assert fake.count("get", "order") == 1 and fake.count("GET", "/api/v3/ping") == 1
+
+
+# -- faults ----------------------------------------------------------------------------------
+def test_every_fault_kind(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            fake.fail("429", retry_after=3)
+            error = await api_error(client.ping())
+            assert (error.status_code, error.code) == (429, -1003)
+            assert error.response.headers["Retry-After"] == "3"
+            assert "X-MBX-USED-WEIGHT-1M" in error.response.headers
+            fake.fail("418", retry_after=5)
+            error = await api_error(client.ping())
+            assert (error.status_code, error.code, error.response.headers["Retry-After"]) == (
+                418, -1003, "5")
+            fake.fail("5xx", status=502)
+            error = await api_error(client.ping())
+            assert (error.status_code, error.code) == (502, 0)  # non-JSON body
+            fake.fail("-1021")
+            assert (await api_error(client.get_account())).code == -1021
+            fake.fail("-2010")
+            assert (await api_error(client.get_account())).code == -2010
+            fake.fail("-1013", msg="Filter failure: NOTIONAL")
+            error = await api_error(client.get_account())
+            assert (error.code, error.message) == (-1013, "Filter failure: NOTIONAL")
+            # method/path filters: the armed fault waits for its request, then disarms
+            fake.fail("5xx", times=2, method="GET", path="/api/v3/account")
+            await client.ping()
+            assert (await api_error(client.get_account())).status_code == 503
+            assert (await api_error(client.get_account())).status_code == 503
+            await client.get_account()
+            fake.fail("slow", delay=0.3, path="time")
+            started = time.monotonic()
+            await client.get_server_time()
+            assert time.monotonic() - started >= 0.3
+
+            fake.fail("5xx_after_accept")
+            await client.ping()  # not an order POST: the fault is still armed
+            error = await api_error(client.create_order(
+                symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001",
+                newClientOrderId="unknown-1"))
+            assert (error.status_code, error.code) == (503, -1007)
+            assert [o["clientOrderId"] for o in fake.orders()] == ["unknown-1"]
+            looked_up = await client.get_order(symbol="BTCUSDT", origClientOrderId="unknown-1")
+            assert looked_up["status"] == "FILLED"
+            fake.fail("5xx_after_accept", status=504, body="html")
+            error = await api_error(client.create_order(
+                symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001",
+                newClientOrderId="unknown-2"))
+            assert (error.status_code, error.code) == (504, 0)
+            assert len(fake.orders()) == 2 and len(fake.trades()) == 2
+            with pytest.raises(ValueError):
+                fake.fail("nonsense")
+    run(scenario())
+
+
+def test_weight_limit_429_then_418_ban() -> None:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], weight_limit=30,
+                     weight_window_s=1.0, ban_s=0.5) as fake:
+        async def scenario() -> None:
+            async with client_for(fake) as client:
+                def fresh_window() -> bool:
+                    return time.time() % 1.0 < 0.5  # half a window left for the burst
+                await until(fresh_window)
+                await client.get_exchange_info()  # weight 2 + 20
+                error = await api_error(client.get_exchange_info())  # 42 > 30
+                assert (error.status_code, error.code) == (429, -1003)
+                assert error.response.headers["Retry-After"] == "1"
+                assert int(error.response.headers["X-MBX-USED-WEIGHT-1M"]) > 30
+                ban = await api_error(client.ping())  # did not wait: banned
+                assert (ban.status_code, ban.code) == (418, -1003)
+                assert int(ban.response.headers["Retry-After"]) >= 1
+                await asyncio.sleep(1.0)
+                assert await client.ping() == {}
+        run(scenario())
+
+
+def test_order_rate_limit() -> None:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
+                     orders_10s_limit=2) as fake:
+        async def scenario() -> None:
+            async with client_for(fake) as client:
+                for i in range(6):
+                    try:
+                        await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                                  quantity="0.0001", newClientOrderId=f"o{i}")
+                    except BinanceAPIException as error:
+                        assert (error.status_code, error.code) == (429, -1015)
+                        assert error.message == ("Too many new orders; current limit is 2 "
+                                                 "orders per TEN_SECONDS.")
+                        return
+                    assert int(client.response.headers["X-MBX-ORDER-COUNT-10S"]) <= 2
+                raise AssertionError("no -1015")
+        run(scenario())
+
+
+# -- streams ---------------------------------------------------------------------------------
+def test_closed_stream_bars_equal_rest_klines(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            names = ["btcusdt@kline_1s", "ethusdt@kline_1s", "btcusdt@kline_1m"]
+            closed: dict[tuple[str, int], dict[str, Any]] = {}
+            updates = 0
+            async with quick(sockets(client, fake).multiplex_socket(names)) as socket:
+                await until(lambda: fake.subscriptions() == set(names))
+                while len([k for k in closed if k[0] != "btcusdt@kline_1m"]) < 4:
+                    msg = await next_data(socket)
+                    k = msg["data"]["k"]
+                    assert msg["stream"] in names and msg["data"]["e"] == "kline"
+                    if k["x"]:
+                        assert (msg["stream"], k["t"]) not in closed, "two x=true for one bar"
+                        closed[(msg["stream"], k["t"])] = k
+                    else:
+                        updates += 1
+            assert updates > 0
+            for (stream, open_time), k in closed.items():
+                symbol = stream.split("@")[0].upper()
+                interval = stream.split("_")[1]
+                rest = await client.get_klines(symbol=symbol, interval=interval,
+                                               startTime=open_time, limit=1)
+                assert rest[0] == [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"],
+                                   k["q"], k["n"], k["V"], k["Q"], "0"]
+                assert set(k) == {"t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n",
+                                  "x", "q", "V", "Q", "B"}
+            # the bar being formed is the last REST kline
+            last = (await client.get_klines(symbol="BTCUSDT", interval="1s", limit=1))[0]
+            assert last[0] > max(t for (_, t) in closed) - 1000
+    run(scenario())
+
+
+def test_trade_stream_raw_socket(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            async with quick(sockets(client, fake).trade_socket("BTCUSDT")) as socket:
+                msg = await next_data(socket)
+            assert msg["e"] == "trade" and msg["s"] == "BTCUSDT"
+            assert set(msg) >= {"E", "t", "p", "q", "T", "m", "M"}
+            assert isinstance(msg["p"], str) and Decimal(msg["p"]) > 0
+    run(scenario())
+
+
+def test_subscribe_unsubscribe_on_a_live_connection(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client, \
+                quick(sockets(client, fake).multiplex_socket([])) as socket:
+            await until(lambda: fake.ws_connections() == 1)
+            assert fake.subscriptions() == set()
+
+            async def reply(request: dict[str, Any]) -> dict[str, Any]:
+                await socket.ws.send(json.dumps(request))
+                while True:
+                    msg = await next_data(socket)
+                    if msg.get("id") == request.get("id") and "stream" not in msg:
+                        return msg
+
+            sub = {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 1}
+            assert await reply(sub) == {"result": None, "id": 1}
+            assert fake.subscriptions() == {"ethusdt@trade"}
+            msg = await next_data(socket)
+            assert msg["stream"] == "ethusdt@trade" and msg["data"]["s"] == "ETHUSDT"
+            listed = await reply({"method": "LIST_SUBSCRIPTIONS", "id": 2})
+            assert listed == {"result": ["ethusdt@trade"], "id": 2}
+            unsub = {"method": "UNSUBSCRIBE", "params": ["ethusdt@trade"], "id": 3}
+            assert await reply(unsub) == {"result": None, "id": 3}
+            assert fake.subscriptions() == set()
+            bad = await reply({"method": "SUBSCRIBE", "params": ["nope@kline_9x"], "id": 4})
+            assert bad == {"error": {"code": 2, "msg": "Invalid request"}, "id": 4}
+    run(scenario())
+
+
+def test_at_most_1024_streams_per_connection() -> None:
+    symbols = [f"FAKE{i}USDT" for i in range(80)]  # synthetic rules: 80 * 14 valid streams
+    with FakeBinance(symbols=symbols, tick_s=1.0) as fake:
+        names = [f"{s.lower()}@kline_{i}" for s in symbols for i in INTERVALS_MS]
+        names += [f"{s.lower()}@trade" for s in symbols]
+
+        async def scenario() -> None:
+            async with websockets.connect(fake.stream_url + "ws", close_timeout=0.5) as ws:
+                async def reply(params: list[str], ident: int) -> Any:
+                    await ws.send(json.dumps({"method": "SUBSCRIBE", "params": params,
+                                              "id": ident}))
+                    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+                assert await reply(names[:1024], 1) == {"result": None, "id": 1}
+                assert len(fake.subscriptions()) == 1024
+                too_many = await reply(names[1024:1025], 2)
+                assert too_many == {"error": {"code": 2, "msg": "Invalid request"}, "id": 2}
+                assert names[1024] not in fake.subscriptions()
+        run(scenario())
+
+
+def test_drop_streams_and_python_binance_reconnects(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client, \
+                quick(sockets(client, fake).kline_socket("BTCUSDT", "1s")) as socket:
+            first = await next_data(socket)
+            assert first["e"] == "kline"
+            fake.drop_streams()
+            assert fake.ws_connections() == 0
+            while (await asyncio.wait_for(socket.recv(), 5))["e"] != "error":
+                pass  # messages queued before the cut come first
+            await until(lambda: fake.ws_connections() == 1, timeout=8,
+                        what="python-binance to reconnect")
+            again = await next_data(socket)
+            assert again["e"] == "kline" and again["E"] > first["E"]
+    run(scenario())
+
+
+def test_more_than_five_messages_a_second_closes_the_connection(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with websockets.connect(fake.stream_url + "ws", close_timeout=0.5) as ws:
+            for i in range(6):
+                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+            replies = 0
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+                    replies += 1
+            assert replies == 5
+        await until(lambda: fake.ws_connections() == 0)
+    run(scenario())
+
+
+def test_invalid_stream_name_is_refused(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(fake.stream_url + "ws/btcusdt@kline_7m"):
+                pass
+        async with websockets.connect(fake.stream_url + "stream?streams=") as ws:
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 9}
+    run(scenario())
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+def test_stop_is_bounded_and_idempotent_with_clients_connected() -> None:
+    fake = FakeBinance(symbols=["BTCUSDT"], tick_s=0.05).start()
+
+    async def scenario() -> None:
+        async with client_for(fake, key="test-key", secret="test-secret") as client:
+            await client.get_account()  # a keep-alive HTTP connection stays open
+            async with websockets.connect(fake.stream_url + "ws/btcusdt@trade") as ws:
+                await asyncio.wait_for(ws.recv(), 5)
+                started = time.monotonic()
+                await asyncio.to_thread(fake.stop)
+                assert time.monotonic() - started < 3.0
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+    run(scenario())
+    fake.stop()
+    with pytest.raises(RuntimeError):
+        fake.start()
+
+
+def test_runnable_by_hand() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.binance", "--port", "0", "--api-key", "K",
+         "--api-secret", "S", "--balance", "USDT=5", "--symbol", "BTCUSDT"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        rest_line, stream_line = proc.stdout.readline(), proc.stdout.readline()
+        assert rest_line.split()[0] == "REST" and stream_line.startswith("streams ws://")
+        url = rest_line.split()[1] + "/v3/ping"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no env proxy
+        with direct.open(url, timeout=5) as response:
+            assert json.loads(response.read()) == {}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
