@@ -2,18 +2,15 @@
 
 As in the fleet, each subscriber is one symbol's process subscribed to its topic
 (``SYMBOL\\0``) and the publisher cycles over the symbols, so N subscribers share the total.
+A market message is one frame, ``SYMBOL\\0<envelope>`` (orchestrator/protocol.py).
 
-- floor ("raw"): pre-built payloads sent and received frame by frame (``send(SNDMORE)``,
-  ``recv()``: the cheapest two-frame path in pyzmq), subscribers only count them;
-- product: every bar wrapped in a protocol ``BarMessage``, encoded and sent with
-  ``send_multipart`` (as the orchestrator's feed loop does), every bar taken with
-  ``recv_multipart`` and decoded and checked with ``orchestrator.protocol.decode`` (as a
-  worker does); both with generous HWMs (no limit), so
-  a loss would be a real loss;
-- "product HWMs": the same with the product's own socket options (market PUB: default
-  SNDHWM 1000; worker SUB: RCVHWM 100,000): what a burst this size does to a real fleet;
-- what-if "plain send/recv": the product's encode and decode, but the frames sent and
-  received one by one as the floor does (a proposed fix, measured).
+- floor ("raw"): pre-built frames sent with ``send()`` and taken with ``recv()``, the
+  subscribers only count them;
+- product: every bar encoded by the product's own ``encode_bar`` as the fleet publishes it,
+  every frame decoded and checked with ``decode_market`` as a worker does; generous HWMs (no
+  limit), so a loss would be a real loss;
+- "product HWMs": the same with the product's own socket options (market PUB SNDHWM 100,000,
+  worker SUB RCVHWM 100,000): what a burst this size does to a real fleet.
 
 Rate = bars delivered / (last delivery - first send); the subscribers report the time of their
 last bar on the system-wide monotonic clock, so no clock sync is involved.
@@ -30,11 +27,11 @@ import zmq
 
 from bench.common import PYTHON, BenchError, Figure, Goal, Workspace
 from bench.peers import END, PROBE
-from orchestrator.protocol import BarMessage, encode
+from orchestrator.protocol import encode_bar
 from strategies.bar import Bar
 
 SCENARIO = "fan-out to N workers"
-_PRODUCT_SNDHWM = 1000  # zmq's default: the orchestrator does not set SNDHWM on the market PUB
+_PRODUCT_SNDHWM = 100_000  # orchestrator/fleet.py: the market PUB
 _PRODUCT_RCVHWM = 100_000  # worker/main.py
 _ids = itertools.count()
 
@@ -48,20 +45,16 @@ class FanoutConfig:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    encode: bool  # wrap and encode each bar as it is sent
-    multipart: bool  # pyzmq's send_multipart / recv_multipart, as the product (else frame by frame)
-    mode: str  # subscriber: "raw" counts, "decode" decodes and checks, "decode-plain" too
+    encode: bool  # encode each bar as it is sent (else pre-built frames)
+    mode: str  # subscriber: "raw" counts, "decode" decodes and checks
     sndhwm: int  # 0 = no limit
     rcvhwm: int
 
 
-RAW = Variant("raw", encode=False, multipart=False, mode="raw", sndhwm=0, rcvhwm=0)
-PRODUCT = Variant("product", encode=True, multipart=True, mode="decode", sndhwm=0, rcvhwm=0)
-PRODUCT_HWM = Variant("product HWMs", encode=True, multipart=True, mode="decode",
-                      sndhwm=_PRODUCT_SNDHWM, rcvhwm=_PRODUCT_RCVHWM)
-# what-if: the product's encode and decode, but frame-by-frame send/recv (a proposed fix)
-PLAIN = Variant("plain send/recv", encode=True, multipart=False, mode="decode-plain", sndhwm=0,
-                rcvhwm=0)
+RAW = Variant("raw", encode=False, mode="raw", sndhwm=0, rcvhwm=0)
+PRODUCT = Variant("product", encode=True, mode="decode", sndhwm=0, rcvhwm=0)
+PRODUCT_HWM = Variant("product HWMs", encode=True, mode="decode", sndhwm=_PRODUCT_SNDHWM,
+                      rcvhwm=_PRODUCT_RCVHWM)
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ def _sync(pub: zmq.Socket[bytes], pull: zmq.Socket[bytes], topics: list[bytes],
         if time.monotonic() > deadline:
             raise BenchError(f"{len(waiting)} subscribers never subscribed")
         for topic in waiting:
-            pub.send_multipart([topic, PROBE])
+            pub.send(topic + PROBE)
         while pull.poll(20):
             _kind, _, symbol = pull.recv().partition(b" ")
             waiting.discard(symbol + b"\0")
@@ -109,7 +102,7 @@ def _finish(pub: zmq.Socket[bytes], pull: zmq.Socket[bytes], topics: list[bytes]
     while len(reports) < len(topics) and time.monotonic() < deadline:
         for topic in topics:
             if topic[:-1].decode() not in reports:
-                pub.send_multipart([topic, END])
+                pub.send(topic + END)
         while pull.poll(50):
             kind, _, body = pull.recv().partition(b" ")
             if kind == b"res":
@@ -138,23 +131,15 @@ def fanout_once(ws: Workspace, n: int, bars: int, variant: Variant) -> FanoutRes
         topics = [symbol.encode() + b"\0" for symbol in symbols]
         _sync(pub, pull, topics)
         sample = [_bar(symbol, 0) for symbol in symbols]
-        payloads = [encode(BarMessage(bar=bar)) for bar in sample]
+        frames = [encode_bar(bar) for bar in sample]
+        send = pub.send
         started = time.monotonic_ns()
-        send, send_multipart, more = pub.send, pub.send_multipart, zmq.SNDMORE
-        if variant.encode and variant.multipart:  # the feed loop: wrap, encode, send_multipart
-            cycle = itertools.cycle(zip(topics, sample, strict=True))
-            for topic, bar in itertools.islice(cycle, bars):
-                send_multipart([topic, encode(BarMessage(bar=bar))])
-        elif variant.encode:
-            cycle = itertools.cycle(zip(topics, sample, strict=True))
-            for topic, bar in itertools.islice(cycle, bars):
-                send(topic, more)
-                send(encode(BarMessage(bar=bar)))
-        else:  # the cheapest way to send a two-frame message from Python
-            for topic, payload in itertools.islice(
-                    itertools.cycle(zip(topics, payloads, strict=True)), bars):
-                send(topic, more)
-                send(payload)
+        if variant.encode:  # what Fleet._publish_bars does for each bar
+            for bar in itertools.islice(itertools.cycle(sample), bars):
+                send(encode_bar(bar))
+        else:
+            for frame in itertools.islice(itertools.cycle(frames), bars):
+                send(frame)
         reports = _finish(pub, pull, topics)
         for proc in procs:
             proc.wait(timeout=30)
@@ -172,9 +157,8 @@ def run(ws: Workspace, cfg: FanoutConfig) -> list[Figure]:
         raw = fanout_once(ws, n, cfg.bars, RAW)
         product = fanout_once(ws, n, cfg.bars, PRODUCT)
         hwm = fanout_once(ws, n, cfg.bars, PRODUCT_HWM)
-        plain = fanout_once(ws, n, cfg.bars, PLAIN)
         key, who = f"fanout.{n}", f"{n} worker" + ("s" if n > 1 else "")
-        for name, result in (("product", product), ("product HWMs", hwm), ("plain", plain)):
+        for name, result in (("product", product), ("product HWMs", hwm)):
             if result.errors:
                 raise BenchError(f"{who}, {name}: {result.errors} bad or missing bars")
         rate_goal = Goal(">= 100k bars/s", "value", ">=", 100_000) if n == 10 else None
@@ -188,8 +172,5 @@ def run(ws: Workspace, cfg: FanoutConfig) -> list[Figure]:
                    "bars/s", hwm.rate, raw.rate, "raw PUB->SUB"),
             Figure(f"{key}.hwm.lost", SCENARIO, f"{who}, product HWMs: bars lost",
                    "bars", hwm.lost, raw.lost, "raw lost"),
-            Figure(f"{key}.plain.rate", SCENARIO, f"{who}, what-if: the product's encode and "
-                   "decode with plain send/recv: bars/s", "bars/s", plain.rate, raw.rate,
-                   "raw PUB->SUB", detail=True),
         ]
     return figures

@@ -41,7 +41,6 @@ from orchestrator.home import Home
 from orchestrator.protocol import (
     BarMessage,
     FillView,
-    OrchestratorHeartbeat,
     OrderUpdate,
     OrderView,
     PlaceOrder,
@@ -55,6 +54,8 @@ from orchestrator.protocol import (
     WorkerHeartbeat,
     decode,
     encode,
+    encode_bar,
+    heartbeat_frame,
 )
 from orchestrator.supervisor import worker_environment
 from strategies.bar import Bar
@@ -182,16 +183,15 @@ class StandIn:
 
     def beat(self) -> None:
         now = time.monotonic()
-        if now >= self._next_beat:
+        if now >= self._next_beat:  # one broadcast on the market PUB, as the fleet does
             self._next_beat = now + 1.0
-            for symbol in SYMBOLS:
-                self._send(symbol, OrchestratorHeartbeat())
+            self._market.send(heartbeat_frame())
 
     def publish(self, symbol: str) -> int:
         """Publish the symbol's next bar; returns the send time (perf_counter_ns)."""
-        data = encode(BarMessage(bar=self.bar(symbol)))
+        frame = encode_bar(self.bar(symbol))
         sent = time.perf_counter_ns()
-        self._market.send_multipart([symbol.encode() + b"\0", data])
+        self._market.send(frame)  # what Fleet._publish_bars does
         return sent
 
     def _receive(self, timeout_ms: int) -> tuple[int, str, PlaceOrder] | None:

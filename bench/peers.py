@@ -1,7 +1,7 @@
 """The other end of the floor and fan-out measurements, as separate OS processes.
 
     python -m bench.peers echo ENDPOINT
-    python -m bench.peers sub ENDPOINT REPORT TOPIC raw|decode|decode-plain RCVHWM
+    python -m bench.peers sub ENDPOINT REPORT TOPIC raw|decode RCVHWM
 
 Only the stdlib is imported at module level; each role imports what it needs, so a peer pays
 for exactly the work it stands for.
@@ -43,14 +43,15 @@ def echo(endpoint: str) -> int:
 
 
 def _validator(mode: str, topic: str) -> Callable[[bytes], bool] | None:
-    """"decode*": what a worker does with a bar (full protocol decode and checks)."""
-    if not mode.startswith("decode"):
+    """"decode": what a worker does with a market frame (orchestrator.protocol.decode_market
+    and the checks of worker/main.py)."""
+    if mode != "decode":
         return None
-    from orchestrator.protocol import BarMessage, ProtocolError, decode
+    from orchestrator.protocol import BarMessage, ProtocolError, decode_market
 
-    def valid(payload: bytes) -> bool:
+    def valid(frame: bytes) -> bool:
         try:
-            _envelope, message = decode(payload)
+            _topic, message = decode_market(frame)
         except ProtocolError:
             return False
         return isinstance(message, BarMessage) and message.bar.symbol == topic
@@ -59,12 +60,14 @@ def _validator(mode: str, topic: str) -> Callable[[bytes], bool] | None:
 
 
 def subscribe(endpoint: str, report: str, topic: str, mode: str, hwm: int) -> int:
-    """One fan-out subscriber: counts the bars of its topic (decoding them in "decode" mode,
-    as a worker does) and reports the count and the monotonic time of the last one."""
+    """One fan-out subscriber: counts the market frames of its topic (decoding them in
+    "decode" mode, as a worker does) and reports the count and the monotonic time of the last
+    one. A frame is "<topic>\\0<payload>", as on the fleet's market socket."""
     import zmq
 
     valid = _validator(mode, topic)
     symbol = topic.encode()
+    prefix = len(symbol) + 1
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, hwm)
@@ -77,23 +80,19 @@ def subscribe(endpoint: str, report: str, topic: str, mode: str, hwm: int) -> in
     received = errors = 0
     first_ns = last_ns = 0
     acked = False
-
-    def recv() -> list[bytes]:
-        if mode == "decode":  # what worker/main.py does
-            return sub.recv_multipart()
-        return [sub.recv(), sub.recv()]  # the cheapest way to take a two-frame message
-
+    recv = sub.recv
     try:
         while True:
-            _topic, payload = recv()
-            if payload == PROBE:
+            frame = recv()
+            marker = frame[prefix:] if len(frame) == prefix + 1 else b""
+            if marker == PROBE:
                 if not acked:
                     acked = True
                     out.send(b"ack " + symbol)
                 continue
-            if payload == END:
+            if marker == END:
                 break
-            if valid is not None and not valid(payload):
+            if valid is not None and not valid(frame):
                 errors += 1
             last_ns = time.monotonic_ns()
             if not received:

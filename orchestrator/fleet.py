@@ -29,14 +29,14 @@ from orchestrator.feeds.synthetic import SyntheticFeed
 from orchestrator.home import Home, HomeError, HomeLock
 from orchestrator.protocol import (
     ZMQ_MAX_MESSAGE_BYTES,
-    BarMessage,
     Event,
     Message,
-    OrchestratorHeartbeat,
     OrderUpdate,
     SymbolRules,
     Up,
     encode,
+    encode_bar,
+    heartbeat_frame,
 )
 from orchestrator.remote import bind_curve_router, start_authenticator
 from orchestrator.settings import FleetSettings
@@ -258,8 +258,7 @@ class Fleet:
                     updates = self.broker.on_bar(bar)
                 except JournalError as exc:
                     self.journal_failed(exc)
-            self._market_out.send(bar.symbol.encode() + b"\0", zmq.SNDMORE)
-            self._market_out.send(encode(BarMessage(bar=bar)))
+            self._market_out.send(encode_bar(bar))
             for update in updates:
                 self.send_to_worker(bar.symbol, update)
                 self.order_event(update)
@@ -272,11 +271,10 @@ class Fleet:
             await asyncio.sleep(0.25)
             self.supervisor.check_liveness()
             now = time.monotonic()
-            if now - last_beat >= 1.0:
+            if now - last_beat >= 1.0:  # one broadcast, not a message per worker
                 last_beat = now
-                for symbol in list(self.supervisor.handles):
-                    if self.supervisor.is_live(symbol):
-                        self.send_to_worker(symbol, OrchestratorHeartbeat())
+                with contextlib.suppress(zmq.ZMQError):
+                    self._market_out.send(heartbeat_frame(), zmq.NOBLOCK)
             if now - last_save >= _CURSOR_SAVE_S:
                 last_save = now
                 self._save_cursor()

@@ -336,6 +336,38 @@ def encode(message: Message, msg_id: str | None = None) -> bytes:
     return _encoder.encode(envelope)
 
 
+# --- the market PUB: one frame per message, "<topic>\0<envelope>" ---------------------------
+# One frame, not [topic, payload]: a zmq send or recv per bar instead of two. SUB filters on
+# the frame's prefix, so a worker subscribes to b"SYMBOL\0" and to HEARTBEAT_TOPIC.
+
+HEARTBEAT_TOPIC = b"\0"  # no symbol starts with NUL: every worker takes these
+
+
+def market_topic(symbol: str) -> bytes:
+    return symbol.encode() + b"\0"
+
+
+def encode_bar(bar: Bar) -> bytes:
+    """The market frame of one bar (no per-message random id: nobody replies to a bar)."""
+    body = msgspec.Raw(_encoder.encode(BarMessage(bar=bar)))
+    envelope = Envelope(PROTOCOL_VERSION, "", BarMessage.TYPE, time.time_ns(), body)
+    return bar.symbol.encode() + b"\0" + _encoder.encode(envelope)
+
+
+def heartbeat_frame() -> bytes:
+    """The orchestrator's heartbeat, once a second to every worker at once."""
+    return HEARTBEAT_TOPIC + encode(OrchestratorHeartbeat(), "")
+
+
+def decode_market(frame: bytes) -> tuple[bytes, Message]:
+    """(topic, message) of a market frame; ProtocolError if it is not one."""
+    cut = frame.find(b"\0")
+    if cut < 0:
+        raise ProtocolError(ErrorCode.MALFORMED, "a market frame starts with its topic and NUL")
+    _, message = decode(frame[cut + 1:])
+    return frame[:cut + 1], message
+
+
 def decode_envelope(data: bytes) -> Envelope:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
