@@ -65,9 +65,9 @@ def _latency(f: Facts) -> str:
     burst, cpu = f.median("latency.p50"), f.median("latency.worker_cpu")
     user, kernel = f.median("latency.worker_cpu.main_user"), f.median(
         "latency.worker_cpu.main_system")
-    logging = (f"""{prof.logging_share:.0%} of the profiled time is in `logging`: `Runner._order`
-logs every order at INFO (a LogRecord, `findCaller`, the asctime format, a flush to the log
-file) before the worker has sent it.""" if prof.logging_share > 0.1 else
+    logging = (f"""{prof.logging_share:.0%} of the profiled time is in `logging`: the worker logs
+every order and every fill at INFO (a LogRecord, the asctime format, a flush to the log file),
+after the order is sent but on the same core.""" if prof.logging_share > 0.1 else
                "its largest items are in the profile below.")
     return f"""One bar at a time, an intent comes {fmt(single, "µs")} µs after its bar, against a
 raw round trip of {fmt(floor, "µs")} µs; in a burst of three bars (the feed publishes every
@@ -82,11 +82,11 @@ two, which is why the burst is slower than one bar at a time.
 The Python part, in this process without sockets (decode -> `Runner.on_bar` -> `encode`, each
 order answered with a fill), takes {prof.per_bar_us:.0f} µs per bar here; {logging}
 
-**Fix (worker/).** Send the intent first and log afterwards, or hand the records to a
-`logging.handlers.QueueHandler` so formatting and writing leave the hot path; take bars with
-two plain `recv()` calls instead of pyzmq's `recv_multipart` (see the fan-out costs); keep
-`Decimal` arithmetic off the per-bar path (quantities as integer multiples of the step). Less
-CPU per bar is also what shortens the burst: the cores are the queue.
+**Done.** Intents go out before anything is logged; a bar is one frame taken with one plain
+`recv()`; log records skip the caller lookup and thread/process names. **Next (worker/).**
+Less CPU per bar is what shortens the burst (the cores are the queue): keep `Decimal`
+arithmetic off the per-bar path (quantities as integer multiples of the step) and log fills
+in a batch per wake-up instead of one flushed line each.
 
 cProfile of that path, {300 if f.smoke else 5000} bars, by own time:
 
@@ -97,35 +97,26 @@ def _fanout(f: Facts) -> str:
     costs = profiles.wire_costs(f.ws, count=2000 if f.smoke else 50_000)
     key = f.pick("fanout.10.rate", "fanout.{n}.rate")
     n = key.split(".")[1] if key else "?"
-    plain = f.median(f"fanout.{n}.plain.rate")
     lost = [r for r in f.rows.values() if r.key.endswith(".hwm.lost") and r.value.median > 0]
     text = f"""At {n} workers the product delivers {fmt(f.median(key), "bars/s")} bars/s against
 {fmt(f.floor(key), "bars/s")} raw. Per bar, on this machine (one process, ipc, no contention):
 
 {costs}
 
-The feed loop is one Python thread: its `encode` plus `send_multipart` per bar bound the rate
-before any worker has done anything, and each worker pays `recv_multipart` plus `decode`.
-pyzmq's `send_multipart` / `recv_multipart` are Python wrappers over `send` / `recv` (a type
-check per frame, `zmq.Flag` arithmetic, a `getsockopt(RCVMORE)` per frame) and cost several
-times the plain calls the floor makes; `encode` also draws a random envelope id from
-`os.urandom` for every bar, which no subscriber reads. Measured in the same run, the product's
-own encode and decode with plain frame-by-frame `send`/`recv` deliver
-{fmt(plain, "bars/s")} bars/s at {n} workers (the "what-if" row of the breakdowns).
-
-**Fix.** In `orchestrator/fleet.py` `_feed_loop`: `send(topic, zmq.SNDMORE)` then
-`send(payload)` (or one frame that starts with the topic) and a cheap envelope id for PUB
-messages (a counter); in `worker/main.py` `_drain_market`: two `recv(zmq.NOBLOCK)` calls. If
-that is still short of the goal, the encode and the send are the next costs: encode each bar
-once in a compact form and publish from a thread that does nothing else."""
+The feed is one Python thread: `encode_bar` plus one `send` per bar bound the rate before
+any worker has done anything, and each worker pays one `recv` plus `decode_market`. A market
+message is a single frame that starts with its topic (one zmq call per bar on each side, not
+two, and no pyzmq `*_multipart` wrappers), and a bar's envelope carries no random id (nobody
+replies to a bar). **Next**, if more is needed: publish from a thread that does nothing else,
+and encode each bar's body once in a compact form."""
     if lost:
         worst = max(lost, key=lambda r: r.value.median)
         text += f"""
 
 **Also:** with the product's own socket options ({worst.metric}) a burst lost
-{fmt(worst.value.median, "bars")} bars: the market PUB keeps zmq's default SNDHWM of 1000
-messages per subscriber, while the workers' SUB allows 100,000. A replay at high `--speed`
-over many symbols can drop bars silently; set the PUB's SNDHWM like the SUB's RCVHWM."""
+{fmt(worst.value.median, "bars")} bars: the market PUB and the workers' SUB both queue 100,000
+messages; a burst larger than that per subscriber is dropped by ZeroMQ (PUB/SUB is lossy by
+design; orders and fills never travel on it)."""
     return text
 
 
@@ -203,18 +194,16 @@ def _idle(f: Facts) -> str:
     spy = f.notes.get("orchestrator_idle_profile", "(no orchestrator profile recorded)")
     return f"""The idle fleet of {n} workers used {fmt(total, "%")}% of one core: the orchestrator
 {orch:.1f}%, the workers together {total - orch:.1f}% ({(total - orch) / workers:.3f}% each,
-with {wake:.1f} wake-ups per second: a heartbeat sent and one received). Heartbeats cost per
-worker and per second on both sides: the orchestrator sends one message to each worker every
-second and receives one from each, through zmq.asyncio. Where the idle orchestrator's CPU
-goes (py-spy, after the measured window; `Fleet.send_to_worker` under `_housekeeping_loop` is
-the heartbeats out, `Fleet._broker_loop` the heartbeats in):
+with {wake:.1f} wake-ups per second). The orchestrator's heartbeat is one broadcast a second on
+the market PUB (every worker subscribes to its topic), and each worker sends one heartbeat a
+second, which the orchestrator takes in batches from its broker socket (one asyncio wake-up,
+then plain non-blocking receives). Where the idle orchestrator's CPU goes (py-spy, after the
+measured window):
 
 {spy}
 
-**Fix.** Fewer messages per worker when nothing happens: the orchestrator's heartbeat as one
-message on the market PUB (a topic every worker subscribes to) instead of one per worker,
-workers heartbeating only when they have no other traffic, and a longer period with a
-matching liveness timeout."""
+**Next**, if needed: workers heartbeating only when they had no other traffic for a period,
+and a longer period with a matching liveness timeout."""
 
 
 def _restart(f: Facts) -> str:

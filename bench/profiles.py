@@ -106,10 +106,10 @@ def _timed_loop(count: int, body: object) -> float:
 def wire_costs(ws: Workspace, count: int = 50_000) -> str:
     """µs per bar of each step of the fan-out path, one process, PUB -> SUB over ipc."""
     from bench.bench_fanout import _bar
-    from orchestrator.protocol import BarMessage, decode, encode
+    from orchestrator.protocol import decode_market, encode_bar
 
     bar = _bar("S000USDT", 0)
-    payload, topic = encode(BarMessage(bar=bar)), b"S000USDT\0"
+    frame = encode_bar(bar)
     ctx = zmq.Context()
     try:
         pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
@@ -121,25 +121,14 @@ def wire_costs(ws: Workspace, count: int = 50_000) -> str:
         pub.bind(ws.endpoint("wire"))
         sub.connect(ws.endpoint("wire"))
         time.sleep(0.3)
-        more = zmq.SNDMORE
-
-        def two_sends() -> None:
-            pub.send(topic, more)
-            pub.send(payload)
-
         costs = {
-            "`encode(BarMessage(bar=bar))` (feed loop)": _timed_loop(
-                count, lambda: encode(BarMessage(bar=bar))),
-            "`send_multipart([topic, payload])` (feed loop)": _timed_loop(
-                count, lambda: pub.send_multipart([topic, payload])),
-            "`send(topic, SNDMORE); send(payload)` (floor)": _timed_loop(count, two_sends),
+            "`encode_bar(bar)` (feed)": _timed_loop(count, lambda: encode_bar(bar)),
+            "`send(frame)` (feed)": _timed_loop(count, lambda: pub.send(frame)),
         }
         time.sleep(0.5)
-        costs["`recv_multipart()` (worker)"] = _timed_loop(count, sub.recv_multipart)
-        costs["`recv(); recv()` (floor)"] = _timed_loop(count, lambda: (sub.recv(), sub.recv()))
-        costs["`decode(payload)` (worker)"] = _timed_loop(count, lambda: decode(payload))
-        costs["`new_id()` inside encode: `os.urandom(8).hex()`"] = _timed_loop(
-            count, lambda: os.urandom(8).hex())
+        costs["`recv()` (worker)"] = _timed_loop(count, sub.recv)
+        costs["`decode_market(frame)` (worker)"] = _timed_loop(
+            count, lambda: decode_market(frame))
     finally:
         ctx.destroy(linger=0)
     lines = ["| step (one process, ipc) | µs per bar |", "|---|---|"]
@@ -168,8 +157,9 @@ def _bar_path(bars: int) -> Callable[[], None]:
         PlaceOrder,
         PositionView,
         WorkerConfig,
-        decode,
+        decode_market,
         encode,
+        encode_bar,
     )
     from strategies.bar import Bar
     from strategies.registry import create
@@ -183,15 +173,15 @@ def _bar_path(bars: int) -> Callable[[], None]:
     for k in range(bars):
         close = _PRICES[symbol] * (1.005 if k % 2 else 1.0)
         t = _T0_MS + k * 60_000
-        payloads.append(encode(BarMessage(bar=Bar(
+        payloads.append(encode_bar(Bar(
             symbol=symbol, open_time=t, close_time=t + 59_999, open=close, high=close,
-            low=close, close=close, volume=1.0))))
+            low=close, close=close, volume=1.0)))
     position = Decimal(0)
 
     def path() -> None:
         nonlocal position
         for payload in payloads:
-            _, message = decode(payload)
+            _, message = decode_market(payload)
             assert isinstance(message, BarMessage)
             for action in runner.on_bar(message.bar):
                 encode(action)
@@ -213,18 +203,24 @@ def _bar_path(bars: int) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def _worker_logging(path: Path) -> Iterator[None]:
-    """Log as a worker does (worker/main.py's format, INFO, to a file) for the duration."""
+    """Log as a worker does (worker/main.py's format and record options, INFO, to a file)."""
+    from worker.main import lean_log_records, log_format
+
     root = logging.getLogger()
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s BTCUSDT pid=1 %(levelname)s %(message)s"))
-    old_level = root.level
+    handler.setFormatter(logging.Formatter(log_format("BTCUSDT", 1)))
+    saved = (logging._srcfile, logging.logThreads, logging.logProcesses,
+             logging.logMultiprocessing, root.level)
+    lean_log_records()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_level)
+        (logging._srcfile, logging.logThreads, logging.logProcesses,
+         logging.logMultiprocessing, level) = saved
+        root.setLevel(level)
         handler.close()
 
 

@@ -60,6 +60,7 @@ class ControlHandlers:
         self._fleet = fleet
         self._status = StatusBuilder(fleet)
         self._in_flight: dict[bytes, int] = {}
+        self._preparing: set[str] = set()  # symbols between `up` and their start
 
     # --- the socket ---------------------------------------------------------------------------
 
@@ -172,10 +173,18 @@ class ControlHandlers:
             if handle is not None and handle.state in ACTIVE | {State.STOPPING}:
                 results[symbol] = _result(handle, f"already {handle.state.value.lower()}")
                 continue
+            if symbol in self._preparing:  # another `up` of it is reconciling right now
+                results[symbol] = SymbolResult(symbol=symbol, state="STARTING",
+                                               error="already being started")
+                continue
             plan, warmup = plans[symbol]
             config = WorkerConfig(symbol=symbol, strategies=plan.strategies, stake=plan.stake,
                                   order_type=plan.order_type)
-            refusal = await self._prepare(symbol)
+            self._preparing.add(symbol)
+            try:
+                refusal = await self._prepare(symbol)
+            finally:
+                self._preparing.discard(symbol)
             if refusal:
                 results[symbol] = _result(fleet.supervisor.refuse(symbol, config, warmup,
                                                                   refusal))

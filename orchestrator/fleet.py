@@ -200,6 +200,9 @@ class Fleet:
 
     async def _stop_everything(self, flatten: bool = False) -> None:
         await self.supervisor.stop_all(flatten)
+        if self.exchange_broker is not None:  # nothing may rest on the exchange unwatched
+            for symbol in list(self.supervisor.handles):
+                await self._cancel_on_exchange(symbol)
         self._done.set()
 
     async def stop_for_down(self, flatten: bool) -> None:

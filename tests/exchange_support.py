@@ -62,8 +62,7 @@ class Desk:
         desk = cls(fake, path, client)
         for rules in trading_rules(await client.exchange_info()).values():
             desk.broker.add_rules(rules)
-        desk.price_bar("BTCUSDT")
-        desk.price_bar("ETHUSDT")
+            desk.price_bar(rules.symbol)  # a last price, as the feed's first bar gives
         return desk
 
     def price_bar(self, symbol: str) -> None:

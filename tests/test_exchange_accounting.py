@@ -94,3 +94,16 @@ def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         assert journal.exchange_trade_ids("mb-BTCUSDT-1") == {101}
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_fee_larger_than_the_holding_never_breaks_a_replay() -> None:
+    """BNB fees paid in BNB on a BNB sell: the fill is journaled, so it must always apply."""
+    position = Position("BNBUSDT", "BNB", "USDT")
+    position.apply(FillView(trade_id=1, client_order_id="mb-BNBUSDT-1", symbol="BNBUSDT",
+                            side="BUY", price="600", qty="1", fee="0", fee_asset="BNB",
+                            time_ns=1))
+    position.apply(FillView(trade_id=2, client_order_id="mb-BNBUSDT-2", symbol="BNBUSDT",
+                            side="SELL", price="610", qty="1", fee="0.001", fee_asset="BNB",
+                            time_ns=2))
+    assert position.qty == 0
+    assert position.realized_pnl == D("10") - D("0.001") * 610

@@ -12,7 +12,9 @@ import pytest
 
 from orchestrator.protocol import ErrorCode, ProtocolError
 from tests.exchange_support import (
+    KEY,
     ORDER_PATH,
+    SECRET,
     Desk,
     assert_journal_matches_exchange,
     fake_server as fake,
@@ -68,6 +70,7 @@ def test_5xx_after_the_exchange_accepted_leaves_exactly_one_order(
 def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
         fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
+    monkeypatch.setattr("orchestrator.exchange.broker.SETTLE_NS", 500_000_000)
 
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
@@ -78,7 +81,8 @@ def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
             assert info.value.code == ErrorCode.TIMEOUT
             assert desk.journal.get_order("mb-BTCUSDT-1").status == "PENDING_NEW"
             outcome = None
-            for _ in range(10):  # the worker's resends: each one only looks it up
+            for _ in range(20):  # the worker's resends: each one only looks it up
+                await asyncio.sleep(0.1)
                 try:
                     outcome = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
                     break
@@ -194,3 +198,31 @@ def test_a_resting_limit_fills_later_and_the_watcher_reports_it(
             await desk.close()
 
     run(main())
+
+
+def test_partial_fills_are_journaled_piece_by_piece_from_my_trades(tmp_path: Path) -> None:
+    # ticks 0.5 s apart: the watcher (every ~0.2 s) sees the order between its two halves
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
+                     balances={"USDT": "10000"}, tick_s=0.5,
+                     start_prices={"BTCUSDT": 50000.0}) as fake:
+        async def main() -> None:
+            desk = await Desk.open(fake, tmp_path / "j.db")
+            watcher = asyncio.create_task(desk.broker.watch(period_s=0.05))
+            try:
+                price = fake.price("BTCUSDT")
+                rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
+                await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+                fake.set_price("BTCUSDT", float(price) * 0.97)
+                for _ in range(100):
+                    if desk.pushed and desk.pushed[-1].order.status == "FILLED":
+                        break
+                    await asyncio.sleep(0.05)
+                statuses = [u.order.status for u in desk.pushed]
+                assert statuses[-1] == "FILLED" and "PARTIALLY_FILLED" in statuses
+                assert len(desk.journal.fills("BTCUSDT")) == 2
+                assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+            finally:
+                watcher.cancel()
+                await desk.close()
+
+        run(main())

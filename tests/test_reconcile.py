@@ -84,48 +84,52 @@ def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
     run(main())
 
 
-def test_an_intent_that_never_reached_the_exchange_expires(
+def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
-        try:  # journaled, then the process died before sending
-            desk.journal.insert_order(OrderView(
-                client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT", side="BUY", type="MARKET",
-                quantity="0.002", status="PENDING_NEW", created_ns=desk.broker.now_ns()), 1)
+        now = desk.broker.now_ns()
+        try:  # journaled, then the process died before (or while) sending
+            for seq, age_s in ((1, 20), (2, 1)):
+                desk.journal.insert_order(OrderView(
+                    client_order_id=f"mb-BTCUSDT-{seq}", symbol="BTCUSDT", side="BUY",
+                    type="MARKET", quantity="0.002", status="PENDING_NEW",
+                    created_ns=now - age_s * 10**9), seq)
         finally:
             await desk.close()
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
-            changes = await reconcile(desk.broker, "BTCUSDT")
-            assert changes == ["mb-BTCUSDT-1: never reached the exchange -> EXPIRED"]
+            # the recent one may still reach the exchange (within its recvWindow): wait
+            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .* try again in 1[34]s"):
+                await reconcile(desk.broker, "BTCUSDT")
             assert desk.journal.get_order("mb-BTCUSDT-1").status == "EXPIRED"
+            assert desk.journal.get_order("mb-BTCUSDT-2").status == "PENDING_NEW"
         finally:
             await desk.close()
 
     run(main())
 
 
-def test_our_orders_missing_from_the_journal_are_adopted_and_a_shortfall_refused(
+def test_another_homes_order_is_refused_and_so_is_a_shortfall(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
-            await reconcile(desk.broker, "BTCUSDT")  # the journal exists from now on
-            # placed with our id but not journaled (e.g. a journal restored from a backup)
-            fake.place_external_order("BTCUSDT", "BUY", "MARKET", "0.002",
-                                      client_order_id="mb-BTCUSDT-3")
-            changes = await reconcile(desk.broker, "BTCUSDT")
-            assert len(changes) == 1 and changes[0].startswith("adopted mb-BTCUSDT-3")
-            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
-            assert desk.broker.next_seq("BTCUSDT") == 4
+            bought = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert await reconcile(desk.broker, "BTCUSDT") == []
+            # our id scheme, but not in this journal: another home on the same account
+            far = str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
+            fake.place_external_order("BTCUSDT", "BUY", "LIMIT", "0.002", far, "mb-BTCUSDT-2")
+            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .*not placed by this"):
+                await reconcile(desk.broker, "BTCUSDT")
+            assert desk.journal.get_order("mb-BTCUSDT-2") is None  # never adopted
+            await desk.client.cancel_order("BTCUSDT", "mb-BTCUSDT-2")
             # the BTC leaves the account behind the bot's back: it cannot sell what is gone
-            held = fake.balances()["BTC"][0]
+            held = Decimal(bought.position.qty)
             fake.place_external_order("BTCUSDT", "SELL", "MARKET", str(held)[:7], None,
                                       "web_sell_1")
             with pytest.raises(NotReconciled, match="the account has only"):
                 await reconcile(desk.broker, "BTCUSDT")
-            assert (await desk.broker.place("BTCUSDT", market(4, "BUY", "0.002"))
-                    ).order.status == "FILLED"  # the broker itself still works
         finally:
             await desk.close()
 

@@ -217,6 +217,18 @@ class WorkerProcess:
         return EXIT_OK
 
 
+def log_format(symbol: str, pid: int) -> str:
+    return f"%(asctime)s {symbol} pid={pid} %(levelname)s %(message)s"
+
+
+def lean_log_records() -> None:
+    """Skip per-record work a worker's format never shows (the logging HOWTO's
+    "Optimization"): the caller lookup, thread and process names. Every order and fill is
+    logged, on the bar's path."""
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="multibot-worker")
     parser.add_argument("--symbol", required=True)
@@ -229,14 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         setproctitle(f"multibot-worker {args.symbol} {home.root}")
     except ImportError:  # optional nicety
         pass
-    # Per-record costs a worker never uses (the logging HOWTO's "Optimization"): caller
-    # lookup, thread and process names. Every order and fill is logged.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO,
-        format=f"%(asctime)s {args.symbol} pid={os.getpid()} %(levelname)s %(message)s",
-    )
+    lean_log_records()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=log_format(args.symbol, os.getpid()))
     log.info("worker starting")
     return WorkerProcess(args.symbol, home).run()
 

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_STRATEGY_ERRORS = 10  # a strategy that raised this often is disabled (stance forced FLAT)
 RESEND_AFTER_S = 5.0  # an unanswered order is resent with the SAME id (the broker dedupes)
-_OPEN = ("NEW", "PARTIALLY_FILLED")
+# PENDING_NEW: sent, outcome not known yet: it counts as open, so nothing is sent twice
+_OPEN = ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
 _LONG = Signal.LONG  # looked up once: attribute access on an enum class is slow
 
 

@@ -268,7 +268,7 @@ class Journal:
         return _order(rows[0]) if rows else None
 
     def orders(self, symbol: str | None = None, open_only: bool = False) -> list[OrderView]:
-        """Orders in the order they were journaled; open = NEW or PARTIALLY_FILLED."""
+        """Orders in the order they were journaled; open = one of OPEN_STATUSES."""
         where, params = self._filter(symbol)
         if open_only:
             where.append(f"status IN ({', '.join('?' * len(OPEN_STATUSES))})")

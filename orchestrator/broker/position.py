@@ -3,7 +3,8 @@
 Weighted-average cost. A fee in the quote asset (paper, and Binance on sells) is subtracted
 from realized PnL when paid, so ``realized_pnl`` is net of every fee. A fee in the base asset
 (Binance on buys) is taken from the quantity received: the cost stays, so it shows up in the
-average entry and hence in the PnL. A fee in a third asset (BNB) is counted in ``trades`` only.
+average entry and hence in the PnL. A fee in a third asset (BNB) has no price here: it is
+not in ``realized_pnl`` or ``fees_paid``.
 """
 
 from __future__ import annotations
@@ -80,14 +81,16 @@ class Position:
             setcontext(saved)
 
     def _pay_base_fee(self, fee: Decimal, price: Decimal) -> None:
-        """The exchange kept ``fee`` of the base asset: less is held for the same cost."""
+        """The exchange kept ``fee`` of the base asset: less is held for the same cost. Never
+        raises (the fill is already journaled and must replay): a fee beyond what is held,
+        e.g. BNB fees on a BNB sell, was paid from elsewhere and counts at the fill's price."""
         self.fees_paid += fee * price  # in quote, at the fill's price
-        if fee > self.qty:
-            raise ValueError(f"a {fmt(fee)} {self.base_asset} fee exceeds the {fmt(self.qty)} held")
-        if self.qty == fee:
+        taken = min(fee, self.qty)
+        if taken == self.qty:
             self.realized_pnl -= self.cost
             self.cost = _ZERO
-        self.qty -= fee
+        self.qty -= taken
+        self.realized_pnl -= (fee - taken) * price
 
     def unrealized(self, last_price: Decimal) -> Decimal:
         """(last - avg_entry) * qty, computed from the cost basis: last * qty - cost."""

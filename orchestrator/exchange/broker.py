@@ -16,7 +16,6 @@ each other, only for the account-wide rate limiter inside the client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -55,7 +54,10 @@ from strategies.bar import Bar
 log = logging.getLogger(__name__)
 
 _LOOKUPS_S = (0.5, 1.0, 2.0, 4.0)  # waits before each look-up of an order of unknown outcome
-_LOOKUPS_BEFORE_EXPIRY = 8  # "no such order" this often (after a 5xx): it was never placed
+# Binance refuses a request older than its recvWindow (python-binance sends 10 s): an
+# order it still does not know this long after we sent it was never placed.
+SETTLE_NS = 15 * 10**9
+_WATCH_MAX_WAIT_S = 1.0  # the watcher skips a round rather than queue behind the limits
 CLOCK_TOLERANCE_NS = 60 * 10**9
 _ZERO = Decimal(0)
 
@@ -74,7 +76,7 @@ class ExchangeBroker:
         self._open: dict[str, dict[str, OrderView]] = {}
         self._last: dict[str, Decimal] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._misses: dict[str, int] = {}  # coid -> "no such order" answers seen
+        self._cancel_wanted: set[tuple[str, str]] = set()  # (symbol, coid) whose cancel failed
         for fill in journal.fills():
             self._position(fill.symbol).apply(fill)
         for order in journal.orders(open_only=True):
@@ -221,26 +223,33 @@ class ExchangeBroker:
 
     # --- what the exchange says about an order --------------------------------------------------
 
-    async def look_up(self, order: OrderView) -> OrderUpdate | None:
+    def is_ours(self, order: OrderView, data: dict[str, Any]) -> bool:
+        """``data`` is the exchange's copy of ``order`` (not an older order of that id)."""
+        return matches_intent(order, data, CLOCK_TOLERANCE_NS,
+                              self.client.server_offset_ms * 1_000_000)
+
+    def settled(self, order: OrderView) -> bool:
+        """Long enough since ``order`` was sent that the exchange's answer is final."""
+        return self._clock() - order.created_ns > SETTLE_NS
+
+    async def look_up(self, order: OrderView,
+                      max_wait_s: float | None = None) -> OrderUpdate | None:
         """Ask the exchange for ``order`` by client order id and journal what it says.
-        None when it could not be asked; a PENDING_NEW order the exchange keeps saying it does
-        not know is EXPIRED after a while (it never reached the exchange)."""
+        None when it could not be asked; a PENDING_NEW order the exchange still does not know
+        once ``settled`` is EXPIRED (it never reached the exchange)."""
         coid = order.client_order_id
         try:
-            data = await self.client.get_order(order.symbol, coid)
+            data = await self.client.get_order(order.symbol, coid, max_wait_s)
         except (OutcomeUnknown, Unavailable, Rejected) as exc:
             log.warning("%s: cannot look up %s: %s", order.symbol, coid, exc.message)
             return None
-        if data is not None and not matches_intent(order, data, CLOCK_TOLERANCE_NS):
+        if data is not None and not self.is_ours(order, data):
             data = None  # an older order of the same client id: ours is not there
         if data is None:
-            misses = self._misses[coid] = self._misses.get(coid, 0) + 1
-            if order.status == "PENDING_NEW" and misses >= _LOOKUPS_BEFORE_EXPIRY:
-                self._misses.pop(coid, None)
+            if order.status == "PENDING_NEW" and self.settled(order):
                 return self.finish(order, "EXPIRED", "never reached the exchange (it has no "
-                                    "such order)")
+                                   "such order)")
             return OrderUpdate(order=order, position=self.position(order.symbol))
-        self._misses.pop(coid, None)
         return await self.apply(order, data)
 
     async def apply(self, order: OrderView, data: dict[str, Any]) -> OrderUpdate:
@@ -262,6 +271,13 @@ class ExchangeBroker:
             new_fills = [fill_from_trade(coid, t, base + i)
                          for i, t in enumerate(t for t in trades if int(t["id"]) not in known)]
         status = status_of(data) or order.status
+        journaled = filled_before + sum((Decimal(f.qty) for f in new_fills), _ZERO)
+        if journaled < Decimal(executed):
+            # the exchange reports more executed than the trades it gave us (myTrades lags or
+            # pages): stay open, so the watcher fetches the rest, instead of closing short
+            log.warning("%s: %s: %s executed but only %s in trades so far", symbol, coid,
+                        executed, number(journaled))
+            status, executed = "PARTIALLY_FILLED", number(journaled)
         for done, fill in enumerate(new_fills, start=1):
             last = done == len(new_fills)
             self.journal.record_fill(fill, status if last else "PARTIALLY_FILLED",
@@ -294,11 +310,6 @@ class ExchangeBroker:
         else:
             book[order.client_order_id] = order
 
-    def adopt(self, view: OrderView) -> None:
-        """Journal an order of ours the journal did not have (reconciliation)."""
-        self.journal.insert_order(view, parse_seq(view.symbol, view.client_order_id))
-        self._track(view)
-
     # --- cancelling ---------------------------------------------------------------------------
 
     async def cancel(self, symbol: str, client_order_id: str) -> OrderUpdate:
@@ -307,6 +318,10 @@ class ExchangeBroker:
             if order is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_ORDER,
                                     f"{symbol} has no open order {client_order_id!r}")
+            if order.status == "PENDING_NEW":  # not known to be placed: cancel once it is
+                self._cancel_wanted.add((symbol, client_order_id))
+                raise ProtocolError(ErrorCode.TIMEOUT, f"order {client_order_id}: outcome not "
+                                    "known yet; it will be cancelled once it is")
             try:
                 data = await self.client.cancel_order(symbol, client_order_id)
             except Rejected as exc:
@@ -318,8 +333,10 @@ class ExchangeBroker:
                     raise ProtocolError(ErrorCode.TIMEOUT, exc.message) from None
                 return update
             except (OutcomeUnknown, Unavailable) as exc:
+                self._cancel_wanted.add((symbol, client_order_id))  # the watcher tries again
                 raise ProtocolError(ErrorCode.TIMEOUT, f"cancel of {client_order_id}: "
-                                    f"{exc.message}; the order is being watched") from None
+                                    f"{exc.message}; it will be tried again") from None
+            self._cancel_wanted.discard((symbol, client_order_id))
             return await self.apply(order, data)
 
     async def cancel_all(self, symbol: str) -> list[OrderUpdate]:
@@ -330,27 +347,44 @@ class ExchangeBroker:
             except ProtocolError as exc:
                 log.warning("%s: could not cancel %s: %s", symbol, order.client_order_id,
                             exc.reason)
+            except Exception:  # one order's trouble must not leave the others resting
+                log.exception("%s: cancelling %s failed", symbol, order.client_order_id)
         return updates
 
     # --- watching resting orders ----------------------------------------------------------------
 
     async def watch(self, period_s: float = 1.0) -> None:
-        """Forever: look up every open order, at most within a quarter of the weight limit."""
+        """Forever: retry failed cancels, then look up every open order, within a quarter
+        of the weight limit. One order's failure never stops the watching of the others."""
         while True:
             orders = [o for book in self._open.values() for o in book.values()]
             cost_per_s = self.client.limiter.weight_budget_per_s()
             await asyncio.sleep(max(period_s, len(orders) * 4 / cost_per_s))
+            for symbol, coid in list(self._cancel_wanted):
+                await self._watch_one(symbol, coid, cancel=True)
             for order in orders:
-                if self.lock(order.symbol).locked():
-                    continue  # a request of that symbol is under way: it will tell
-                async with self.lock(order.symbol):
-                    current = self._open.get(order.symbol, {}).get(order.client_order_id)
-                    if current is None:
-                        continue
-                    update = None
-                    with contextlib.suppress(OutcomeUnknown, Unavailable, Rejected):
-                        update = await self.look_up(current)
-                if update is not None and (update.fills or update.order.status != current.status
-                                           or update.order.executed_qty
-                                           != current.executed_qty):
-                    self._on_update(update)
+                await self._watch_one(order.symbol, order.client_order_id, cancel=False)
+
+    async def _watch_one(self, symbol: str, coid: str, cancel: bool) -> None:
+        if self.lock(symbol).locked():
+            return  # a request of that symbol is under way: it will tell
+        try:
+            if cancel:
+                wanted = self._open.get(symbol, {}).get(coid)
+                if wanted is None:
+                    self._cancel_wanted.discard((symbol, coid))
+                elif wanted.status != "PENDING_NEW":  # (else: looked up first, below)
+                    self._on_update(await self.cancel(symbol, coid))
+                return
+            async with self.lock(symbol):
+                current = self._open.get(symbol, {}).get(coid)
+                if current is None:
+                    return
+                update = await self.look_up(current, _WATCH_MAX_WAIT_S)
+            if update is not None and (update.fills or update.order.status != current.status
+                                       or update.order.executed_qty != current.executed_qty):
+                self._on_update(update)
+        except ProtocolError as exc:
+            log.info("%s: watching %s: %s", symbol, coid, exc.reason)
+        except Exception:  # e.g. the journal halted: log it, go on watching
+            log.exception("%s: watching %s failed", symbol, coid)

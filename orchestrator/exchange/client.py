@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = {"ping": 1, "get_server_time": 1, "get_exchange_info": 20, "get_klines": 2,
            "create_order": 1, "get_order": 4, "cancel_order": 1, "get_open_orders": 6,
-           "get_all_orders": 20, "get_my_trades": 20, "get_account": 20}
-_ALL_OPEN_ORDERS_WEIGHT = 80
+           "get_my_trades": 20, "get_account": 20}
 _READ_RETRIES = (0.25, 1.0, 2.0)  # back-off between retries of an idempotent read
 # Longer than this behind the limits (or a 429/418): give up on the request. An order is
 # worth less the later it goes out, so it waits less than a read.
@@ -73,6 +72,7 @@ class ExchangeClient:
         self.limiter = limiter
         self._credentials = credentials
         self.last_error = ""
+        self.exchange_info_at_connect: dict[str, Any] = {}
 
     @classmethod
     async def connect(cls, endpoints: Endpoints, credentials: Credentials | None = None,
@@ -88,7 +88,8 @@ class ExchangeClient:
         client = cls(sdk, endpoints, limiter or RateLimiter(), credentials)
         try:
             await client.sync_time()
-            client.limiter.set_limits((await client.exchange_info()).get("rateLimits", []))
+            info = client.exchange_info_at_connect = await client.exchange_info()
+            client.limiter.set_limits(info.get("rateLimits", []))
         except BaseException:
             await client.close()
             raise
@@ -113,12 +114,20 @@ class ExchangeClient:
     def _redact(self, text: str) -> str:
         return self._credentials.redact(text) if self._credentials else text
 
+    @property
+    def server_offset_ms(self) -> int:
+        """The exchange's clock minus ours."""
+        return int(self.sdk.timestamp_offset)
+
     async def call(self, method: str, *, weight: int | None = None, orders: int = 0,
-                   idempotent: bool = True, **params: Any) -> Any:
+                   idempotent: bool = True, max_wait_s: float | None = None,
+                   **params: Any) -> Any:
         from binance.exceptions import BinanceAPIException, BinanceRequestException
 
         cost = WEIGHTS.get(method, 1) if weight is None else weight
-        deadline = time.monotonic() + _MAX_RATE_WAIT_S["order" if orders else "read"]
+        if max_wait_s is None:
+            max_wait_s = _MAX_RATE_WAIT_S["order" if orders else "read"]
+        deadline = time.monotonic() + max_wait_s
         retries = list(_READ_RETRIES) if idempotent else []
         resynced = False
         while True:
@@ -130,7 +139,8 @@ class ExchangeClient:
                 result = await getattr(self.sdk, method)(**params)
             except BinanceAPIException as exc:
                 self._observe(exc.response)
-                text = self._redact(f"binance {exc.code}: {exc.message}")
+                text = self._redact(f"binance {exc.code}: {exc.message}" if exc.code else
+                                    f"HTTP {exc.status_code} without a Binance error body")
                 if exc.status_code in (429, 418):
                     self.limiter.back_off(_retry_after(exc), banned=exc.status_code == 418)
                     continue  # rejected unexecuted: safe to send again after the wait
@@ -186,6 +196,7 @@ class ExchangeClient:
         server = await self.call("get_server_time")
         local_ms = int((sent + time.time()) / 2 * 1000)  # half the round trip
         self.sdk.timestamp_offset = int(server["serverTime"]) - local_ms
+        self.limiter.offset_s = self.sdk.timestamp_offset / 1000  # windows on its clock
 
     async def exchange_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.call("get_exchange_info")
@@ -205,11 +216,13 @@ class ExchangeClient:
                                                 **params)
         return order
 
-    async def get_order(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+    async def get_order(self, symbol: str, client_order_id: str,
+                        max_wait_s: float | None = None) -> dict[str, Any] | None:
         """The order, or None when the exchange says it does not exist (-2013)."""
         try:
             order: dict[str, Any] = await self.call(
-                "get_order", symbol=symbol, origClientOrderId=client_order_id)
+                "get_order", max_wait_s=max_wait_s, symbol=symbol,
+                origClientOrderId=client_order_id)
         except Rejected as exc:
             if exc.code == -2013:
                 return None
@@ -221,22 +234,13 @@ class ExchangeClient:
             "cancel_order", idempotent=False, symbol=symbol, origClientOrderId=client_order_id)
         return result
 
-    async def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        if symbol is None:
-            orders: list[dict[str, Any]] = await self.call(
-                "get_open_orders", weight=_ALL_OPEN_ORDERS_WEIGHT)
-        else:
-            orders = await self.call("get_open_orders", symbol=symbol)
-        return orders
-
-    async def all_orders(self, symbol: str, limit: int = 100) -> list[dict[str, Any]]:
-        orders: list[dict[str, Any]] = await self.call("get_all_orders", symbol=symbol,
-                                                       limit=limit)
+    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        orders: list[dict[str, Any]] = await self.call("get_open_orders", symbol=symbol)
         return orders
 
     async def my_trades(self, symbol: str, order_id: int) -> list[dict[str, Any]]:
         trades: list[dict[str, Any]] = await self.call("get_my_trades", symbol=symbol,
-                                                       orderId=order_id)
+                                                       orderId=order_id, limit=1000)
         return trades
 
     async def account(self) -> dict[str, Any]:

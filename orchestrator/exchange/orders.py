@@ -14,6 +14,11 @@ _REJECTION_CODES = {-2010: ErrorCode.INSUFFICIENT_BALANCE, -2011: ErrorCode.UNKN
                     -2013: ErrorCode.UNKNOWN_ORDER, -1121: ErrorCode.UNKNOWN_SYMBOL}
 
 
+def order_time_ns(data: dict[str, Any]) -> int:
+    """When the exchange says an order was placed (its clock), ns; 0 if it does not say."""
+    return int(data.get("time") or data.get("transactTime") or 0) * 1_000_000
+
+
 def number(value: Any) -> str:
     """Binance's "0.00100000" as the journal's "0.001"."""
     try:
@@ -30,6 +35,8 @@ def status_of(data: dict[str, Any]) -> str:
 def rejection_reason(exc: Rejected) -> str:
     """"insufficient_balance: binance -2010: Account has insufficient balance ..."."""
     code = _REJECTION_CODES.get(exc.code, ErrorCode.ORDER_REJECTED)
+    if exc.code == -2010 and "uplicate" in exc.message:  # -2010 also means "Duplicate order"
+        code = ErrorCode.ORDER_REJECTED
     return f"{code.value}: {exc.message}"
 
 
@@ -69,27 +76,16 @@ def fill_from_trade(coid: str, raw: dict[str, Any], trade_id: int) -> FillView:
                     exchange_trade_id=int(raw["id"]))
 
 
-def adopted_order(data: dict[str, Any], now_ns: int) -> OrderView:
-    """A journal record for an order of ours found on the exchange but not in the journal."""
-    created = int(data.get("time") or data.get("transactTime") or 0) * 1_000_000 or now_ns
-    price = number(data.get("price", "0"))
-    return OrderView(
-        client_order_id=str(data["clientOrderId"]), symbol=str(data["symbol"]),
-        side=str(data["side"]), type=str(data["type"]), quantity=number(data["origQty"]),
-        price=None if data.get("type") == "MARKET" or price == "0" else price,
-        status="PENDING_NEW", reason="adopted from the exchange at reconciliation",
-        created_ns=created, updated_ns=now_ns,
-    )
-
-
-def matches_intent(order: OrderView, data: dict[str, Any], tolerance_ns: int) -> bool:
+def matches_intent(order: OrderView, data: dict[str, Any], tolerance_ns: int,
+                   server_offset_ns: int = 0) -> bool:
     """Is ``data`` (found by client order id) the order we journaled, and not an older one
-    that reused the id (client ids are unique only among OPEN orders)?"""
-    created = int(data.get("time") or data.get("transactTime") or 0) * 1_000_000
+    that reused the id (client ids are unique only among OPEN orders)? ``created_ns`` is on
+    our clock, the exchange's time on its own: ``server_offset_ns`` = its minus ours."""
+    created = order_time_ns(data)
     return (
         data.get("side") == order.side and data.get("type") == order.type
         and number(data.get("origQty", "0")) == order.quantity
-        and (not created or created >= order.created_ns - tolerance_ns)
+        and (not created or created >= order.created_ns + server_offset_ns - tolerance_ns)
     )
 
 

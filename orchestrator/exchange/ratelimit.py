@@ -77,7 +77,7 @@ class RateLimiter:
         self._clock = clock
         self._windows = _windows(rate_limits) or _windows(DEFAULT_LIMITS)
         self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
+        self.offset_s = 0.0  # the exchange's clock minus ours: windows follow its clock
         self.throttled = 0
 
     def set_limits(self, rate_limits: Iterable[Mapping[str, Any]]) -> None:
@@ -86,8 +86,11 @@ class RateLimiter:
         if windows:
             self._windows = windows
 
+    def _now(self) -> float:
+        return self._clock() + self.offset_s
+
     def _wait_needed(self, weight: int, orders: int) -> float:
-        now = self._clock()
+        now = self._now()
         wait = max(0.0, self._blocked_until - now)
         for w in self._windows:
             w.roll(now)
@@ -98,21 +101,23 @@ class RateLimiter:
 
     async def acquire(self, weight: int, orders: int = 0, max_wait_s: float = 600.0) -> None:
         """Wait until ``weight`` (and ``orders`` new orders) fit, then count them as used;
-        RateLimitWait instead of waiting longer than ``max_wait_s``."""
-        async with self._lock:  # first come, first served: a waiter is never overtaken
-            while (wait := self._wait_needed(weight, orders)) > 0:
-                if wait > max_wait_s:
-                    raise RateLimitWait(f"the rate limits need a {wait:.0f}s wait")
-                self.throttled += 1
-                log.info("rate limit: waiting %.2fs before sending (weight %d, orders %d)",
-                         wait, weight, orders)
-                await asyncio.sleep(wait)
-            for w in self._windows:
-                w.used += weight if w.kind == "REQUEST_WEIGHT" else orders
+        RateLimitWait, at once, when that would take longer than ``max_wait_s`` in all.
+        No lock: the check and the count happen between two awaits, so a waiter never holds
+        up a caller whose request fits now (a cancel behind an order waiting for its window)."""
+        deadline = self._clock() + max_wait_s
+        while (wait := self._wait_needed(weight, orders)) > 0:
+            if self._clock() + wait > deadline:
+                raise RateLimitWait(f"the rate limits need a {wait:.0f}s wait")
+            self.throttled += 1
+            log.info("rate limit: waiting %.2fs before sending (weight %d, orders %d)",
+                     wait, weight, orders)
+            await asyncio.sleep(wait)
+        for w in self._windows:
+            w.used += weight if w.kind == "REQUEST_WEIGHT" else orders
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Take the exchange's counts from a response's headers (they win when higher)."""
-        now = self._clock()
+        now = self._now()
         for name, value in headers.items():
             upper = name.upper()
             if upper.startswith("X-MBX-USED-WEIGHT-"):
@@ -131,7 +136,7 @@ class RateLimiter:
 
     def back_off(self, retry_after_s: float, banned: bool) -> None:
         """A 429 (or a 418 ban): nobody sends anything until ``retry_after_s`` from now."""
-        until = self._clock() + max(retry_after_s, 1.0)
+        until = self._now() + max(retry_after_s, 1.0)
         if until > self._blocked_until:
             self._blocked_until = until
             log.warning("exchange says %s: every request waits %.1fs (Retry-After)",
@@ -139,7 +144,7 @@ class RateLimiter:
                         retry_after_s)
 
     def snapshot(self) -> LimiterSnapshot:
-        now = self._clock()
+        now = self._now()
         weight = next((w for w in self._windows if w.kind == "REQUEST_WEIGHT"), None)
         if weight is not None:
             weight.roll(now)

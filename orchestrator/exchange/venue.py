@@ -58,7 +58,7 @@ async def open_venue(settings: FleetSettings, journal: Journal,
         raise VenueError(f"{endpoints.host} did not answer within {_CONNECT_TIMEOUT_S:g}s"
                          ) from None
     try:
-        rules = trading_rules(await client.exchange_info())
+        rules = trading_rules(client.exchange_info_at_connect)
         if credentials is not None:
             account = await client.account()  # proves the keys work before anything trades
             if not account.get("canTrade", False):
