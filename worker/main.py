@@ -133,8 +133,9 @@ class WorkerProcess:
             # Sleep until a message or the next heartbeat is due: an idle worker wakes ~1/s.
             wait_ms = max(0, min(1000, int((next_beat - time.monotonic()) * 1000) + 1))
             ready = dict(poller.poll(wait_ms))
+            beat_heard = False
             if self._market in ready:
-                self._drain_market(runner)
+                beat_heard = self._drain_market(runner)
             if self._broker in ready:
                 stop = self._drain_broker(runner)
                 if stop is not None:
@@ -142,7 +143,9 @@ class WorkerProcess:
             if self._stop_signal:
                 return self._stop(runner, flatten=False)
             now = time.monotonic()
-            if now >= next_beat:
+            # Answer the orchestrator's broadcast when ours is due within half a period: one
+            # wake-up a second for both heartbeats instead of two.
+            if now >= next_beat or (beat_heard and now >= next_beat - heartbeat_s / 2):
                 next_beat = now + heartbeat_s
                 self._send(msgspec.structs.replace(runner.stats(),
                                                    foreign_bars=self.foreign_bars))
@@ -153,20 +156,23 @@ class WorkerProcess:
                           now - self._heard_from_orchestrator)
                 return EXIT_NO_ORCHESTRATOR
 
-    def _drain_market(self, runner: Runner) -> None:
+    def _drain_market(self, runner: Runner) -> bool:
+        """Bars to the runner, its orders out; True if the orchestrator's heartbeat came."""
         self._heard_from_orchestrator = time.monotonic()  # bars and heartbeats alike
+        beat = False
         for _ in range(1000):
             try:
                 frame = self._market.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return beat
             try:
                 _, message = decode_market(frame)
             except ProtocolError as exc:
                 log.warning("dropped a bad market message: %s", exc)
                 continue
             if not isinstance(message, BarMessage):
-                continue  # the orchestrator's heartbeat: its arrival was all it had to say
+                beat = True  # the orchestrator's heartbeat: its arrival was all it had to say
+                continue
             if message.bar.symbol != self.symbol:  # cannot happen with a correct topic filter
                 self.foreign_bars += 1
                 log.error("received a %s bar; ignored", message.bar.symbol)
@@ -179,6 +185,7 @@ class WorkerProcess:
                     log.info("%s %s %s%s (%s)", action.side, action.type, action.quantity,
                              f" @ {action.price}" if action.price else "",
                              action.client_order_id)
+        return beat
 
     def _drain_broker(self, runner: Runner) -> StopWorker | None:
         while (message := self._recv(self._broker)) is not None:
