@@ -28,6 +28,7 @@ from orchestrator.feeds.replay import ReplayFeed
 from orchestrator.feeds.synthetic import SyntheticFeed
 from orchestrator.home import Home, HomeError, HomeLock
 from orchestrator.protocol import (
+    HEARTBEAT_S,
     ZMQ_MAX_MESSAGE_BYTES,
     Event,
     Message,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CURSOR_SAVE_S = 1.0
+
 _JOURNAL_BUSY_S = 0.25
 
 
@@ -274,7 +276,7 @@ class Fleet:
             await asyncio.sleep(0.25)
             self.supervisor.check_liveness()
             now = time.monotonic()
-            if now - last_beat >= 1.0:  # one broadcast, not a message per worker
+            if now - last_beat >= HEARTBEAT_S:  # one broadcast, not a message per worker
                 last_beat = now
                 with contextlib.suppress(zmq.ZMQError):
                     self._market_out.send(heartbeat_frame(), zmq.NOBLOCK)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from orchestrator.records import (  # re-exported: one module for the wire
+    HEARTBEAT_S as HEARTBEAT_S,
     FillView as FillView,
     OrderView as OrderView,
     PositionView as PositionView,

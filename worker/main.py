@@ -143,18 +143,25 @@ class WorkerProcess:
             if self._stop_signal:
                 return self._stop(runner, flatten=False)
             now = time.monotonic()
-            # Answer the orchestrator's broadcast when ours is due within half a period: one
-            # wake-up a second for both heartbeats instead of two.
-            if now >= next_beat or (beat_heard and now >= next_beat - heartbeat_s / 2):
+            # Answer the orchestrator's broadcast when ours is due within half a period, and
+            # then wait for the next broadcast (our timer is only the fallback): one wake-up
+            # a second for both heartbeats instead of two.
+            if beat_heard and now >= next_beat - heartbeat_s / 2:
+                next_beat = now + heartbeat_s * 1.5
+                self._beat(runner)
+            elif now >= next_beat:
                 next_beat = now + heartbeat_s
-                self._send(msgspec.structs.replace(runner.stats(),
-                                                   foreign_bars=self.foreign_bars))
-                for order in runner.resends():
-                    self._send(order)
+                self._beat(runner)
             if now - self._heard_from_orchestrator > heartbeat_s * liveness:
                 log.error("no heartbeat from the orchestrator for %.1fs: exiting",
                           now - self._heard_from_orchestrator)
                 return EXIT_NO_ORCHESTRATOR
+
+    def _beat(self, runner: Runner) -> None:
+        """Our heartbeat (with the stats status shows), and resends of unanswered orders."""
+        self._send(msgspec.structs.replace(runner.stats(), foreign_bars=self.foreign_bars))
+        for order in runner.resends():
+            self._send(order)
 
     def _drain_market(self, runner: Runner) -> bool:
         """Bars to the runner, its orders out; True if the orchestrator's heartbeat came."""
