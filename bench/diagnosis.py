@@ -15,6 +15,7 @@ from collections.abc import Callable
 from bench import backtest_figures, fork_profiles, profiles
 from bench.common import PYTHON, REPO, Workspace, bench_env
 from bench.report import Row, fmt
+from orchestrator.protocol import HEARTBEAT_S
 
 Section = Callable[["Facts"], str]
 
@@ -194,16 +195,20 @@ def _idle(f: Facts) -> str:
     spy = f.notes.get("orchestrator_idle_profile", "(no orchestrator profile recorded)")
     return f"""The idle fleet of {n} workers used {fmt(total, "%")}% of one core: the orchestrator
 {orch:.1f}%, the workers together {total - orch:.1f}% ({(total - orch) / workers:.3f}% each,
-with {wake:.1f} wake-ups per second). The orchestrator's heartbeat is one broadcast a second on
-the market PUB (every worker subscribes to its topic), and each worker sends one heartbeat a
-second, which the orchestrator takes in batches from its broker socket (one asyncio wake-up,
-then plain non-blocking receives). Where the idle orchestrator's CPU goes (py-spy, after the
-measured window):
+with {wake:.1f} voluntary context switches per second, ZeroMQ's I/O thread included). Both
+heartbeats come every {HEARTBEAT_S:g} s: the orchestrator's is one broadcast on the market PUB
+(every worker subscribes to its topic), and each worker answers it with its own, which the
+orchestrator takes in batches from its broker socket (one asyncio wake-up, then plain
+non-blocking receives). What is left is per message and per process: every message wakes
+ZeroMQ's I/O thread and then the receiving thread, in each of {n} processes. Where the idle
+orchestrator's CPU goes (py-spy, after the measured window):
 
 {spy}
 
-**Next**, if needed: workers heartbeating only when they had no other traffic for a period,
-and a longer period with a matching liveness timeout."""
+**Next.** Fewer messages, not cheaper ones: a longer heartbeat period (failure detection
+then takes longer: today a hung worker is killed after 5 s), or liveness without messages
+(a per-worker counter in shared memory that the orchestrator reads, with the status facts
+fetched only when `status` asks)."""
 
 
 def _restart(f: Facts) -> str:

@@ -189,3 +189,18 @@ def test_unknown_symbols_and_unsafe_live_starts_are_refused(
     assert keyless.returncode == 2
     assert "testnet keys are set, but they are never used for live" in keyless.stderr
     assert fleet.orchestrator_pid() is None  # nothing was started
+
+
+def test_paper_mode_on_live_prices_sends_nothing_to_the_exchange(
+        fleet: FleetCli, exchange: FakeBinance) -> None:
+    env = {k: v for k, v in env_for(exchange).items() if "API_" not in k}  # no keys at all
+    fleet.run("up", "--feed", "binance", *FAST, "BTCUSDT", "ETHUSDT", env=env, check=True,
+              timeout=90)
+    eventually(lambda: all(w["trades"] >= 2 for w in fleet.workers().values()), timeout=60,
+               what="paper fills on live prices")
+    link = fleet.status()["orchestrator"]["exchange"]
+    assert link["trading"] is False and link["network"] == "live"
+    assert exchange.count("POST", ORDER_PATH) == 0  # simulated fills only
+    assert not [r for r in exchange.requests() if r.path == "/api/v3/account"]  # no keys used
+    btc = fleet.workers()["BTCUSDT"]
+    assert btc["last_price"] is not None and btc["duplicate_bars"] == 0
