@@ -17,17 +17,20 @@ import msgspec
 
 from orchestrator.records import (  # re-exported: one module for the wire
     HEARTBEAT_S as HEARTBEAT_S,
+    PROTOCOL_VERSION as PROTOCOL_VERSION,
+    ExchangeStatus as ExchangeStatus,
     FillView as FillView,
+    OrchestratorStatus as OrchestratorStatus,
     OrderView as OrderView,
     PositionView as PositionView,
     StrategySpec as StrategySpec,
     SymbolPlan as SymbolPlan,
     SymbolRules as SymbolRules,
     WorkerConfig as WorkerConfig,
+    WorkerStatus as WorkerStatus,
 )
 from strategies.bar import Bar
 
-PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20  # application limit: larger messages get a TOO_LARGE error reply
 ZMQ_MAX_MESSAGE_BYTES = 4 << 20  # transport limit (ZMQ_MAXMSGSIZE): larger drops the peer
 
@@ -127,65 +130,6 @@ class Down(Message, frozen=True, kw_only=True):
 
 class Status(Message, frozen=True, kw_only=True):
     TYPE = "status"
-
-
-class ExchangeStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The link to Binance (binance feed, testnet and live modes)."""
-
-    endpoint: str  # e.g. "https://api.binance.com"
-    network: str  # live | testnet
-    trading: bool  # orders go to the exchange (testnet/live), else paper fills
-    used_weight_1m: int  # request weight used in the current minute (the account's, shared)
-    weight_limit: int
-    rate_limited_s: float  # seconds until a 429/418 back-off ends (0 = none)
-    throttled: int  # requests that waited for the rate limit
-    stream_connections: int
-    streams: int
-    stream_reconnects: int
-    gap_filled_bars: int
-    last_error: str = ""
-
-
-class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pid: int
-    home: str
-    mode: str
-    feed: str
-    interval: str
-    speed: float
-    uptime_s: float
-    started_ns: int
-    feed_time: int | None  # open time (ms) of the feed's latest bar
-    feed_ended: bool
-    journal_error: str = ""  # set while the journal cannot be written: trading is halted
-    protocol: int = PROTOCOL_VERSION
-    exchange: ExchangeStatus | None = None
-
-
-class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    symbol: str
-    pid: int | None
-    state: str
-    uptime_s: float | None
-    restarts: int
-    heartbeat_age_s: float | None
-    last_bar_time: int | None
-    last_price: float | None
-    bars: int
-    foreign_bars: int
-    duplicate_bars: int  # live bars that reached it twice (or out of order): must stay 0
-    position: float
-    worker_position: float | None
-    avg_entry: float
-    realized_pnl: float
-    unrealized_pnl: float
-    open_orders: int
-    trades: int
-    last_error: str
-    halted: str  # why this symbol cannot trade right now ("" = it can)
-    cpu_percent: float | None
-    rss_bytes: int | None
-    strategies: list[str]
 
 
 class StatusReport(Message, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
+PROTOCOL_VERSION = 1
 HEARTBEAT_S = 2.0  # both ways; see WorkerConfig
 
 
@@ -88,3 +89,65 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # heard nothing for heartbeat_s * liveness seconds exits on its own.
     heartbeat_s: float = HEARTBEAT_S
     liveness: int = 3
+
+
+# --- what `status` reports (inside StatusReport) ---------------------------------------------
+
+
+class ExchangeStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The link to Binance (binance feed, testnet and live modes)."""
+
+    endpoint: str  # e.g. "https://api.binance.com"
+    network: str  # live | testnet
+    trading: bool  # orders go to the exchange (testnet/live), else paper fills
+    used_weight_1m: int  # request weight used in the current minute (the account's, shared)
+    weight_limit: int
+    rate_limited_s: float  # seconds until a 429/418 back-off ends (0 = none)
+    throttled: int  # requests that waited for the rate limit
+    stream_connections: int
+    streams: int
+    stream_reconnects: int
+    gap_filled_bars: int
+    last_error: str = ""
+
+
+class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pid: int
+    home: str
+    mode: str
+    feed: str
+    interval: str
+    speed: float
+    uptime_s: float
+    started_ns: int
+    feed_time: int | None  # open time (ms) of the feed's latest bar
+    feed_ended: bool
+    journal_error: str = ""  # set while the journal cannot be written: trading is halted
+    protocol: int = PROTOCOL_VERSION
+    exchange: ExchangeStatus | None = None
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    pid: int | None
+    state: str
+    uptime_s: float | None
+    restarts: int
+    heartbeat_age_s: float | None
+    last_bar_time: int | None
+    last_price: float | None
+    bars: int
+    foreign_bars: int
+    duplicate_bars: int  # live bars that reached it twice (or out of order): must stay 0
+    position: float
+    worker_position: float | None
+    avg_entry: float
+    realized_pnl: float
+    unrealized_pnl: float
+    open_orders: int
+    trades: int
+    last_error: str
+    halted: str  # why this symbol cannot trade right now ("" = it can)
+    cpu_percent: float | None
+    rss_bytes: int | None
+    strategies: list[str]
