@@ -247,6 +247,23 @@ def test_own_reconnect_after_python_binance_gives_up(fake: FakeBinance,
     run(body)
 
 
+def test_a_gap_rest_cannot_fill_delays_bars_but_never_skips_them(fake: FakeBinance) -> None:
+    async def body() -> None:
+        async with harness(fake) as h:
+            await h.feed.add("BTCUSDT")
+            h.start()
+            await h.more_bars(["BTCUSDT"], 2)
+            # the gap fill after the reconnect, and the next bar's, both fail
+            h.fake.fail("5xx", times=2, path="/api/v3/klines")
+            h.fake.drop_streams()
+            await h.until(lambda: h.feed.stats.deferred_bars >= 1, "a bar held back")
+            await h.more_bars(["BTCUSDT"], 3)
+            assert_consecutive(h, "BTCUSDT")  # late, in order, nothing missing
+            await assert_equal_rest(h, "BTCUSDT")
+
+    run(body)
+
+
 def kline_message(symbol: str, bar: Bar, closed: bool, price: str) -> dict[str, Any]:
     return {"stream": f"{symbol.lower()}@kline_1s", "data": {
         "e": "kline", "E": bar.close_time + 1, "s": symbol, "k": {

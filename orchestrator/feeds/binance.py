@@ -32,7 +32,6 @@ INTERVAL_MS = BINANCE_INTERVAL_MS
 REST_LIMIT = 1000  # Binance's maximum klines per request
 REST_TIMEOUT_S = 30.0
 FILL_PAGES = 10  # a longer outage is filled by the next streamed bar's gap check
-FILL_ATTEMPTS = 3
 FILL_CONCURRENCY = 4
 
 
@@ -50,6 +49,7 @@ class FeedStats:
     reconnects: int  # python-binance's own reconnects plus ours
     gap_filled_bars: int
     duplicates_dropped: int
+    deferred_bars: int  # held back until REST could fill the gap before them
     subscribe_messages: int  # SUBSCRIBE and UNSUBSCRIBE messages sent
 
 
@@ -104,6 +104,7 @@ class BinanceFeed(StreamingFeed):
         self._cursor: int | None = None
         self._gap_filled = 0
         self._duplicates = 0
+        self._deferred = 0  # streamed bars held back because their gap could not be filled
         self._old_reconnects = 0
         self._old_messages = 0
 
@@ -167,6 +168,7 @@ class BinanceFeed(StreamingFeed):
             reconnects=self._old_reconnects + sum(c.reconnects for c in self._conns),
             gap_filled_bars=self._gap_filled,
             duplicates_dropped=self._duplicates,
+            deferred_bars=self._deferred,
             subscribe_messages=self._old_messages + sum(c.messages_sent for c in self._conns),
         )
 
@@ -220,7 +222,13 @@ class BinanceFeed(StreamingFeed):
             return
         bars: list[Bar] = []
         if served.last is not None and t > served.last + self._step:
-            bars = await self._fill(symbol, served, before=t)
+            filled = await self._fill(symbol, served, before=t)
+            if filled is None:
+                # Hold this bar back rather than skip the hole: the next streamed bar sees
+                # the same gap and tries again, so bars come late but never out of order.
+                self._deferred += 1
+                return
+            bars = filled
             self._gap_filled += len(bars)
             if bars:
                 log.info("gap-filled %d %s bars of %s from REST", len(bars), self.interval,
@@ -232,8 +240,8 @@ class BinanceFeed(StreamingFeed):
         limit = asyncio.Semaphore(FILL_CONCURRENCY)
 
         async def fill(symbol: str, state: _Served) -> list[Bar]:
-            async with limit:
-                return await self._fill(symbol, state, before=None)
+            async with limit:  # a failed fill is retried by the next streamed bar's gap check
+                return await self._fill(symbol, state, before=None) or []
 
         filled = await asyncio.gather(*(fill(s, v) for s, v in served))
         out: list[Bar] = []
@@ -293,21 +301,19 @@ class BinanceFeed(StreamingFeed):
                             f"{type(exc).__name__}: {exc}") from exc
         return [bar_from_row(symbol, r) for r in rows[-HISTORY_LIMIT:]]
 
-    async def _fill(self, symbol: str, served: _Served, before: int | None) -> list[Bar]:
+    async def _fill(self, symbol: str, served: _Served,
+                    before: int | None) -> list[Bar] | None:
         """Closed bars after the last delivered (and before ``before``, a closed bar's open
-        time; without it the newest row may still be forming and is left to the stream)."""
+        time; without it the newest row may still be forming and is left to the stream).
+        None if REST failed: one attempt only, since it runs in the connection's reader."""
         if served.last is None:
             return []
-        for attempt in range(FILL_ATTEMPTS):
-            try:
-                return await self._fill_once(symbol, served.last + self._step, before)
-            except Exception as exc:
-                if attempt == FILL_ATTEMPTS - 1:
-                    log.warning("gap fill of %s failed, bars may be missing: %s: %s",
-                                symbol, type(exc).__name__, exc)
-                    return []
-                await asyncio.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
-        return []
+        try:
+            return await self._fill_once(symbol, served.last + self._step, before)
+        except Exception as exc:
+            log.warning("gap fill of %s failed (retried with its next bar): %s: %s",
+                        symbol, type(exc).__name__, exc)
+            return None
 
     async def _fill_once(self, symbol: str, start: int, before: int | None) -> list[Bar]:
         end = before if before is not None else int(time.time() * 1000) + 2 * self._step
