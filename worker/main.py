@@ -7,9 +7,11 @@ on its own when the orchestrator's heartbeats stop, so no orphan ever trades uns
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -75,9 +77,18 @@ class WorkerProcess:
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # A signal also writes to this pipe, so a SIGTERM wakes the poll at once: the loop
+        # may then sleep until its next heartbeat instead of waking up just to check.
+        self._wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        self._wake_r.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         try:
             return self._run()
         finally:
+            signal.set_wakeup_fd(-1)
+            wake_w.close()
+            self._wake_r.close()
             self._ctx.destroy(linger=200)
 
     def _run(self) -> int:
@@ -128,11 +139,16 @@ class WorkerProcess:
         poller = zmq.Poller()
         poller.register(self._broker, zmq.POLLIN)
         poller.register(self._market, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
         next_beat = 0.0
         while True:
-            # Sleep until a message or the next heartbeat is due: an idle worker wakes ~1/s.
-            wait_ms = max(0, min(1000, int((next_beat - time.monotonic()) * 1000) + 1))
+            # Sleep until a message, a signal or the next heartbeat: an idle worker wakes
+            # once per heartbeat period (the orchestrator's broadcast, which it answers).
+            wait_ms = max(0, int((next_beat - time.monotonic()) * 1000) + 1)
             ready = dict(poller.poll(wait_ms))
+            if self._wake_r.fileno() in ready:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(64)
             beat_heard = False
             if self._market in ready:
                 beat_heard = self._drain_market(runner)
