@@ -48,6 +48,7 @@ from strategies.bar import Bar
 if TYPE_CHECKING:
     from orchestrator.exchange.broker import ExchangeBroker
     from orchestrator.exchange.client import ExchangeClient
+    from orchestrator.feeds.binance import BinanceFeed
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Fleet:
             self.journal, {}, fee_rate=Decimal(settings.fee_rate),
             slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
+        self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
         self.exchange_broker: ExchangeBroker | None = None  # testnet and live
         saved = self.journal.get_meta(self._cursor_key)
         self.feed: Feed = (make_feed(settings, int(saved) if saved else None)
@@ -170,7 +172,7 @@ class Fleet:
         from orchestrator.exchange.venue import open_venue
 
         venue = await open_venue(self.settings, self.journal, self._exchange_update)
-        self.exchange, self.feed = venue.client, venue.feed
+        self.exchange, self.feed, self.binance_feed = venue.client, venue.feed, venue.feed
         if venue.broker is not None:
             self.broker = self.exchange_broker = venue.broker
             self.spawn(venue.broker.watch())

@@ -45,7 +45,7 @@ class StatusBuilder:
         if client is None:
             return None
         limits = client.limiter.snapshot()
-        stats = getattr(fleet.feed, "stats", None)
+        stats = fleet.binance_feed.stats if fleet.binance_feed is not None else None
         return ExchangeStatus(
             endpoint=client.endpoints.host, network=client.endpoints.network,
             trading=fleet.exchange_broker is not None, used_weight_1m=limits.used_weight,
