@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -706,6 +707,8 @@ def test_runnable_by_hand() -> None:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)  # never an unbounded read
+        assert ready, "the fake printed nothing within 20 s"
         rest_line, stream_line = proc.stdout.readline(), proc.stdout.readline()
         assert rest_line.split()[0] == "REST" and stream_line.startswith("streams ws://")
         url = rest_line.split()[1] + "/v3/ping"
