@@ -1,112 +1,34 @@
-"""The fake Binance server, driven by the REAL python-binance client (AsyncClient and
-BinanceSocketManager) over 127.0.0.1: shapes, matching, fees, errors, faults, limits, streams."""
+"""The fake Binance server's REST side, driven by the REAL python-binance AsyncClient over
+127.0.0.1: shapes, matching, fees, errors, faults, limits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
-import select
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-import websockets
-from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException
 
+from tests.fake_binance_support import (
+    KEY,
+    SECRET,
+    ZERO,
+    api_error,
+    client_for,
+    fake,
+    run,
+    until,
+)
 from tests.fakes.binance import FakeBinance, FakeBinanceError
-from tests.fakes.binance.market import INTERVALS_MS, SymbolMarket
+from tests.fakes.binance.market import SymbolMarket
 from tests.fakes.binance.symbols import load_rules
 
-KEY, SECRET = "test-key", "fake-secret-4f2a9c"
-ZERO = Decimal(0)
-T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["fake"]  # the fixture
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBinance]:
-    server = FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT", "ETHUSDT"],
-                         balances={"USDT": "10000", "BTC": "1"}, tick_s=0.05,
-                         start_prices={"BTCUSDT": 50000.0, "ETHUSDT": 2500.0})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def run(coro: Awaitable[T], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
-
-
-@asynccontextmanager
-async def client_for(fake: FakeBinance, key: str = KEY,
-                     secret: str = SECRET) -> AsyncIterator[AsyncClient]:
-    class Local(AsyncClient):
-        API_URL = fake.rest_url  # class attribute: create() pings before we could set it
-
-    client = await Local.create(key, secret)
-    try:
-        yield client
-    finally:
-        await client.close_connection()
-
-
-async def until(probe: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def api_error(call: Awaitable[Any]) -> BinanceAPIException:
-    with pytest.raises(BinanceAPIException) as info:
-        await call
-    return info.value
-
-
-def sockets(client: AsyncClient, fake: FakeBinance) -> BinanceSocketManager:
-    bsm = BinanceSocketManager(client)
-    bsm.STREAM_URL = fake.stream_url
-    return bsm
-
-
-def quick(socket: T) -> T:
-    """python-binance's read loop notices an exit only between receives (10 s timeout by
-    default): a short timeout on this one socket keeps a quiet socket's teardown fast."""
-    socket.TIMEOUT = 0.5  # type: ignore[attr-defined]
-    return socket
-
-
-async def next_data(socket: Any, timeout: float = 5.0) -> dict[str, Any]:
-    """The next market message, skipping python-binance's error notices."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = await asyncio.wait_for(socket.recv(), deadline - time.monotonic())
-        if msg.get("e") != "error":
-            return dict(msg)
-    raise AssertionError("no market message")
-
-
-# -- public endpoints ------------------------------------------------------------------------
 def test_public_endpoints_have_binance_shapes(fake: FakeBinance) -> None:
     async def scenario() -> None:
         async with client_for(fake) as client:
@@ -539,185 +461,3 @@ def test_order_rate_limit() -> None:
 
 
 # -- streams ---------------------------------------------------------------------------------
-def test_closed_stream_bars_equal_rest_klines(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        async with client_for(fake) as client:
-            names = ["btcusdt@kline_1s", "ethusdt@kline_1s", "btcusdt@kline_1m"]
-            closed: dict[tuple[str, int], dict[str, Any]] = {}
-            updates = 0
-            async with quick(sockets(client, fake).multiplex_socket(names)) as socket:
-                await until(lambda: fake.subscriptions() == set(names))
-                while len([k for k in closed if k[0] != "btcusdt@kline_1m"]) < 4:
-                    msg = await next_data(socket)
-                    k = msg["data"]["k"]
-                    assert msg["stream"] in names and msg["data"]["e"] == "kline"
-                    if k["x"]:
-                        assert (msg["stream"], k["t"]) not in closed, "two x=true for one bar"
-                        closed[(msg["stream"], k["t"])] = k
-                    else:
-                        updates += 1
-            assert updates > 0
-            for (stream, open_time), k in closed.items():
-                symbol = stream.split("@")[0].upper()
-                interval = stream.split("_")[1]
-                rest = await client.get_klines(symbol=symbol, interval=interval,
-                                               startTime=open_time, limit=1)
-                assert rest[0] == [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"],
-                                   k["q"], k["n"], k["V"], k["Q"], "0"]
-                assert set(k) == {"t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n",
-                                  "x", "q", "V", "Q", "B"}
-            # the bar being formed is the last REST kline
-            last = (await client.get_klines(symbol="BTCUSDT", interval="1s", limit=1))[0]
-            assert last[0] > max(t for (_, t) in closed) - 1000
-    run(scenario())
-
-
-def test_trade_stream_raw_socket(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        async with client_for(fake) as client:
-            async with quick(sockets(client, fake).trade_socket("BTCUSDT")) as socket:
-                msg = await next_data(socket)
-            assert msg["e"] == "trade" and msg["s"] == "BTCUSDT"
-            assert set(msg) >= {"E", "t", "p", "q", "T", "m", "M"}
-            assert isinstance(msg["p"], str) and Decimal(msg["p"]) > 0
-    run(scenario())
-
-
-def test_subscribe_unsubscribe_on_a_live_connection(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        async with client_for(fake) as client, \
-                quick(sockets(client, fake).multiplex_socket([])) as socket:
-            await until(lambda: fake.ws_connections() == 1)
-            assert fake.subscriptions() == set()
-
-            async def reply(request: dict[str, Any]) -> dict[str, Any]:
-                await socket.ws.send(json.dumps(request))
-                while True:
-                    msg = await next_data(socket)
-                    if msg.get("id") == request.get("id") and "stream" not in msg:
-                        return msg
-
-            sub = {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 1}
-            assert await reply(sub) == {"result": None, "id": 1}
-            assert fake.subscriptions() == {"ethusdt@trade"}
-            msg = await next_data(socket)
-            assert msg["stream"] == "ethusdt@trade" and msg["data"]["s"] == "ETHUSDT"
-            listed = await reply({"method": "LIST_SUBSCRIPTIONS", "id": 2})
-            assert listed == {"result": ["ethusdt@trade"], "id": 2}
-            unsub = {"method": "UNSUBSCRIBE", "params": ["ethusdt@trade"], "id": 3}
-            assert await reply(unsub) == {"result": None, "id": 3}
-            assert fake.subscriptions() == set()
-            bad = await reply({"method": "SUBSCRIBE", "params": ["nope@kline_9x"], "id": 4})
-            assert bad == {"error": {"code": 2, "msg": "Invalid request"}, "id": 4}
-    run(scenario())
-
-
-def test_at_most_1024_streams_per_connection() -> None:
-    symbols = [f"FAKE{i}USDT" for i in range(80)]  # synthetic rules: 80 * 14 valid streams
-    with FakeBinance(symbols=symbols, tick_s=1.0) as fake:
-        names = [f"{s.lower()}@kline_{i}" for s in symbols for i in INTERVALS_MS]
-        names += [f"{s.lower()}@trade" for s in symbols]
-
-        async def scenario() -> None:
-            async with websockets.connect(fake.stream_url + "ws", close_timeout=0.5) as ws:
-                async def reply(params: list[str], ident: int) -> Any:
-                    await ws.send(json.dumps({"method": "SUBSCRIBE", "params": params,
-                                              "id": ident}))
-                    return json.loads(await asyncio.wait_for(ws.recv(), 5))
-
-                assert await reply(names[:1024], 1) == {"result": None, "id": 1}
-                assert len(fake.subscriptions()) == 1024
-                too_many = await reply(names[1024:1025], 2)
-                assert too_many == {"error": {"code": 2, "msg": "Invalid request"}, "id": 2}
-                assert names[1024] not in fake.subscriptions()
-        run(scenario())
-
-
-def test_drop_streams_and_python_binance_reconnects(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        async with client_for(fake) as client, \
-                quick(sockets(client, fake).kline_socket("BTCUSDT", "1s")) as socket:
-            first = await next_data(socket)
-            assert first["e"] == "kline"
-            fake.drop_streams()
-            assert fake.ws_connections() == 0
-            while (await asyncio.wait_for(socket.recv(), 5))["e"] != "error":
-                pass  # messages queued before the cut come first
-            await until(lambda: fake.ws_connections() == 1, timeout=8,
-                        what="python-binance to reconnect")
-            again = await next_data(socket)
-            assert again["e"] == "kline" and again["E"] > first["E"]
-    run(scenario())
-
-
-def test_more_than_five_messages_a_second_closes_the_connection(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        async with websockets.connect(fake.stream_url + "ws", close_timeout=0.5) as ws:
-            for i in range(6):
-                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
-            replies = 0
-            with pytest.raises(websockets.ConnectionClosed):
-                while True:
-                    await asyncio.wait_for(ws.recv(), 5)
-                    replies += 1
-            assert replies == 5
-        await until(lambda: fake.ws_connections() == 0)
-    run(scenario())
-
-
-def test_invalid_stream_name_is_refused(fake: FakeBinance) -> None:
-    async def scenario() -> None:
-        with pytest.raises(websockets.InvalidStatus):
-            async with websockets.connect(fake.stream_url + "ws/btcusdt@kline_7m"):
-                pass
-        async with websockets.connect(fake.stream_url + "stream?streams=") as ws:
-            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 9}
-    run(scenario())
-
-
-# -- lifecycle -------------------------------------------------------------------------------
-def test_stop_is_bounded_and_idempotent_with_clients_connected() -> None:
-    fake = FakeBinance(symbols=["BTCUSDT"], tick_s=0.05).start()
-
-    async def scenario() -> None:
-        async with client_for(fake, key="test-key", secret="test-secret") as client:
-            await client.get_account()  # a keep-alive HTTP connection stays open
-            async with websockets.connect(fake.stream_url + "ws/btcusdt@trade") as ws:
-                await asyncio.wait_for(ws.recv(), 5)
-                started = time.monotonic()
-                await asyncio.to_thread(fake.stop)
-                assert time.monotonic() - started < 3.0
-                with pytest.raises(websockets.ConnectionClosed) as closed:
-                    while True:
-                        await asyncio.wait_for(ws.recv(), 5)
-                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-
-    run(scenario())
-    fake.stop()
-    with pytest.raises(RuntimeError):
-        fake.start()
-
-
-def test_runnable_by_hand() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.binance", "--port", "0", "--api-key", "K",
-         "--api-secret", "S", "--balance", "USDT=5", "--symbol", "BTCUSDT"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 20)  # never an unbounded read
-        assert ready, "the fake printed nothing within 20 s"
-        rest_line, stream_line = proc.stdout.readline(), proc.stdout.readline()
-        assert rest_line.split()[0] == "REST" and stream_line.startswith("streams ws://")
-        url = rest_line.split()[1] + "/v3/ping"
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no env proxy
-        with direct.open(url, timeout=5) as response:
-            assert json.loads(response.read()) == {}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
