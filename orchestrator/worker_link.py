@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from orchestrator.fleet import Fleet
 
 _DRAIN_BATCH = 256
+log = logging.getLogger(__name__)
 
 
 class WorkerLink:
@@ -93,6 +95,9 @@ class WorkerLink:
             reply = error_reply(exc)
         except JournalError as exc:
             reply = self._halted(exc)
+        except Exception as exc:  # a bad request must never go unanswered or stop anything
+            log.exception("worker request failed")
+            reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
         _send(sock, identity, reply, msg_id)
 
     def _serve(self, symbol: str, message: Message) -> Message | Awaitable[OrderUpdate] | None:

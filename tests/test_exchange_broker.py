@@ -124,6 +124,9 @@ def test_local_checks_reject_before_anything_is_sent(fake: FakeBinance, tmp_path
             assert tiny.order.status == "REJECTED" and "NOTIONAL" in tiny.order.reason
             oversell = await desk.broker.place("BTCUSDT", market(2, "SELL", "0.01"))
             assert oversell.order.reason.startswith("insufficient_balance")
+            garbage = await desk.broker.place("BTCUSDT", market(3, "BUY", "1e-3x"))
+            assert garbage.order.status == "REJECTED"
+            assert garbage.order.reason.startswith("bad_body: quantity")
             assert fake.count("POST", ORDER_PATH) == 0
         finally:
             await desk.close()

@@ -5,7 +5,13 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from orchestrator.broker.rules import decimal_of, fmt, round_step_down, round_step_up
+from orchestrator.broker.rules import (
+    decimal_of,
+    fmt,
+    parse_decimal,
+    round_step_down,
+    round_step_up,
+)
 from orchestrator.exchange.client import Rejected
 from orchestrator.protocol import ErrorCode, FillView, OrderView, PlaceOrder, SymbolRules
 
@@ -43,14 +49,14 @@ def rejection_reason(exc: Rejected) -> str:
 def order_params(order: PlaceOrder, rules: SymbolRules) -> dict[str, Any]:
     """create_order parameters with quantity and price rounded onto the exchange's grid
     (quantity down, a BUY limit down and a SELL limit up: never a worse trade)."""
-    qty = round_step_down(Decimal(order.quantity), decimal_of(rules.step_size))
+    qty = round_step_down(parse_decimal(order.quantity, "quantity"), decimal_of(rules.step_size))
     params: dict[str, Any] = {
         "symbol": rules.symbol, "side": order.side, "type": order.type, "quantity": fmt(qty),
         "newClientOrderId": order.client_order_id, "newOrderRespType": "FULL",
     }
     if order.type == "LIMIT" and order.price is not None:
         tick = decimal_of(rules.tick_size)
-        price = Decimal(order.price)
+        price = parse_decimal(order.price, "price")
         rounded = (round_step_down if order.side == "BUY" else round_step_up)(price, tick)
         params.update(price=fmt(rounded), timeInForce="GTC")
     return params
