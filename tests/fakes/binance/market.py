@@ -24,7 +24,7 @@ INTERVALS_MS = {
     "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
     "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
 }
-HISTORY_BARS = 1000
+HISTORY_BARS = 1500  # more than one request of 1000: a client paging back finds more
 KEEP_BARS = 1000  # closed live bars kept per interval (Binance serves at most 1000 a call)
 UPDATE_EVERY_MS = 1000  # x=false kline updates at most this often (1s bars: every tick)
 _MAX_HISTORY_SIGMA = 0.02  # per-bar stdev cap, so 1000 daily bars stay plausible
