@@ -96,14 +96,18 @@ def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
     run(main())
 
 
-@pytest.mark.parametrize(("kind", "code"), [("-2010", "insufficient_balance"),
-                                            ("-1013", "order_rejected")])
+@pytest.mark.parametrize(("kind", "code", "options"), [
+    ("-2010", "insufficient_balance", {}),
+    ("-2010", "order_rejected", {"msg": "Duplicate order sent."}),  # -2010 is not only balance
+    ("-1013", "order_rejected", {}),
+])
 def test_rejections_are_journaled_reported_and_not_retried(
-        fake: FakeBinance, tmp_path: Path, kind: str, code: str) -> None:
+        fake: FakeBinance, tmp_path: Path, kind: str, code: str,
+        options: dict[str, str]) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
-            fake.fail(kind, method="POST", path=ORDER_PATH)
+            fake.fail(kind, method="POST", path=ORDER_PATH, **options)
             update = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
             assert update.order.status == "REJECTED"
             assert update.order.reason.startswith(f"{code}: binance {kind}")

@@ -19,6 +19,7 @@ from tests.exchange_support import (
     run,
 )
 from tests.fakes.binance import FakeBinance
+from tests.support import eventually
 
 __all__ = ["fake"]  # the fixture
 
@@ -52,18 +53,9 @@ def test_an_order_that_filled_while_we_were_away_is_journaled(
 
     run(before_the_crash())
     fake.set_price("BTCUSDT", float(price) * 0.97)  # fills while nobody watches
-    for _ in range(200):
-        if not fake.open_orders("BTCUSDT"):
-            break
-        run(_sleep(0.05))
-    assert not fake.open_orders("BTCUSDT")
+    eventually(lambda: not fake.open_orders("BTCUSDT"), timeout=10,
+               what="the resting order to fill on the exchange")
     run(after_the_restart())
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
