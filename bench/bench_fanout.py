@@ -27,12 +27,10 @@ import zmq
 
 from bench.common import PYTHON, BenchError, Figure, Goal, Workspace
 from bench.peers import END, PROBE
-from orchestrator.protocol import encode_bar
+from orchestrator.protocol import MARKET_HWM, encode_bar
 from strategies.bar import Bar
 
 SCENARIO = "fan-out to N workers"
-_PRODUCT_SNDHWM = 100_000  # orchestrator/fleet.py: the market PUB
-_PRODUCT_RCVHWM = 100_000  # worker/main.py
 _ids = itertools.count()
 
 
@@ -53,8 +51,8 @@ class Variant:
 
 RAW = Variant("raw", encode=False, mode="raw", sndhwm=0, rcvhwm=0)
 PRODUCT = Variant("product", encode=True, mode="decode", sndhwm=0, rcvhwm=0)
-PRODUCT_HWM = Variant("product HWMs", encode=True, mode="decode", sndhwm=_PRODUCT_SNDHWM,
-                      rcvhwm=_PRODUCT_RCVHWM)
+PRODUCT_HWM = Variant("product HWMs", encode=True, mode="decode", sndhwm=MARKET_HWM,
+                      rcvhwm=MARKET_HWM)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from orchestrator.feeds.synthetic import SyntheticFeed
 from orchestrator.home import Home, HomeError, HomeLock
 from orchestrator.protocol import (
     HEARTBEAT_S,
+    MARKET_HWM,
     ZMQ_MAX_MESSAGE_BYTES,
     Event,
     Message,
@@ -100,7 +101,7 @@ class Fleet:
         self._control = self._bind(zmq.ROUTER, "control")
         self._events = self._bind(zmq.PUB, "events")
         self._market = self._bind(zmq.PUB, "market")
-        self._market.setsockopt(zmq.SNDHWM, 100_000)  # a burst must not drop bars
+        self._market.setsockopt(zmq.SNDHWM, MARKET_HWM)
         # The PUB only sends: a plain (non-asyncio) view of it skips a future per message.
         self._market_out: zmq.Socket[bytes] = zmq.Socket.shadow(self._market.underlying)
         self._broker = self._bind(zmq.ROUTER, "broker", handover=True)

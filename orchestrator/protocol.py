@@ -286,6 +286,7 @@ def encode(message: Message, msg_id: str | None = None) -> bytes:
 # the frame's prefix, so a worker subscribes to b"SYMBOL\0" and to HEARTBEAT_TOPIC.
 
 HEARTBEAT_TOPIC = b"\0"  # no symbol starts with NUL: every worker takes these
+MARKET_HWM = 100_000  # market PUB's SNDHWM and each worker SUB's RCVHWM: a burst is not dropped
 
 
 def market_topic(symbol: str) -> bytes:

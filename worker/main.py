@@ -22,6 +22,7 @@ import zmq
 from orchestrator.home import Home
 from orchestrator.protocol import (
     HEARTBEAT_TOPIC,
+    MARKET_HWM,
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
     Error,
@@ -60,7 +61,7 @@ class WorkerProcess:
         for sock in (self._broker, self._market):
             sock.setsockopt(zmq.LINGER, 200)
             sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
-        self._market.setsockopt(zmq.RCVHWM, 100_000)
+        self._market.setsockopt(zmq.RCVHWM, MARKET_HWM)
         self._market.setsockopt(zmq.SUBSCRIBE, market_topic(symbol))
         self._market.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)  # one broadcast for all
         self._market.connect(home.endpoint("market"))
