@@ -7,11 +7,14 @@ A strategy instance owns all of its indicator state. Build a fresh instance per 
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
 from strategies.bar import Bar, Signal
+
+if TYPE_CHECKING:  # numpy stays out of workers: strategies.vector is for backtests only
+    from strategies.vector import BarColumns, Events
 
 __all__ = ["INTERFACE_VERSION", "Params", "Strategy", "StrategyError", "safe_on_bar"]
 
@@ -65,6 +68,17 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def on_bar(self, bar: Bar) -> Signal | None:
         """Consume one closed bar; return the wanted position, or None for no change."""
+
+    def signals(self, bars: BarColumns) -> Events | None:
+        """Optional, for backtests: ``on_bar``'s answers for a whole series at once.
+
+        One code per bar: 1 for Signal.LONG, -1 for Signal.FLAT, 0 for None, exactly what
+        ``on_bar`` would return bar by bar from a fresh instance (strategies.vector has
+        bit-exact series forms of the indicators). Only for signals that depend on the bars
+        alone, not on fills. The backtest then asks the runner only on the bars where a
+        signal comes or an order is open; None (the default) means one ``on_bar`` per bar.
+        """
+        return None
 
     def on_start(self) -> None:  # noqa: B027 - optional hook
         """Called once before the first bar."""

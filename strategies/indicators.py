@@ -14,12 +14,16 @@ from __future__ import annotations
 import abc
 import math
 from collections import deque
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from strategies.vector import Floats
 
 __all__ = ["EMA", "MACD", "RSI", "SMA", "Crossover", "Indicator", "MACDValue"]
 
 T = TypeVar("T")
 _isfinite = math.isfinite
+_fsum = math.fsum
 
 
 def _period(owner: str, key: str, value: int) -> int:
@@ -69,23 +73,28 @@ class Indicator(abc.ABC, Generic[T]):
 
 
 class SMA(Indicator[float]):
-    """Simple moving average over a ring buffer with a compensated (Neumaier) running sum.
+    """Simple moving average: the correctly rounded sum of the last ``period`` values (a
+    ring buffer, ``math.fsum``) divided by ``period``.
 
-    A Neumaier step adds ``x`` to the sum ``s`` as ``t = s + x`` and accumulates the rounding
-    error of that addition in ``comp``: ``(s - t) + x`` if ``|s| >= |x|``, else ``(x - t) + s``.
-    ``update`` is the hot path of many strategies, so its two steps (remove the oldest value,
-    add the new one) are written out on local variables, ``|v|`` as ``v if v >= 0.0 else -v``.
+    Exact, not a running sum: the value depends only on the window, never on how much history
+    came before it, so a worker restarted on other history, the backtest and the live worker
+    compute the same float, and ``strategies.vector.sma`` reproduces it bit for bit.
     """
 
-    __slots__ = ("_buf", "_comp", "_pos", "_sum")
+    __slots__ = ("_buf", "_pos")
     _buf: list[float]
-    _comp: float
     _pos: int
-    _sum: float
 
     def __init__(self, period: int) -> None:
         super().__init__(period)
         self.reset()
+
+    @staticmethod
+    def series(values: Floats, period: int) -> Floats:
+        """``update`` over a whole series at once, bit for bit (NaN for None); numpy."""
+        from strategies.vector import sma
+
+        return sma(values, period)
 
     @property
     def lookback(self) -> int:
@@ -95,39 +104,20 @@ class SMA(Indicator[float]):
         """Feed one value; return the mean of the last ``period`` values, or None."""
         if not _isfinite(x):
             self._check(x)  # raises
-        x = float(x)
-        period, pos, buf = self.period, self._pos, self._buf
-        s, comp = self._sum, self._comp
-        count = self.count
-        if count >= period:  # the window is full: remove its oldest value
-            y = -buf[pos]
-            t = s + y
-            if (s if s >= 0.0 else -s) >= (y if y >= 0.0 else -y):
-                comp += (s - t) + y
-            else:
-                comp += (y - t) + s
-            s = t
-        buf[pos] = x
-        t = s + x
-        if (s if s >= 0.0 else -s) >= (x if x >= 0.0 else -x):
-            comp += (s - t) + x
-        else:
-            comp += (x - t) + s
-        self._sum, self._comp = t, comp
+        period, pos = self.period, self._pos
+        self._buf[pos] = float(x)
         pos += 1
         self._pos = pos if pos < period else 0
-        self.count = count = count + 1
+        self.count = count = self.count + 1
         if count >= period:
-            self._value = value = (t + comp) / period
+            self._value = value = _fsum(self._buf) / period
             return value
-        return self._value
+        return None
 
     def reset(self) -> None:
         super().reset()
         self._buf = [0.0] * self.period
         self._pos = 0
-        self._sum = 0.0
-        self._comp = 0.0
 
 
 class EMA(Indicator[float]):
@@ -140,6 +130,13 @@ class EMA(Indicator[float]):
         super().__init__(period)
         self.alpha = 2.0 / (period + 1)
         self._seed = 0.0
+
+    @staticmethod
+    def series(values: Floats, period: int) -> Floats:
+        """``update`` over a whole series at once, bit for bit (NaN for None); numpy."""
+        from strategies.vector import ema
+
+        return ema(values, period)
 
     @property
     def lookback(self) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from strategies.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
 from strategies.indicators import EMA, SMA, Crossover
+
+if TYPE_CHECKING:
+    from strategies.vector import BarColumns, Events
 
 _LONG, _FLAT = Signal.LONG, Signal.FLAT  # looked up once: enum attribute access is slow
 
@@ -50,6 +53,13 @@ class SmaCross(Strategy):
         if not event:
             return None
         return _LONG if event > 0 else _FLAT
+
+    def signals(self, bars: BarColumns) -> Events:
+        from strategies.vector import crossover_events
+
+        fast = self.average.series(bars.close, self.params.fast)
+        slow = self.average.series(bars.close, self.params.slow)
+        return crossover_events(fast, slow)
 
 
 def check_fast_slow(strategy: str, fast: int, slow: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 
 from orchestrator.broker.rules import fmt, price_decimal, round_step_down
@@ -103,17 +104,46 @@ class Runner:
                  self._target.value, self.position)
 
     def on_bar(self, bar: Bar) -> list[Message]:
+        if not self._advance(bar):
+            return []
+        self._evaluate(bar)
+        return self._act()
+
+    def on_signals(self, bar: Bar, signals: Sequence[Signal | None]) -> list[Message]:
+        """``on_bar`` when the strategies' answers for ``bar`` are already known, in the
+        strategies' order (a backtest's vector path, see ``Strategy.signals``)."""
+        if not self._advance(bar):
+            return []
+        for i, signal in enumerate(signals):
+            if signal is not None:
+                self._combiner.update(i, signal)
+                self._stale_target = True
+        return self._act()
+
+    def skip(self, bars: int, last_open_time: int, last_close: float) -> None:
+        """Count ``bars`` bars on which no strategy spoke and no order was open or pending:
+        ``on_bar`` would have done nothing on them but this."""
+        assert not self.open_orders and not self.pending, "skip() with orders in flight"
+        self.bars += bars
+        self.last_bar_time = self._last_live_time = last_open_time
+        self._last_close = last_close
+
+    def _advance(self, bar: Bar) -> bool:
+        """Take ``bar`` as the latest, or False for one already seen."""
         open_time = bar.open_time
         if self.last_bar_time is not None and open_time <= self.last_bar_time:
             # already seen: history/live overlap is normal, a live bar seen twice is not
             if self._last_live_time is not None and open_time <= self._last_live_time:
                 self.duplicate_bars += 1
-            return []
+            return False
         self._last_live_time = open_time
         self.bars += 1
         self.last_bar_time = open_time
         self._last_close = bar.close
-        self._evaluate(bar)
+        return True
+
+    def _act(self) -> list[Message]:
+        """The orders the latest bar calls for: LIMIT expiries, then a change of target."""
         actions: list[Message] = self._expire_limits() if self.open_orders else []
         if self._stale_target:
             self._stale_target = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,8 +34,10 @@ from orchestrator.protocol import (
     SymbolRules,
     WorkerConfig,
 )
-from strategies.bar import Bar
+from strategies.bar import Bar, Signal
+from strategies.base import Strategy
 from strategies.registry import create
+from strategies.vector import BarColumns
 from worker.runner import Runner
 
 __all__ = ["Decision", "FillRecord", "SymbolJob", "SymbolRun", "iter_bars", "run_symbol"]
@@ -168,11 +170,15 @@ def _captured_warnings(sink: list[str]) -> Iterator[None]:
         logger.propagate = saved[1]
 
 
-def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) -> SymbolRun:
-    """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars."""
+def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
+               bar_by_bar: bool = False) -> SymbolRun:
+    """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars.
+
+    Event-driven when every strategy has ``signals``, unless ``bar_by_bar`` (the reference
+    the event-driven run must equal exactly)."""
     symbol, rows = job.symbol, job.bars
     result = SymbolRun(symbol=symbol, bars=len(rows))
-    bar: Bar | None = None  # the bar being processed; the loop below assigns it
+    bar: Bar | None = None  # the bar being processed; the loops assign it through ``step``
 
     def clock() -> int:  # the broker's time (ns): just after the current bar closed
         return 0 if bar is None else (bar.close_time + 1) * 1_000_000
@@ -182,24 +188,31 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
                          slippage_bps=job.slippage_bps, clock=clock)
     strategies = [create(spec.name, spec.params) for spec in job.config.strategies]
     runner = Runner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
+
+    def step(index: int, current: Bar, signals: Sequence[Signal | None] | None) -> None:
+        """One bar, as the fleet does it: the broker fills, then the runner decides."""
+        nonlocal bar
+        bar = current
+        updates = broker.on_bar(current)
+        if updates:
+            for update in updates:
+                runner.on_update(update)
+                result.record(index, update)
+        actions = runner.on_bar(current) if signals is None else runner.on_signals(current,
+                                                                                     signals)
+        if actions:
+            for action in actions:
+                _execute(broker, runner, result, index, current.open_time, action)
+
     started = time.perf_counter()
     with journal, _captured_warnings(result.warnings):
         for strategy in strategies:
             strategy.on_start()
-        broker_on_bar, runner_on_bar = broker.on_bar, runner.on_bar  # the hot loop
-        mask = CHUNK - 1  # CHUNK is 2**k
-        for index, bar in enumerate(iter_bars(symbol, rows, job.step_ms)):
-            updates = broker_on_bar(bar)
-            if updates:
-                for update in updates:
-                    runner.on_update(update)
-                    result.record(index, update)
-            actions = runner_on_bar(bar)
-            if actions:
-                for action in actions:
-                    _execute(broker, runner, result, index, bar.open_time, action)
-            if progress is not None and index & mask == mask:
-                progress(index + 1)
+        codes = None if bar_by_bar else _signal_codes(strategies, rows, result.warnings)
+        if codes is None:
+            _bar_by_bar(job, step, progress)
+        else:
+            _event_driven(job, codes, step, runner, broker, progress)
         for strategy in strategies:
             strategy.on_stop()
     result.seconds = time.perf_counter() - started
@@ -207,6 +220,88 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None) ->
     if progress is not None:
         progress(len(rows))
     return result
+
+
+Step = Callable[[int, Bar, "Sequence[Signal | None] | None"], None]
+
+
+def _bar_by_bar(job: SymbolJob, step: Step, progress: Callable[[int], None] | None) -> None:
+    """Every bar through ``Strategy.on_bar``: any strategy."""
+    mask = CHUNK - 1  # CHUNK is 2**k
+    for index, bar in enumerate(iter_bars(job.symbol, job.bars, job.step_ms)):
+        step(index, bar, None)
+        if progress is not None and index & mask == mask:
+            progress(index + 1)
+
+
+def _signal_codes(strategies: list[Strategy], rows: np.ndarray,
+                  warnings: list[str]) -> np.ndarray | None:
+    """(strategies x bars) signal codes when every strategy has ``signals`` (and the bars are
+    sound), else None: then the run goes bar by bar, which is always right, only slower."""
+    if not strategies or len(rows) == 0:
+        return None
+    prices = np.stack([rows["low"], rows["high"], rows["close"]])
+    if not (np.isfinite(prices).all() and (prices > 0).all()):
+        return None  # the broker skips corrupt bars one by one: leave them to it
+    columns = BarColumns(rows["open_time"], rows["open"], rows["high"], rows["low"],
+                         rows["close"], rows["volume"])
+    codes = []
+    for strategy in strategies:
+        try:
+            answer = strategy.signals(columns)
+        except Exception as exc:  # user code: say so, and fall back to on_bar
+            warnings.append(f"{strategy.name}.signals() raised {type(exc).__name__}: {exc}; "
+                            "ran bar by bar instead")
+            return None
+        if answer is None:
+            return None
+        answer = np.asarray(answer)
+        if answer.shape != (len(rows),) or not np.isin(answer, (-1, 0, 1)).all():
+            warnings.append(f"{strategy.name}.signals() returned a {answer.dtype} array of "
+                            f"shape {answer.shape}, not {len(rows)} codes in -1, 0, 1; ran bar "
+                            "by bar instead")
+            return None
+        codes.append(answer.astype(np.int8))
+    return np.stack(codes)
+
+
+def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
+                  broker: PaperBroker, progress: Callable[[int], None] | None) -> None:
+    """Only the bars where a strategy speaks, or an order is open, go through ``step``; the
+    quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
+    note the close, which the next stepped bar overwrites."""
+    symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
+    opened, closes = rows["open_time"].tolist(), rows["close"].tolist()
+    # item(): a Python float from one cell, far cheaper than a row's fields (few bars go)
+    opens, highs, lows, volumes = (rows[name].item for name in ("open", "high", "low",
+                                                                 "volume"))
+    events = np.flatnonzero(codes.any(axis=0)).tolist()
+    signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
+                                   for column in codes[:, events].T.tolist()), strict=True))
+    silent = [None] * len(codes)
+    count, index, next_event = len(rows), 0, 0
+    next_report = CHUNK
+    while index < count:
+        if not (runner.open_orders or runner.pending or broker.has_open(symbol)):
+            while next_event < len(events) and events[next_event] < index:
+                next_event += 1
+            target = events[next_event] if next_event < len(events) else count
+            if target > index:
+                runner.skip(target - index, opened[target - 1], closes[target - 1])
+                index = target
+                if index == count:
+                    break
+        bar = Bar(symbol=symbol, open_time=opened[index], close_time=opened[index] + last,
+                  open=opens(index), high=highs(index), low=lows(index), close=closes[index],
+                  volume=volumes(index))
+        step(index, bar, signals_at.get(index, silent))
+        index += 1
+        if progress is not None and index >= next_report:
+            progress(index)
+            next_report = (index // CHUNK + 1) * CHUNK
+
+
+_SIGNALS: dict[int, Signal | None] = {1: Signal.LONG, -1: Signal.FLAT, 0: None}
 
 
 def _execute(broker: PaperBroker, runner: Runner, result: SymbolRun, index: int,

@@ -146,6 +146,10 @@ class PaperBroker:
     def open_orders(self, symbol: str) -> list[OrderView]:
         return list(self._open.get(symbol, {}).values())
 
+    def has_open(self, symbol: str) -> bool:
+        """Whether an order of ``symbol`` rests (so a bar could fill it)."""
+        return bool(self._open.get(symbol))
+
     def next_seq(self, symbol: str) -> int:
         return self._journal.max_seq(symbol) + 1
 
