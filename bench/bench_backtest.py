@@ -11,7 +11,10 @@ statistics (multibot: options -> report dict; backtesting.py: Backtest(...) + ru
 
 multibot rows:
 - in-process: the engine in this process (no isolation), i.e. the raw engine speed;
-- process per symbol: what `multibot backtest` does (forkserver child per symbol, warm).
+- process per symbol: what `multibot backtest` does (forkserver child per symbol, warm);
+- engine loop, event-driven / bar by bar: the engine's loop alone (no metrics or report) on
+  each of its two paths: strategies' vector signals and only eventful bars stepped (what
+  sma_cross gets), and one on_bar per bar (any strategy; the reference the other must equal).
 The multi-symbol row runs the four bundled 1m symbols: multibot spreads them over every core,
 backtesting.py (single-symbol by design) runs them one after the other.
 """
@@ -100,6 +103,18 @@ def run_ours(symbols: tuple[str, ...], isolate: bool) -> int:
     return run_backtest(request).combined.trades
 
 
+def engine_loop(bar_by_bar: bool) -> Callable[[], int]:
+    """The engine's loop alone on the prepared BTCUSDT job (no metrics, no report), either
+    path: what the event-driven path (strategies.vector) saves over on_bar per bar."""
+    from orchestrator.backtest.engine import run_symbol
+    from orchestrator.backtest.session import Request, prepare
+
+    request = Request(symbols=[SYMBOL], strategies=[f"sma_cross:fast={FAST},slow={SLOW}"],
+                      interval="1m", isolate=False)
+    job = prepare(request).jobs[0]
+    return lambda: len(run_symbol(job, bar_by_bar=bar_by_bar).fills) // 2
+
+
 def measure(runs: int, sides: dict[str, Callable[[], int]]) -> dict[str, tuple[list[float], int]]:
     """Interleaved: run 1 of every side, then run 2 of every side, ... (fair under noise)."""
     times: dict[str, list[float]] = {name: [] for name in sides}
@@ -160,6 +175,8 @@ def main() -> int:
     ok = report(f"{SYMBOL} 1m", len(frames[SYMBOL]), measure(args.runs, {
         "multibot, in-process": lambda: run_ours((SYMBOL,), isolate=False),
         "multibot, process per symbol": lambda: run_ours((SYMBOL,), isolate=True),
+        "multibot engine loop, event-driven": engine_loop(bar_by_bar=False),
+        "multibot engine loop, bar by bar": engine_loop(bar_by_bar=True),
         bt_name: lambda: run_bt([frames[SYMBOL]], strategy),
     }))
     if not args.no_multi:

@@ -206,7 +206,7 @@ orchestrator's CPU goes (py-spy, after the measured window):
 {spy}
 
 **Next.** Fewer messages, not cheaper ones: a longer heartbeat period (failure detection
-then takes longer: today a hung worker is killed after 5 s), or liveness without messages
+then takes longer: a hung worker is killed after 2.5 periods), or liveness without messages
 (a per-worker counter in shared memory that the orchestrator reads, with the status facts
 fetched only when `status` asks)."""
 

@@ -286,6 +286,8 @@ def encode(message: Message, msg_id: str | None = None) -> bytes:
 # the frame's prefix, so a worker subscribes to b"SYMBOL\0" and to HEARTBEAT_TOPIC.
 
 HEARTBEAT_TOPIC = b"\0"  # no symbol starts with NUL: every worker takes these
+# an exec'd worker's end of a pipe only the orchestrator writes to: EOF = the orchestrator died
+PARENT_FD_ENV = "MULTIBOT_PARENT_FD"
 MARKET_HWM = 100_000  # market PUB's SNDHWM and each worker SUB's RCVHWM: a burst is not dropped
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import msgspec
 
 PROTOCOL_VERSION = 1
-HEARTBEAT_S = 2.0  # both ways; see WorkerConfig
+HEARTBEAT_S = 4.0  # both ways; see WorkerConfig
 
 
 class StrategySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -84,9 +84,11 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     stake: str  # quote amount per entry
     order_type: str = "MARKET"  # MARKET | LIMIT
     limit_ttl_bars: int = 5  # a LIMIT entry not filled after this many bars is cancelled
-    # Heartbeats are most of an idle fleet's CPU, so both sides beat every 2 s: the
-    # orchestrator's is one broadcast that each worker answers with its own. A worker that
-    # heard nothing for heartbeat_s * liveness seconds exits on its own.
+    # Heartbeats are most of an idle fleet's CPU, so both sides beat every 4 s: the
+    # orchestrator's is one broadcast that each worker answers with its own. They detect
+    # hangs; a death is seen at once (the worker's orchestrator pipe, the supervisor's
+    # process sentinel). A worker that heard nothing for heartbeat_s * liveness seconds
+    # exits on its own.
     heartbeat_s: float = HEARTBEAT_S
     liveness: int = 3
 

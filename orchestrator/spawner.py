@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.home import Home
+from orchestrator.protocol import PARENT_FD_ENV
 
 
 class WorkerProcess(Protocol):
@@ -79,6 +80,26 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+class ExecWorker:
+    """An exec'd worker, and the write end of its orchestrator pipe (closed once reaped)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, pipe_w: int) -> None:
+        self._process = process
+        self._pipe_w: int | None = pipe_w
+        self.pid: int = process.pid
+
+    def send_signal(self, sig: int) -> None:
+        self._process.send_signal(sig)
+
+    async def wait(self) -> int:
+        try:
+            return await self._process.wait()
+        finally:
+            if self._pipe_w is not None:
+                os.close(self._pipe_w)
+                self._pipe_w = None
+
+
 class Spawner:
     def __init__(self, home: Home, env: Mapping[str, str], mode: str | None = None) -> None:
         self._home = home
@@ -112,11 +133,21 @@ class Spawner:
             )
             process.start()
             return ForkedWorker(process)
-        with open(log_path, "ab") as log_file:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "worker", "--symbol", symbol,
-                "--home", str(self._home.root),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True,  # a Ctrl-C on the terminal reaches only the orchestrator
-                env=self._env,
-            )
+        # The worker's read end reaches EOF when we exit (the write end is ours alone, kept
+        # until the worker is reaped): it stops at once instead of waiting out its liveness.
+        pipe_r, pipe_w = os.pipe()
+        try:
+            with open(log_path, "ab") as log_file:
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "worker", "--symbol", symbol,
+                    "--home", str(self._home.root),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                    start_new_session=True,  # a Ctrl-C on the terminal reaches only us
+                    env={**self._env, PARENT_FD_ENV: str(pipe_r)}, pass_fds=(pipe_r,),
+                )
+        except BaseException:
+            os.close(pipe_w)
+            raise
+        finally:
+            os.close(pipe_r)
+        return ExecWorker(child, pipe_w)

@@ -61,7 +61,7 @@ class Policy:
     window_s: float = 60.0
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
     start_timeout_s: float = 20.0
-    liveness_s: float = 5.0  # 2.5 worker heartbeat periods
+    liveness_s: float = 10.0  # 2.5 worker heartbeat periods
     grace_s: float = 5.0
     term_s: float = 2.0
 

@@ -138,6 +138,18 @@ def test_synthetic_feed_serves_any_symbol(fleet: FleetCli) -> None:
     assert proc.returncode == 2 and "synthetic" in proc.stderr  # conflict is explained
 
 
+def test_exec_spawned_workers_exit_at_once_when_the_orchestrator_dies(fleet: FleetCli) -> None:
+    env = {**os.environ, "MULTIBOT_SPAWN": "exec"}
+    fleet.run("up", "BTCUSDT", "--speed", "5", check=True, env=env)
+    worker, orchestrator = fleet.workers()["BTCUSDT"]["pid"], fleet.orchestrator_pid()
+    assert orchestrator is not None
+    assert psutil.Process(worker).ppid() == orchestrator  # exec'd by it, not forked
+    os.kill(orchestrator, signal.SIGKILL)
+    eventually(lambda: not psutil.pid_exists(worker)
+               or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE,
+               timeout=5, what="the orphaned worker to exit (liveness alone: 12 s)")
+
+
 def test_orchestrator_sigkill_workers_exit_and_up_resumes(fleet: FleetCli) -> None:
     fleet.up("BTCUSDT", "ETHUSDT", "--speed", "100", "-s", "sma_cross:fast=2,slow=5")
     eventually(lambda: all(w["trades"] >= 3 for w in fleet.workers().values()),
@@ -146,9 +158,10 @@ def test_orchestrator_sigkill_workers_exit_and_up_resumes(fleet: FleetCli) -> No
     orchestrator = fleet.orchestrator_pid()
     assert orchestrator is not None
     os.kill(orchestrator, signal.SIGKILL)
+    # well within the 12 s a worker waits for heartbeats: the orchestrator pipe's EOF
     eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                                != psutil.STATUS_ZOMBIE for p in worker_pids),
-               timeout=10, what="orphaned workers to exit on their own")
+               timeout=5, what="orphaned workers to exit on their own")
     with fleet.journal() as journal:
         fills_before = journal.execute("SELECT * FROM fills ORDER BY trade_id").fetchall()
     positions = {

@@ -99,7 +99,7 @@ def test_hung_worker_is_killed_and_restarted(fleet: FleetCli) -> None:
     fleet.up("XRPUSDT")
     pid = fleet.workers()["XRPUSDT"]["pid"]
     os.kill(pid, signal.SIGSTOP)
-    back = eventually(lambda: worker_running(fleet, "XRPUSDT", not_pid=pid), timeout=15,
+    back = eventually(lambda: worker_running(fleet, "XRPUSDT", not_pid=pid), timeout=30,
                       what="the hung worker to be replaced")
     assert "no heartbeat" in back["last_error"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

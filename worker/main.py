@@ -1,7 +1,8 @@
 """The per-symbol worker process: SUB to its symbol's bars, DEALER to the broker.
 
 Lean on purpose: pyzmq, msgspec and the strategies; no exchange SDK, no credentials. It exits
-on its own when the orchestrator's heartbeats stop, so no orphan ever trades unsupervised.
+on its own the moment the orchestrator dies (a pipe only the orchestrator holds open reaches
+EOF), or when its heartbeats stop (a hung orchestrator), so no orphan ever trades unsupervised.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from orchestrator.home import Home
 from orchestrator.protocol import (
     HEARTBEAT_TOPIC,
     MARKET_HWM,
+    PARENT_FD_ENV,
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
     Error,
@@ -51,9 +53,26 @@ _WELCOME_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 
 
+def orchestrator_pipe() -> int | None:
+    """An fd that turns readable (EOF) when the orchestrator exits, however it exits.
+
+    A forked worker has multiprocessing's parent sentinel: the read end of a pipe whose only
+    write end the orchestrator keeps while the worker runs. An exec'd worker is handed such a
+    pipe by the orchestrator (PARENT_FD_ENV). None: heartbeats alone tell.
+    """
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        return parent.sentinel
+    raw = os.environ.pop(PARENT_FD_ENV, "")
+    return int(raw) if raw.isdigit() else None
+
+
 class WorkerProcess:
-    def __init__(self, symbol: str, home: Home) -> None:
+    def __init__(self, symbol: str, home: Home, parent_fd: int | None = None) -> None:
         self.symbol = symbol
+        self._parent_fd = parent_fd
         self._ctx = zmq.Context()
         self._broker = self._ctx.socket(zmq.DEALER)
         self._broker.setsockopt(zmq.ROUTING_ID, symbol.encode())
@@ -141,6 +160,8 @@ class WorkerProcess:
         poller.register(self._broker, zmq.POLLIN)
         poller.register(self._market, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        if self._parent_fd is not None:
+            poller.register(self._parent_fd, zmq.POLLIN)
         next_beat = 0.0
         while True:
             # Sleep until a message, a signal or the next heartbeat: an idle worker wakes
@@ -150,6 +171,9 @@ class WorkerProcess:
             if self._wake_r.fileno() in ready:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(64)
+            if self._parent_fd is not None and self._parent_fd in ready:
+                log.error("the orchestrator exited: exiting (open orders stay in the journal)")
+                return EXIT_NO_ORCHESTRATOR
             beat_heard = False
             if self._market in ready:
                 beat_heard = self._drain_market(runner)
@@ -161,11 +185,14 @@ class WorkerProcess:
                 return self._stop(runner, flatten=False)
             now = time.monotonic()
             # Answer the orchestrator's broadcast when ours is due within half a period, and
-            # then wait for the next broadcast (our timer is only the fallback): one wake-up
-            # a second for both heartbeats instead of two.
-            if beat_heard and now >= next_beat - heartbeat_s / 2:
+            # in any case wait for the next broadcast (our timer is only the fallback, at 1.5
+            # periods): one wake-up per period for both heartbeats instead of two. (Keeping
+            # our timer when we beat just before a broadcast would lock that phase: our beat
+            # always just ahead of the broadcast, two wake-ups.)
+            if beat_heard:
+                if now >= next_beat - heartbeat_s / 2:
+                    self._beat(runner)
                 next_beat = now + heartbeat_s * 1.5
-                self._beat(runner)
             elif now >= next_beat:
                 next_beat = now + heartbeat_s
                 self._beat(runner)
@@ -276,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=log_format(args.symbol, os.getpid()))
     log.info("worker starting")
-    return WorkerProcess(args.symbol, home).run()
+    return WorkerProcess(args.symbol, home, orchestrator_pipe()).run()
 
 
 
