@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from orchestrator.backtest.engine import SymbolRun, run_symbol
-from orchestrator.backtest.session import Request, prepare
+from orchestrator.backtest.session import Request, prepare, run_backtest
 from orchestrator.feeds.bundled import load_klines
 from strategies import vector
 from strategies.base import Strategy
@@ -143,3 +143,22 @@ def test_a_faulty_series_form_falls_back_to_bar_by_bar(cls: type[Strategy], said
     reference, _ = runs(["sma_cross"])
     assert fallback.fills == reference.fills and fallback.decisions == reference.decisions
     assert any(said in w and "bar by bar" in w for w in fallback.warnings), fallback.warnings
+
+
+class PeekingSeries(SmaCross):
+    """A vectorised signals() with the classic bug: it trades on the next bar's close."""
+
+    name = "test_peeking_series"
+
+    def signals(self, bars: vector.BarColumns) -> vector.Events:
+        ahead = np.append(bars.close[1:], bars.close[-1])
+        rising = (ahead > bars.close).astype(np.int8)
+        return np.where(rising == 1, 1, -1).astype(np.int8)
+
+
+def test_the_lookahead_check_catches_a_series_form_that_peeks() -> None:
+    request = Request(symbols=["BTCUSDT"], strategies=["tests.test_vector:PeekingSeries"],
+                      interval="1h", check_lookahead=True, isolate=False)
+    result = run_backtest(request)
+    assert result.outcomes[0].metrics.return_pct > 50  # what trading on tomorrow looks like
+    assert result.leaks and "used bars after" in result.report["lookahead_check"]["problems"][0]
