@@ -271,10 +271,10 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
     quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
     note the close, which the next stepped bar overwrites."""
     symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
-    opened, closes = rows["open_time"].tolist(), rows["close"].tolist()
-    # item(): a Python float from one cell, far cheaper than a row's fields (few bars go)
-    opens, highs, lows, volumes = (rows[name].item for name in ("open", "high", "low",
-                                                                 "volume"))
+    # item(): a Python number from one cell, for the few bars that are stepped; cheaper than
+    # a row's fields, and than whole columns as lists (MBs of fresh pages in a new child)
+    opened, opens, highs, lows, closes, volumes = (
+        rows[name].item for name in ("open_time", "open", "high", "low", "close", "volume"))
     events = np.flatnonzero(codes.any(axis=0)).tolist()
     signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
                                    for column in codes[:, events].T.tolist()), strict=True))
@@ -287,12 +287,13 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
                 next_event += 1
             target = events[next_event] if next_event < len(events) else count
             if target > index:
-                runner.skip(target - index, opened[target - 1], closes[target - 1])
+                runner.skip(target - index, opened(target - 1), closes(target - 1))
                 index = target
                 if index == count:
                     break
-        bar = Bar(symbol=symbol, open_time=opened[index], close_time=opened[index] + last,
-                  open=opens(index), high=highs(index), low=lows(index), close=closes[index],
+        open_time = opened(index)
+        bar = Bar(symbol=symbol, open_time=open_time, close_time=open_time + last,
+                  open=opens(index), high=highs(index), low=lows(index), close=closes(index),
                   volume=volumes(index))
         step(index, bar, signals_at.get(index, silent))
         index += 1

@@ -29,7 +29,12 @@ __all__ = ["BacktestFailed", "run_jobs"]
 # "__main__":` block does not run), so that script must be importable without side effects;
 # orchestrator.cli is here so that re-importing the `multibot` script costs nothing, and this
 # module because the child's entry point (_child) lives here.
-_PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.pool", "orchestrator.cli"]
+# The rest is what every child would otherwise import for itself (seen with strace): runpy's
+# pkgutil to re-run the script, the shared progress array's modules, and the Popen classes
+# the pickled Process refers to; a few ms per symbol.
+_PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.pool",
+            "orchestrator.backtest.session", "orchestrator.cli",
+            "pkgutil", "multiprocessing.sharedctypes", "multiprocessing.popen_forkserver"]
 _POLL_S = 0.1
 _RUN_DECODER = msgspec.msgpack.Decoder(SymbolRun)
 
