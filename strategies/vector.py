@@ -46,32 +46,66 @@ def _finite(values: Floats, owner: str) -> Floats:
     return x
 
 
-def _window_sums(x: Floats, period: int) -> Floats:
-    """Every ``period``-long window sum of ``x``, correctly rounded (as ``math.fsum`` gives).
+class _Prefix(NamedTuple):
+    """Exact cumulative sums of a series on a common exponent: x[i] = m[i] * 2**base."""
 
-    Exact integer arithmetic: each float is an integer mantissa times a power of two, so on
-    a common exponent the window sums are integer differences of a cumulative sum. In int64
-    when the values span few enough binades (prices of one symbol usually do; int64 wraps in
-    the cumulative sum but every difference of two of its entries is exact), else in Python
-    integers. The integer-to-float conversion rounds to nearest even, as fsum does.
-    """
-    mantissa, exponent = np.frexp(x)
-    ints = (mantissa * 2.0**53).astype(np.int64)
-    exponent = exponent.astype(np.int64) - 53
-    nonzero = ints != 0
-    if not nonzero.any():
-        return np.zeros(len(x) - period + 1)
-    base = int(exponent[nonzero].min())
-    shift = np.where(nonzero, exponent - base, 0)
-    if int(shift.max()) + 53 + period.bit_length() <= _INT_BITS:
-        scaled = ints << shift
-        total = np.concatenate(([0], np.cumsum(scaled)))
-        sums = (total[period:] - total[:-period]).astype(np.float64)
+    total: npt.NDArray[np.int64] | npt.NDArray[np.object_]  # total[k] = m[0] + ... + m[k-1]
+    base: int
+    top_bit: int  # |m[i]| < 2**top_bit
+
+
+_last: list[tuple[Floats, _Prefix]] = []  # the latest series and its prefix (SMAs share it)
+
+
+def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
+    """Each float is an integer mantissa times a power of two (read from its bits: few and
+    in-place array operations, so a fresh backtest process faults in few new pages); shifted
+    onto the smallest exponent, the values are integers whose cumulative sum gives every
+    window sum exactly. int64 when that fits; it wraps, but a difference of two of its
+    entries is exact as long as the window sum itself fits, which ``_window_sums`` checks."""
+    if not exact_ints and _last and _last[0][0].shape == x.shape and np.array_equal(
+            _last[0][0], x):
+        return _last[0][1]
+    bits = x.view(np.int64)
+    exponent = bits >> 52
+    exponent &= 0x7FF
+    mantissa = bits & 0xFFFFFFFFFFFFF
+    normal = exponent != 0
+    np.bitwise_or(mantissa, 1 << 52, out=mantissa, where=normal)  # the implicit bit
+    exponent -= 1075  # bias and mantissa width; a subnormal's exponent is that of 1
+    exponent[~normal] = -1074
+    np.negative(mantissa, out=mantissa, where=bits < 0)
+    nonzero = mantissa != 0
+    base = int(exponent[nonzero].min()) if nonzero.any() else 0
+    exponent -= base
+    exponent[~nonzero] = 0
+    top_bit = int(exponent.max()) + 53
+    total: npt.NDArray[np.int64] | npt.NDArray[np.object_]
+    if top_bit < _INT_BITS and not exact_ints:
+        np.left_shift(mantissa, exponent, out=mantissa)
+        total = np.empty(len(x) + 1, dtype=np.int64)
+        total[0] = 0
+        np.cumsum(mantissa, out=total[1:])
+    else:  # values many binades apart: Python integers, exact at any size
+        exact = [m << e for m, e in zip(mantissa.tolist(), exponent.tolist(), strict=True)]
+        total = np.concatenate(([0], np.cumsum(np.array(exact, dtype=object))))
+    prefix = _Prefix(total, base, top_bit)
+    if not exact_ints:
+        _last[:] = [(x.copy(), prefix)]
+    return prefix
+
+
+def _window_sums(x: Floats, period: int, out: Floats) -> None:
+    """Every ``period``-long window sum of ``x``, correctly rounded (as ``math.fsum`` gives),
+    into ``out``. The integer-to-float conversion rounds to nearest even, as fsum does."""
+    total, base, top_bit = _prefix(x)
+    if total.dtype == np.int64 and top_bit + period.bit_length() > _INT_BITS:
+        total, base, top_bit = _prefix(x, exact_ints=True)  # these windows overflow int64
+    if total.dtype == np.int64:
+        out[:] = total[period:] - total[:-period]
     else:
-        exact = [int(m) << int(s) for m, s in zip(ints.tolist(), shift.tolist(), strict=True)]
-        total_obj = np.concatenate(([0], np.cumsum(np.array(exact, dtype=object))))
-        sums = np.array([float(v) for v in total_obj[period:] - total_obj[:-period]])
-    return np.ldexp(sums, base)
+        out[:] = [float(v) for v in total[period:] - total[:-period]]
+    np.ldexp(out, base, out=out)
 
 
 def sma(values: Floats, period: int) -> Floats:
@@ -79,7 +113,9 @@ def sma(values: Floats, period: int) -> Floats:
     x = _finite(values, f"SMA({period})")
     out = np.full(len(x), np.nan)
     if len(x) >= period:
-        out[period - 1 :] = _window_sums(x, period) / period
+        window = out[period - 1 :]
+        _window_sums(x, period, window)
+        window /= period
     return out
 
 

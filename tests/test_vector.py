@@ -162,3 +162,14 @@ def test_the_lookahead_check_catches_a_series_form_that_peeks() -> None:
     result = run_backtest(request)
     assert result.outcomes[0].metrics.return_pct > 50  # what trading on tomorrow looks like
     assert result.leaks and "used bars after" in result.report["lookahead_check"]["problems"][0]
+
+
+def test_corrupt_bars_send_the_run_bar_by_bar_and_change_nothing() -> None:
+    request = Request(symbols=["BTCUSDT"], strategies=["sma_cross:fast=3,slow=5"],
+                      interval="1m", isolate=False)
+    job = prepare(request).jobs[0]
+    bars = job.bars[:5000].copy()
+    bars["low"][::7] = 0.0  # the broker ignores such bars (no price, no fill): so must we
+    bars["high"][3::11] = np.inf
+    job = dataclasses.replace(job, bars=bars)
+    same(run_symbol(job), run_symbol(job, bar_by_bar=True))

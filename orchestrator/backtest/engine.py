@@ -240,9 +240,10 @@ def _signal_codes(strategies: list[Strategy], rows: np.ndarray,
     sound), else None: then the run goes bar by bar, which is always right, only slower."""
     if not strategies or len(rows) == 0:
         return None
-    prices = np.stack([rows["low"], rows["high"], rows["close"]])
-    if not (np.isfinite(prices).all() and (prices > 0).all()):
-        return None  # the broker skips corrupt bars one by one: leave them to it
+    for name in ("low", "high", "close"):  # > 0 is False for NaN; isinf catches the rest
+        column = rows[name]
+        if not (column > 0).all() or np.isinf(column).any():
+            return None  # the broker skips corrupt bars one by one: leave them to it
     columns = BarColumns(rows["open_time"], rows["open"], rows["high"], rows["low"],
                          rows["close"], rows["volume"])
     codes = []
