@@ -60,9 +60,13 @@ class Desk:
     async def open(cls, fake: FakeBinance, path: Path) -> Desk:
         client = await connect(fake)
         desk = cls(fake, path, client)
-        for rules in trading_rules(await client.exchange_info()).values():
-            desk.broker.add_rules(rules)
-            desk.price_bar(rules.symbol)  # a last price, as the feed's first bar gives
+        try:
+            for rules in trading_rules(await client.exchange_info()).values():
+                desk.broker.add_rules(rules)
+                desk.price_bar(rules.symbol)  # a last price, as the feed's first bar gives
+        except BaseException:
+            await desk.close()  # the callers' try begins only once we return
+            raise
         return desk
 
     def price_bar(self, symbol: str) -> None:

@@ -23,6 +23,7 @@ from tests.exchange_support import (
     posts,
     run,
 )
+from tests.fake_binance_support import until
 from tests.fakes.binance import FakeBinance
 
 __all__ = ["fake"]  # the fixture
@@ -145,7 +146,7 @@ def test_429_makes_every_caller_wait_for_retry_after(fake: FakeBinance, tmp_path
             fake.fail("429", method="POST", path=ORDER_PATH, retry_after=2)
             started = time.monotonic()
             order = asyncio.create_task(desk.broker.place("BTCUSDT", market(1, "BUY", "0.002")))
-            await asyncio.sleep(0.3)  # let the order meet its 429
+            await until(lambda: fake.count("POST", ORDER_PATH, status=429), what="its 429")
             await desk.client.account()  # another caller: waits for the same back-off
             account_done = time.monotonic() - started
             update = await order
@@ -187,11 +188,8 @@ def test_a_resting_limit_fills_later_and_the_watcher_reports_it(
             assert resting.order.status == "NEW"
             assert fake.balances()["USDT"][1] > 0  # locked on the exchange
             fake.set_price("BTCUSDT", float(price) * 0.97)
-            for _ in range(100):
-                if desk.pushed:
-                    break
-                await asyncio.sleep(0.05)
-            assert desk.pushed and desk.pushed[-1].order.status == "FILLED"
+            await until(lambda: desk.pushed, what="the watcher's report")
+            assert desk.pushed[-1].order.status == "FILLED"
             assert desk.pushed[-1].fills
             assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
             far = str((price * Decimal("0.5")).quantize(Decimal("0.01")))
@@ -220,10 +218,8 @@ def test_partial_fills_are_journaled_piece_by_piece_from_my_trades(tmp_path: Pat
                 rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
                 await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
                 fake.set_price("BTCUSDT", float(price) * 0.97)
-                for _ in range(100):
-                    if desk.pushed and desk.pushed[-1].order.status == "FILLED":
-                        break
-                    await asyncio.sleep(0.05)
+                await until(lambda: desk.pushed and desk.pushed[-1].order.status == "FILLED",
+                            what="the last piece filled")
                 statuses = [u.order.status for u in desk.pushed]
                 assert statuses[-1] == "FILLED" and "PARTIALLY_FILLED" in statuses
                 assert len(desk.journal.fills("BTCUSDT")) == 2

@@ -188,8 +188,10 @@ def test_stop_is_bounded_and_idempotent_with_clients_connected() -> None:
                         await asyncio.wait_for(ws.recv(), 5)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
-    run(scenario())
-    fake.stop()
+    try:
+        run(scenario())
+    finally:
+        fake.stop()  # idempotent: also when the scenario failed before its own stop
     with pytest.raises(RuntimeError):
         fake.start()
 

@@ -73,8 +73,8 @@ def runs(spec: list[str], symbol: str = "BTCUSDT", order_type: str = "MARKET",
          interval: str = "1m", bars: int = 12_000) -> tuple[SymbolRun, SymbolRun]:
     request = Request(symbols=[symbol], strategies=spec, interval=interval,
                       order_type=order_type, isolate=False)
-    short = dataclasses.replace(prepare(request).jobs[0])
-    short = dataclasses.replace(short, bars=short.bars[:bars])
+    job = prepare(request).jobs[0]
+    short = dataclasses.replace(job, bars=job.bars[:bars])
     return run_symbol(short), run_symbol(short, bar_by_bar=True)
 
 
