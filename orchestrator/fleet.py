@@ -332,7 +332,8 @@ class Fleet:
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
         if self.exchange_broker is not None:
-            self.spawn(self._cancel_on_exchange(symbol))
+            if not self.shutting_down:  # else _stop_everything cancels every symbol itself
+                self.spawn(self._cancel_on_exchange(symbol))
             return
         assert isinstance(self.broker, PaperBroker)
         try:

@@ -299,11 +299,11 @@ def encode_bar(bar: Bar) -> bytes:
     """The market frame of one bar (no per-message random id: nobody replies to a bar)."""
     body = msgspec.Raw(_encoder.encode(BarMessage(bar=bar)))
     envelope = Envelope(PROTOCOL_VERSION, "", BarMessage.TYPE, time.time_ns(), body)
-    return bar.symbol.encode() + b"\0" + _encoder.encode(envelope)
+    return market_topic(bar.symbol) + _encoder.encode(envelope)
 
 
 def heartbeat_frame() -> bytes:
-    """The orchestrator's heartbeat, once a second to every worker at once."""
+    """The orchestrator's heartbeat, every HEARTBEAT_S to every worker at once."""
     return HEARTBEAT_TOPIC + encode(OrchestratorHeartbeat(), "")
 
 

@@ -54,18 +54,12 @@ class _Prefix(NamedTuple):
     top_bit: int  # |m[i]| < 2**top_bit
 
 
-_last: list[tuple[Floats, _Prefix]] = []  # the latest series and its prefix (SMAs share it)
-
-
 def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
     """Each float is an integer mantissa times a power of two (read from its bits: few and
     in-place array operations, so a fresh backtest process faults in few new pages); shifted
     onto the smallest exponent, the values are integers whose cumulative sum gives every
     window sum exactly. int64 when that fits; it wraps, but a difference of two of its
     entries is exact as long as the window sum itself fits, which ``_window_sums`` checks."""
-    if not exact_ints and _last and _last[0][0].shape == x.shape and np.array_equal(
-            _last[0][0], x):
-        return _last[0][1]
     bits = x.view(np.int64)
     exponent = bits >> 52
     exponent &= 0x7FF
@@ -89,10 +83,7 @@ def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
     else:  # values many binades apart: Python integers, exact at any size
         exact = [m << e for m, e in zip(mantissa.tolist(), exponent.tolist(), strict=True)]
         total = np.concatenate(([0], np.cumsum(np.array(exact, dtype=object))))
-    prefix = _Prefix(total, base, top_bit)
-    if not exact_ints:
-        _last[:] = [(x.copy(), prefix)]
-    return prefix
+    return _Prefix(total, base, top_bit)
 
 
 def _window_sums(x: Floats, period: int, out: Floats) -> None:

@@ -230,25 +230,37 @@ class ExchangeBroker:
 
     def settled(self, order: OrderView) -> bool:
         """Long enough since ``order`` was sent that the exchange's answer is final."""
-        return self._clock() - order.created_ns > SETTLE_NS
+        return self.settles_in_s(order) < 0
+
+    def settles_in_s(self, order: OrderView) -> float:
+        """Seconds until the exchange's answer about ``order`` is final (< 0: it is)."""
+        return (order.created_ns + SETTLE_NS - self._clock()) / 1e9
+
+    async def exchange_copy(self, order: OrderView,
+                            max_wait_s: float | None = None) -> dict[str, Any] | None:
+        """The exchange's document of ``order`` by client order id, or None when it has none
+        (an older order of the same id is not ours). Raises ExchangeError."""
+        data = await self.client.get_order(order.symbol, order.client_order_id, max_wait_s)
+        return data if data is not None and self.is_ours(order, data) else None
+
+    def expire_unsent(self, order: OrderView) -> OrderUpdate:
+        """A settled PENDING_NEW order the exchange does not know: it was never sent."""
+        return self.finish(order, "EXPIRED", "never reached the exchange (it has no such order)")
 
     async def look_up(self, order: OrderView,
                       max_wait_s: float | None = None) -> OrderUpdate | None:
         """Ask the exchange for ``order`` by client order id and journal what it says.
         None when it could not be asked; a PENDING_NEW order the exchange still does not know
         once ``settled`` is EXPIRED (it never reached the exchange)."""
-        coid = order.client_order_id
         try:
-            data = await self.client.get_order(order.symbol, coid, max_wait_s)
+            data = await self.exchange_copy(order, max_wait_s)
         except (OutcomeUnknown, Unavailable, Rejected) as exc:
-            log.warning("%s: cannot look up %s: %s", order.symbol, coid, exc.message)
+            log.warning("%s: cannot look up %s: %s", order.symbol, order.client_order_id,
+                        exc.message)
             return None
-        if data is not None and not self.is_ours(order, data):
-            data = None  # an older order of the same client id: ours is not there
         if data is None:
             if order.status == "PENDING_NEW" and self.settled(order):
-                return self.finish(order, "EXPIRED", "never reached the exchange (it has no "
-                                   "such order)")
+                return self.expire_unsent(order)
             return OrderUpdate(order=order, position=self.position(order.symbol))
         return await self.apply(order, data)
 

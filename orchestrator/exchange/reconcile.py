@@ -17,7 +17,7 @@ import logging
 from decimal import Decimal
 
 from orchestrator.broker.rules import fmt
-from orchestrator.exchange.broker import SETTLE_NS, ExchangeBroker
+from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.orders import describe, number
 
@@ -42,9 +42,7 @@ async def _reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
     problems: list[str] = []
     for order in broker.open_orders(symbol):
         coid = order.client_order_id
-        data = await broker.client.get_order(symbol, coid)
-        if data is not None and not broker.is_ours(order, data):
-            data = None  # an older order that used the same client id
+        data = await broker.exchange_copy(order)
         if data is not None:
             update = await broker.apply(order, data)
             if update.order.status != order.status or update.fills:
@@ -53,12 +51,12 @@ async def _reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
         elif order.status != "PENDING_NEW":
             problems.append(f"journaled open order {coid} is unknown to the exchange")
         elif broker.settled(order):  # journaled, then the send failed or never happened
-            broker.finish(order, "EXPIRED", "never reached the exchange (it has no such order)")
+            broker.expire_unsent(order)
             changes.append(f"{coid}: never reached the exchange -> EXPIRED")
         else:
-            wait = (order.created_ns + SETTLE_NS - broker.now_ns()) / 1e9
-            problems.append(f"order {coid} was sent {SETTLE_NS / 1e9 - wait:.0f}s ago and its "
-                            f"outcome is not final yet: try again in {wait:.0f}s")
+            sent = (broker.now_ns() - order.created_ns) / 1e9
+            problems.append(f"order {coid} was sent {sent:.0f}s ago and its outcome is not "
+                            f"final yet: try again in {broker.settles_in_s(order):.0f}s")
     mine = {o.client_order_id for o in broker.open_orders(symbol)}
     for data in await broker.client.open_orders(symbol):
         if str(data.get("clientOrderId", "")) not in mine:

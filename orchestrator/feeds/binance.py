@@ -28,7 +28,6 @@ from strategies.bar import Bar
 
 log = logging.getLogger(__name__)
 
-INTERVAL_MS = BINANCE_INTERVAL_MS
 REST_LIMIT = 1000  # Binance's maximum klines per request
 REST_TIMEOUT_S = 30.0
 FILL_PAGES = 10  # a longer outage is filled by the next streamed bar's gap check
@@ -81,13 +80,13 @@ class BinanceFeed(StreamingFeed):
                  socket_manager: Callable[[], BinanceSocketManager],
                  max_streams_per_connection: int = 1024, max_messages_per_s: float = 5.0,
                  reconnect_backoff_s: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 30)) -> None:
-        if interval not in INTERVAL_MS:
+        if interval not in BINANCE_INTERVAL_MS:
             raise ValueError(f"unsupported interval {interval!r}; "
-                             f"supported: {', '.join(INTERVAL_MS)}")
+                             f"supported: {', '.join(BINANCE_INTERVAL_MS)}")
         if max_streams_per_connection < 1 or max_messages_per_s <= 0:
             raise ValueError("max_streams_per_connection and max_messages_per_s must be > 0")
         self.interval = interval
-        self._step = INTERVAL_MS[interval]
+        self._step = BINANCE_INTERVAL_MS[interval]
         self._rules = dict(rules)
         self._rest = rest
         self._socket_manager = socket_manager
@@ -113,7 +112,8 @@ class BinanceFeed(StreamingFeed):
     def validate(self, symbol: str) -> None:
         if symbol in self._rules:
             return
-        near = [s for s in (symbol.upper(),) if s in self._rules]
+        wanted = symbol.upper()
+        near = [wanted] if wanted in self._rules else []
         near += difflib.get_close_matches(symbol.upper(), list(self._rules), n=5, cutoff=0.6)
         near += sorted(s for s in self._rules if s.startswith(symbol.upper()[:3]))
         hint = list(dict.fromkeys(near))[:5]
