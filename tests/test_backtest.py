@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -12,13 +13,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 import orchestrator.backtest.engine as engine
 from orchestrator.backtest.data import load_csv
+from orchestrator.backtest.pool import run_jobs
 from orchestrator.backtest.progress import ProgressBar
-from orchestrator.backtest.session import Request, Result, run_backtest
+from orchestrator.backtest.session import Request, Result, prepare, run_backtest
+from orchestrator.backtest.shared import shareable
 from strategies.bar import Bar
 from strategies.registry import builtins, load_strategy_class
 from tests.backtest_support import (
@@ -131,6 +135,24 @@ def test_a_leaky_class_attribute_cannot_mix_state_across_symbols(tmp_path: Path)
     # the same strategy in ONE process does leak: ETHUSDT starts 221 bars into BTCUSDT's list
     shared = backtest(["BTCUSDT", "ETHUSDT"], **{**options, "isolate": False})
     assert symbol_report(shared, "ETHUSDT") != symbol_report(both, "ETHUSDT")
+
+
+def test_children_get_the_bars_in_shared_memory_and_no_descriptor_leaks() -> None:
+    """The bars go to each child as a memfd (not through its start-up pipe): the child's run
+    equals the in-process one, and the parent closes its copy of every descriptor."""
+    if not shareable():
+        pytest.skip("no memfds on this platform")
+    request = Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["sma_cross:fast=5,slow=20"],
+                      interval="1m", start="2025-01-01", end="2025-01-03")
+    jobs = prepare(request).jobs
+    run_jobs(jobs)  # starts the fork server, which holds descriptors of its own
+    fds = sorted(os.listdir("/proc/self/fd"))
+    isolated = run_jobs(jobs)
+    assert sorted(os.listdir("/proc/self/fd")) == fds
+    for child, here in zip(isolated, run_jobs(jobs, isolate=False), strict=True):
+        child.seconds = here.seconds = 0.0
+        assert msgspec.msgpack.encode(child) == msgspec.msgpack.encode(here)
+        assert child.fills
 
 
 # --- determinism -----------------------------------------------------------------------------

@@ -66,7 +66,12 @@ class Runner:
         self._stale_target = False
         self.position = Decimal(position.qty)
         self.open_orders = {o.client_order_id: o for o in open_orders if o.status in _OPEN}
-        self._placed_at_bar: dict[str, int] = {}
+        self._placed_at_bar: dict[str, int] = {}  # LIMIT orders' bar count when sent
+        # on_fill is called only on strategies that define it (most do not)
+        self._fill_listeners = [
+            (i, s) for i, s in enumerate(strategies)
+            if getattr(type(s), "on_fill", None) is not Strategy.on_fill
+            or "on_fill" in getattr(s, "__dict__", ())]
         self.pending: dict[str, tuple[PlaceOrder, float]] = {}
         self._cancelling: set[str] = set()
         self._seq = next_seq
@@ -205,6 +210,8 @@ class Runner:
     def _holds_tradable(self, price: Decimal) -> bool:
         """Long means a position the exchange would let us sell. Dust left by fees taken in
         the base asset (Binance, on buys) is below that and must not block the next entry."""
+        if not self.position:
+            return False
         qty = round_step_down(self.position, self._step)
         return qty >= self._min_qty and qty * price >= self._min_notional
 
@@ -225,7 +232,8 @@ class Runner:
             quantity=fmt(qty), price=fmt(round_step_down(price, self._tick)) if limit else None,
         )
         self.pending[coid] = (order, time.monotonic())
-        self._placed_at_bar[coid] = self.bars
+        if limit:
+            self._placed_at_bar[coid] = self.bars
         return [order]  # logged by the caller once sent: logging first would delay the order
 
     def _expire_limits(self) -> list[Message]:
@@ -251,13 +259,14 @@ class Runner:
 
     def on_update(self, update: OrderUpdate) -> None:
         order = update.order
-        self.pending.pop(order.client_order_id, None)
-        if order.status not in _OPEN:
-            self._cancelling.discard(order.client_order_id)
+        coid = order.client_order_id
+        self.pending.pop(coid, None)
         if order.status in _OPEN:
-            self.open_orders[order.client_order_id] = order
+            self.open_orders[coid] = order
         else:
-            self.open_orders.pop(order.client_order_id, None)
+            self._cancelling.discard(coid)
+            self.open_orders.pop(coid, None)
+            self._placed_at_bar.pop(coid, None)
         if order.status == "REJECTED":
             self.last_error = f"order {order.client_order_id} rejected: {order.reason}"
             log.warning("%s: %s", self.symbol, self.last_error)
@@ -265,11 +274,11 @@ class Runner:
         for fill in update.fills:
             log.info("%s: filled %s %s @ %s; position %s", self.symbol, fill.side, fill.qty,
                      fill.price, self.position)
-            for strategy in self.strategies:
+            for i, strategy in self._fill_listeners:
                 try:
                     strategy.on_fill(fill.side, float(fill.qty), float(fill.price))
                 except Exception as exc:
-                    self._strategy_failed(self.strategies.index(strategy), exc)
+                    self._strategy_failed(i, exc)
 
     def stats(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
 import numpy as np
 
 from orchestrator.backtest.engine import FillRecord, SymbolRun
@@ -40,8 +41,7 @@ class Curve:
     capital: float
 
 
-@dataclass(frozen=True)
-class RoundTrip:
+class RoundTrip(msgspec.Struct, frozen=True):
     """From a fill on a flat position to the fill that makes it flat again."""
 
     entry_bar: int
@@ -92,36 +92,38 @@ def curve_of(run: SymbolRun, bars: np.ndarray, capital: float) -> Curve:
     return Curve(bars["open_time"], equity, hold, qty > 0, capital)
 
 
-def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:
+def round_trips(fills: list[FillRecord]) -> tuple[list[RoundTrip], Decimal]:
+    """The closed round trips, and the fees of every fill (open trip included)."""
     trips: list[RoundTrip] = []
-    realized_before = _ZERO
-    opened: list[FillRecord] = []
+    realized_before = total_fees = _ZERO
+    # sums in fill order, each from Decimal(0): buys, sells, all fees of the open trip
+    entry_bar = -1
+    bought = sold = cost = proceeds = fees = _ZERO
     for fill in fills:
-        opened.append(fill)
+        if entry_bar < 0:
+            entry_bar = fill.bar
+        qty, fee = Decimal(fill.qty), Decimal(fill.fee)
+        if fill.side == "BUY":
+            bought += qty
+            cost += qty * Decimal(fill.price)
+        elif fill.side == "SELL":
+            sold += qty
+            proceeds += qty * Decimal(fill.price)
+        fees += fee
+        total_fees += fee
         if fill.position != "0" and Decimal(fill.position) != 0:
             continue
-        # sums in fill order, each from Decimal(0): buys, sells, all fees
-        bought = sold = cost = proceeds = fees = _ZERO
-        for f in opened:
-            if f.side == "BUY":
-                qty = Decimal(f.qty)
-                bought += qty
-                cost += qty * Decimal(f.price)
-            elif f.side == "SELL":
-                qty = Decimal(f.qty)
-                sold += qty
-                proceeds += qty * Decimal(f.price)
-            fees += Decimal(f.fee)
         realized = Decimal(fill.realized_pnl)
         if bought and sold:
             trips.append(RoundTrip(
-                entry_bar=opened[0].bar, exit_bar=fill.bar, qty=sold,
+                entry_bar=entry_bar, exit_bar=fill.bar, qty=sold,
                 entry_price=cost / bought, exit_price=proceeds / sold, fees=fees,
                 pnl=realized - realized_before,
             ))
         realized_before = realized
-        opened = []
-    return trips
+        entry_bar = -1
+        bought = sold = cost = proceeds = fees = _ZERO
+    return trips, total_fees
 
 
 def _sharpe(equity: np.ndarray, step_ms: int) -> float | None:
@@ -173,7 +175,9 @@ def metrics_of(curve: Curve, trips: list[RoundTrip], step_ms: int, fees: float) 
 def combine(curves: list[Curve]) -> Curve:
     """The sum of the curves on the union of their bar times; a symbol holds its capital in
     cash before its first bar and keeps its last equity after its last one."""
-    times = curves[0].times if len(curves) == 1 else _union([c.times for c in curves])
+    if len(curves) == 1:
+        return curves[0]  # its own bar times: every bar is its own
+    times = _union([c.times for c in curves])
     equity = np.zeros(len(times))
     hold = np.zeros(len(times))
     exposed = np.zeros(len(times), dtype=bool)

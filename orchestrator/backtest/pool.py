@@ -10,6 +10,7 @@ running are terminated at once.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import multiprocessing as mp
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import msgspec
 
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
+from orchestrator.backtest.shared import SharedBars, shareable
 
 __all__ = ["BacktestFailed", "run_jobs"]
 
@@ -43,10 +45,12 @@ class BacktestFailed(RuntimeError):
     """A symbol's run raised or its process died; the message names the symbol."""
 
 
-def _child(slot: int, job: SymbolJob, counters: Any, results: Connection) -> None:
+def _child(slot: int, job: SymbolJob, bars: Any, counters: Any, results: Connection) -> None:
     # What the fork server imported stays out of this process's garbage collections: they
     # would visit (and so copy, page by page) all of it, for nothing.
     gc.freeze()
+    if bars is not None:  # mapped from the parent's SharedBars
+        job = dataclasses.replace(job, bars=bars)
 
     def progress(done: int) -> None:
         counters[slot] = done
@@ -100,9 +104,14 @@ def run_jobs(
             while waiting and len(running) < limit:
                 slot = waiting.pop(0)
                 receiver, sender = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_child, args=(slot, jobs[slot], counters, sender),
-                                      name=f"backtest-{jobs[slot].symbol}", daemon=True)
-                process.start()
+                job, shared = _shipped(jobs[slot])
+                process = ctx.Process(target=_child, args=(slot, job, shared, counters, sender),
+                                      name=f"backtest-{job.symbol}", daemon=True)
+                try:
+                    process.start()
+                finally:
+                    if shared is not None:
+                        shared.close()  # the child has its own descriptor
                 sender.close()  # the child holds the only writer: EOF = it died
                 running[slot] = (process, receiver)
             ready = wait([receiver for _, receiver in running.values()], timeout=_POLL_S)
@@ -118,6 +127,18 @@ def run_jobs(
             child.join(5)
             receiver.close()
     return [results[slot] for slot in range(len(jobs))]
+
+
+def _shipped(job: SymbolJob) -> tuple[SymbolJob, SharedBars | None]:
+    """``job`` without its bars and the bars in shared memory, or ``job`` as it is where
+    that is not possible (no memfds, or the system refuses one)."""
+    if not shareable():
+        return job, None
+    try:
+        shared = SharedBars(job.bars)
+    except OSError:
+        return job, None
+    return dataclasses.replace(job, bars=job.bars[:0]), shared
 
 
 def _collect(job: SymbolJob, child: BaseProcess, receiver: Connection) -> SymbolRun:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +178,9 @@ def run_backtest(req: Request, on_progress: Callable[[int], None] | None = None,
     outcomes = []
     for job, run, source, capital in zip(jobs, full, prep.sources, prep.capitals, strict=True):
         curve = curve_of(run, job.bars, capital)
-        trips = round_trips(run.fills)
-        fees = float(sum((Decimal(f.fee) for f in run.fills), Decimal(0)))
+        trips, fees = round_trips(run.fills)
         outcomes.append(SymbolOutcome(job, source, run, curve, trips,
-                                      metrics_of(curve, trips, job.step_ms, fees)))
+                                      metrics_of(curve, trips, job.step_ms, float(fees))))
     combined_curve = combine([o.curve for o in outcomes])
     combined = metrics_of(combined_curve, [t for o in outcomes for t in o.trips],
                           jobs[0].step_ms, sum(o.metrics.fees for o in outcomes))

@@ -200,14 +200,15 @@ class PaperBroker:
                 )
             if existing.type == "MARKET" and existing.status == "NEW":
                 # Journaled, then the fill's write failed: finish the intent, exactly once.
-                price = self._taker_price(existing, None)
+                price = self._taker_price(existing, None, self.last_price(symbol))
                 if price is not None:
                     return self._fill(existing, price)
             fills = self._journal.order_fills(coid)
             return OrderUpdate(order=existing, fills=fills, position=self.position(symbol))
         now, seq = self._clock(), parse_seq(symbol, coid)
+        last = self.last_price(symbol)
         try:
-            qty, price = self._validate(symbol, order)
+            qty, price = self._validate(symbol, order, last)
         except ProtocolError as exc:
             rejected = OrderView(
                 client_order_id=coid,
@@ -238,19 +239,20 @@ class PaperBroker:
         self._journal.insert_order(accepted, seq)
         if accepted.type == "LIMIT":
             self._open.setdefault(symbol, {})[coid] = accepted
-        fill_price = self._taker_price(accepted, price)
+        fill_price = self._taker_price(accepted, price, last)
         if fill_price is None:
             return OrderUpdate(order=accepted, position=self.position(symbol))
-        return self._fill(accepted, fill_price)
+        return self._fill(accepted, fill_price, now, qty)
 
-    def _validate(self, symbol: str, order: PlaceOrder) -> tuple[Decimal, Decimal | None]:
-        """Binance's checks in Binance's order: body, filters (-1013), then balance (-2010)."""
+    def _validate(self, symbol: str, order: PlaceOrder,
+                  last: Decimal | None) -> tuple[Decimal, Decimal | None]:
+        """Binance's checks in Binance's order: body, filters (-1013), then balance (-2010);
+        ``last`` is the symbol's last price."""
         rules = self._rules.get(symbol)
         if rules is None:
             raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, f"no exchange rules for {symbol}")
         qty = parse_decimal(order.quantity, "quantity")
         price = None if order.price is None else parse_decimal(order.price, "price")
-        last = self.last_price(symbol)
         check_order(rules, order.side, order.type, qty, price, last)
         if order.type == "MARKET" and last is None:
             raise ProtocolError(ErrorCode.NOT_AVAILABLE, f"no market price yet for {symbol}")
@@ -276,9 +278,10 @@ class PaperBroker:
                 )
         return qty, price
 
-    def _taker_price(self, order: OrderView, limit: Decimal | None) -> Decimal | None:
-        """Price an order takes liquidity at now, or None if it rests (or has no market)."""
-        last = self.last_price(order.symbol)
+    def _taker_price(self, order: OrderView, limit: Decimal | None,
+                     last: Decimal | None) -> Decimal | None:
+        """Price an order takes liquidity at ``last``, the symbol's last price, or None if it
+        rests (or has no market)."""
         if last is None:
             return None
         tick = decimal_of(self._rules[order.symbol].tick_size)
@@ -294,28 +297,38 @@ class PaperBroker:
             return max(round_step_down(last, tick), limit)
         return None
 
-    def _fill(self, order: OrderView, price: Decimal) -> OrderUpdate:
-        """Fill the rest of ``order`` at ``price``: journal first, then memory."""
+    def _fill(self, order: OrderView, price: Decimal, now: int | None = None,
+              quantity: Decimal | None = None) -> OrderUpdate:
+        """Fill the rest of ``order`` at ``price``: journal first, then memory. ``now`` and
+        ``quantity`` (the order's, nothing executed yet) when the caller has them at hand."""
         rules = self._rules[order.symbol]
-        now = self._clock()
-        quantity = Decimal(order.quantity)
-        executed_before = decimal_of(order.executed_qty)
-        qty = quantity - executed_before
-        executed = fmt(quantity)
+        if now is None:
+            now = self._clock()
+        if quantity is None or order.executed_qty != "0":
+            quantity = Decimal(order.quantity)
+            executed_before = decimal_of(order.executed_qty)
+            qty = quantity - executed_before
+            executed = fmt(quantity)
+            qty_text = fmt(qty) if executed_before else executed  # the same value: the same text
+        else:
+            qty, executed = quantity, order.quantity
+            qty_text = executed
+        fee = self._fee_rate * qty * price
         fill = FillView(
             trade_id=self._journal.next_trade_id(),
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
             price=fmt(price),
-            qty=fmt(qty) if executed_before else executed,  # the same value: the same text
-            fee=fmt(self._fee_rate * qty * price),
+            qty=qty_text,
+            fee=fmt(fee),
             fee_asset=rules.quote_asset,
             time_ns=now,
         )
         self._journal.record_fill(fill, "FILLED", executed)
         position = self._position(order.symbol)
-        position.apply(fill)
+        # the values the fill's text was made from (fmt is exact): no parsing back
+        position.add(fill.trade_id, order.side, price, qty, fee, rules.quote_asset)
         self._open.get(order.symbol, {}).pop(order.client_order_id, None)
         done = msgspec.structs.replace(
             order, status="FILLED", executed_qty=executed, updated_ns=now

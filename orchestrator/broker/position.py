@@ -46,20 +46,26 @@ class Position:
         """Account one fill; ValueError for another symbol or a sell beyond the quantity held."""
         if fill.symbol != self.symbol:
             raise ValueError(f"fill {fill.trade_id} is for {fill.symbol}, not {self.symbol}")
+        self.add(fill.trade_id, fill.side, Decimal(fill.price), Decimal(fill.qty),
+                 Decimal(fill.fee), fill.fee_asset)
+
+    def add(self, trade_id: int, side: str, price: Decimal, qty: Decimal, fee: Decimal,
+            fee_asset: str) -> None:
+        """``apply`` of a fill of this symbol whose numbers are at hand (the broker that made
+        it): the values of its text, without parsing it back."""
         # localcontext(_CONTEXT) at a quarter of its cost: _CONTEXT itself (not a copy) is made
         # current. The flags it collects then persist, which changes nothing: results depend on
         # the precision and rounding, exceptions on the traps, and those are the same.
         saved = getcontext()
         setcontext(_CONTEXT)
         try:
-            price, qty, fee = Decimal(fill.price), Decimal(fill.qty), Decimal(fill.fee)
-            if fill.side == "BUY":
+            if side == "BUY":
                 self.qty += qty
                 self.cost += qty * price
-            elif fill.side == "SELL":
+            elif side == "SELL":
                 if qty > self.qty:
                     raise ValueError(
-                        f"fill {fill.trade_id} sells {fmt(qty)} {self.symbol} but only "
+                        f"fill {trade_id} sells {fmt(qty)} {self.symbol} but only "
                         f"{fmt(self.qty)} is held (spot cannot go short)"
                     )
                 if qty == self.qty:
@@ -70,10 +76,10 @@ class Position:
                 self.cost -= removed
                 self.qty -= qty
             else:
-                raise ValueError(f"fill {fill.trade_id} has side {fill.side!r}")
-            if self.base_asset and fill.fee_asset == self.base_asset:
+                raise ValueError(f"fill {trade_id} has side {side!r}")
+            if self.base_asset and fee_asset == self.base_asset:
                 self._pay_base_fee(fee, price)
-            elif not self.quote_asset or fill.fee_asset == self.quote_asset:
+            elif not self.quote_asset or fee_asset == self.quote_asset:
                 self.fees_paid += fee
                 self.realized_pnl -= fee
             self.trades += 1
