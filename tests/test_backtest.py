@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import multiprocessing
 import os
 import sys
 import zipfile
@@ -36,6 +37,7 @@ from tests.backtest_support import (
     write_binance_csv,
     write_bundled_csv,
 )
+from tests.support import eventually
 
 HOURLY = {"interval": "1h", "start": "2021-06-01", "end": "2021-06-10T04:00"}  # 221 bars
 CLOSES = [100.0, 100.0, 90.0, 120.0, 120.0]
@@ -145,10 +147,16 @@ def test_children_get_the_bars_in_shared_memory_and_no_descriptor_leaks() -> Non
     request = Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["sma_cross:fast=5,slow=20"],
                       interval="1m", start="2025-01-01", end="2025-01-03")
     jobs = prepare(request).jobs
+
+    def descriptors_once_reaped() -> list[str]:
+        # run_jobs does not wait for its children to exit: reap them first
+        eventually(lambda: not multiprocessing.active_children(), what="the children reaped")
+        return sorted(os.listdir("/proc/self/fd"))
+
     run_jobs(jobs)  # starts the fork server, which holds descriptors of its own
-    fds = sorted(os.listdir("/proc/self/fd"))
+    fds = descriptors_once_reaped()
     isolated = run_jobs(jobs)
-    assert sorted(os.listdir("/proc/self/fd")) == fds
+    assert descriptors_once_reaped() == fds
     for child, here in zip(isolated, run_jobs(jobs, isolate=False), strict=True):
         child.seconds = here.seconds = 0.0
         assert msgspec.msgpack.encode(child) == msgspec.msgpack.encode(here)

@@ -133,6 +133,25 @@ class Runner:
         self.last_bar_time = self._last_live_time = last_open_time
         self._last_close = last_close
 
+    def resume(self, bars: int, last_open_time: int, last_close: float,
+               stances: Sequence[Signal | None]) -> None:
+        """Take up a backtest part after ``bars`` bars, at rest: flat, nothing in flight, the
+        strategies' ``stances`` as their signals left them (None: not spoken yet, FLAT; see
+        orchestrator.backtest.split).
+        Order ids start again at 1; the stitching of the parts renumbers them."""
+        assert not self.open_orders and not self.pending and not self.position
+        self.skip(bars, last_open_time, last_close)
+        for i, stance in enumerate(stances):
+            self._combiner.update(i, stance)
+        self._target = self._combiner.target
+        self._stale_target = False
+
+    def at_rest(self) -> bool:
+        """Flat, nothing in flight, target FLAT, no strategy failed: what ``resume`` assumes."""
+        return (not self.position and not self.open_orders and not self.pending
+                and not self._cancelling and self._target != _LONG
+                and self.strategy_errors == 0)
+
     def _advance(self, bar: Bar) -> bool:
         """Take ``bar`` as the latest, or False for one already seen."""
         open_time = bar.open_time

@@ -23,6 +23,7 @@ from decimal import Decimal
 import msgspec
 import numpy as np
 
+from orchestrator.backtest.split import bounds, stances_before
 from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.protocol import (
@@ -106,6 +107,11 @@ class SymbolRun:
     last_error: str = ""
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the loop; never written to the report
+    # A part of a run cut at rest (orchestrator.backtest.split) covers ``bars`` bars from
+    # ``first_bar``, and says whether it ended at rest, as the next part assumed.
+    first_bar: int = 0
+    settled: bool = True
+    parts: int = 1  # processes that ran it (not in the report: it depends on the machine)
 
     def record(self, index: int, update: OrderUpdate) -> None:
         """Note the fills of ``update`` and the position after it, made on bar ``index``."""
@@ -171,11 +177,13 @@ def _captured_warnings(sink: list[str]) -> Iterator[None]:
 
 
 def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
-               bar_by_bar: bool = False) -> SymbolRun:
+               bar_by_bar: bool = False, part: tuple[int, int] | None = None) -> SymbolRun:
     """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars.
 
     Event-driven when every strategy has ``signals``, unless ``bar_by_bar`` (the reference
-    the event-driven run must equal exactly)."""
+    the event-driven run must equal exactly). ``part=(i, n)``: only part i of the run cut in
+    at most n at rest (``split.bounds``; parts beyond the cuts, or of a run that cannot be
+    cut, cover nothing but part 0, which then is the whole run)."""
     symbol, rows = job.symbol, job.bars
     result = SymbolRun(symbol=symbol, bars=len(rows))
     bar: Bar | None = None  # the bar being processed; the loops assign it through ``step``
@@ -209,16 +217,27 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
         for strategy in strategies:
             strategy.on_start()
         codes = None if bar_by_bar else _signal_codes(strategies, rows, result.warnings)
+        index, parts = part or (0, 1)
+        cuts = [0, len(rows)] if codes is None else bounds(codes, parts)
+        start, stop = (cuts[index], cuts[index + 1]) if index + 1 < len(cuts) else (len(rows),
+                                                                                    len(rows))
+        result.first_bar, result.bars = start, stop - start
         if codes is None:
-            _bar_by_bar(job, step, progress)
-        else:
-            _event_driven(job, codes, step, runner, broker, progress)
+            if stop > start:
+                _bar_by_bar(job, step, progress)
+        elif stop > start:
+            if start:
+                runner.resume(start, int(rows["open_time"][start - 1]),
+                              float(rows["close"][start - 1]),
+                              [_SIGNALS[code] for code in stances_before(codes, start)])
+            _event_driven(job, codes, step, runner, broker, progress, start, stop)
         for strategy in strategies:
             strategy.on_stop()
     result.seconds = time.perf_counter() - started
     result.strategy_errors, result.last_error = runner.strategy_errors, runner.last_error
+    result.settled = runner.at_rest() and broker.flat(symbol)
     if progress is not None:
-        progress(len(rows))
+        progress(result.bars)
     return result
 
 
@@ -267,21 +286,22 @@ def _signal_codes(strategies: list[Strategy], rows: np.ndarray,
 
 
 def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
-                  broker: PaperBroker, progress: Callable[[int], None] | None) -> None:
+                  broker: PaperBroker, progress: Callable[[int], None] | None, start: int,
+                  stop: int) -> None:
     """Only the bars where a strategy speaks, or an order is open, go through ``step``; the
     quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
-    note the close, which the next stepped bar overwrites."""
+    note the close, which the next stepped bar overwrites. Bars ``start`` to ``stop - 1``."""
     symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
     # item(): a Python number from one cell, for the few bars that are stepped; cheaper than
     # a row's fields, and than whole columns as lists (MBs of fresh pages in a new child)
     opened, opens, highs, lows, closes, volumes = (
         rows[name].item for name in ("open_time", "open", "high", "low", "close", "volume"))
-    events = np.flatnonzero(codes.any(axis=0)).tolist()
+    events = (np.flatnonzero(codes[:, start:stop].any(axis=0)) + start).tolist()
     signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
                                    for column in codes[:, events].T.tolist()), strict=True))
     silent = [None] * len(codes)
-    count, index, next_event = len(rows), 0, 0
-    next_report = CHUNK
+    count, index, next_event = stop, start, 0
+    next_report = start + CHUNK
     while index < count:
         if not (runner.open_orders or runner.pending or broker.has_open(symbol)):
             while next_event < len(events) and events[next_event] < index:
@@ -299,8 +319,8 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
         step(index, bar, signals_at.get(index, silent))
         index += 1
         if progress is not None and index >= next_report:
-            progress(index)
-            next_report = (index // CHUNK + 1) * CHUNK
+            progress(index - start)
+            next_report = index + CHUNK
 
 
 _SIGNALS: dict[int, Signal | None] = {1: Signal.LONG, -1: Signal.FLAT, 0: None}

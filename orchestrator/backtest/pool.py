@@ -4,8 +4,12 @@ Each job gets a new process from a "forkserver" context: forked from a clean ser
 ran a strategy, so a strategy's class attributes, module globals or monkey-patches can never
 leak from one symbol (or one run) into another, nor from the parent. At most one child per
 core runs at a time; each sends its result (or its error) back through a pipe and progress
-through a shared array of per-job bar counters. On an error or Ctrl-C the children still
+through a shared array of per-child bar counters. On an error or Ctrl-C the children still
 running are terminated at once.
+
+With fewer symbols than cores, a symbol's run is cut at rest into parts that run at once, one
+child each, and stitched back exactly (see split and stitch); the result is the same as in
+one piece, on any number of cores.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import os
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
 from orchestrator.backtest.shared import SharedBars, shareable
+from orchestrator.backtest.stitch import stitch
 
 __all__ = ["BacktestFailed", "run_jobs"]
 
@@ -38,6 +43,9 @@ _PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.pool",
             "orchestrator.backtest.session", "orchestrator.cli",
             "pkgutil", "multiprocessing.sharedctypes", "multiprocessing.popen_forkserver"]
 _POLL_S = 0.1
+# Bars a part of one symbol's run needs at least: a part costs a process (~5 ms, as much as
+# ~10,000 quiet bars or ~100 orders), so short runs stay whole.
+MIN_PART_BARS = 10_000
 _RUN_DECODER = msgspec.msgpack.Decoder(SymbolRun)
 
 
@@ -45,7 +53,8 @@ class BacktestFailed(RuntimeError):
     """A symbol's run raised or its process died; the message names the symbol."""
 
 
-def _child(slot: int, job: SymbolJob, bars: Any, counters: Any, results: Connection) -> None:
+def _child(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, counters: Any,
+           results: Connection) -> None:
     # What the fork server imported stays out of this process's garbage collections: they
     # would visit (and so copy, page by page) all of it, for nothing.
     gc.freeze()
@@ -56,7 +65,7 @@ def _child(slot: int, job: SymbolJob, bars: Any, counters: Any, results: Connect
         counters[slot] = done
 
     try:
-        outcome: tuple[str, Any] = ("ok", _pack(run_symbol(job, progress)))
+        outcome: tuple[str, Any] = ("ok", _pack(run_symbol(job, progress, part=part)))
     except KeyboardInterrupt:
         return  # Ctrl-C reached the whole process group; the parent stops everything
     except BaseException as exc:
@@ -92,65 +101,126 @@ def run_jobs(
     """Results in the order of ``jobs``; ``on_progress(bars done over all jobs)``."""
     if not isolate:
         return _in_process(jobs, on_progress)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    counters = ctx.RawArray("q", len(jobs))
-    limit = max(1, min(len(jobs), workers or os.cpu_count() or 1))
-    results: dict[int, SymbolRun] = {}
-    running: dict[int, tuple[BaseProcess, Connection]] = {}
-    waiting = list(range(len(jobs)))
-    try:
-        while waiting or running:
-            while waiting and len(running) < limit:
-                slot = waiting.pop(0)
-                receiver, sender = ctx.Pipe(duplex=False)
-                job, shared = _shipped(jobs[slot])
-                process = ctx.Process(target=_child, args=(slot, job, shared, counters, sender),
-                                      name=f"backtest-{job.symbol}", daemon=True)
-                try:
-                    process.start()
-                finally:
-                    if shared is not None:
-                        shared.close()  # the child has its own descriptor
-                sender.close()  # the child holds the only writer: EOF = it died
-                running[slot] = (process, receiver)
-            ready = wait([receiver for _, receiver in running.values()], timeout=_POLL_S)
-            for slot, (child, receiver) in list(running.items()):
-                if receiver in ready:
-                    del running[slot]
-                    results[slot] = _collect(jobs[slot], child, receiver)
-            if on_progress is not None:
-                on_progress(sum(counters))
-    finally:  # an error or Ctrl-C: leave no child behind
-        for child, receiver in running.values():
+    cores = max(1, workers or os.cpu_count() or 1)
+    tasks = [_Task(i, part, total) for i, job in enumerate(jobs)
+             for total in [_parts(job, cores // max(1, len(jobs)))] for part in range(total)]
+    with _Children(jobs, len(tasks)) as children:
+        return children.run(tasks, cores, on_progress)
+
+
+class _Task(NamedTuple):
+    job: int  # index in the jobs
+    part: int
+    total: int  # parts the job's run is cut into (1: whole)
+
+
+def _parts(job: SymbolJob, cores: int) -> int:
+    """Parts to cut ``job`` into, given ``cores`` for it alone: only MARKET orders leave a run
+    at rest at its cuts (see split), and a part must be worth its process."""
+    if job.config.order_type != "MARKET":
+        return 1
+    return max(1, min(cores, len(job.bars) // MIN_PART_BARS))
+
+
+class _Children:
+    """The child processes of one ``run_jobs``: started, collected, none left running."""
+
+    def __init__(self, jobs: Sequence[SymbolJob], tasks: int) -> None:
+        self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(_PRELOAD)
+        self.jobs = jobs
+        # a bar counter per task, and one for each job that may have to run again whole
+        self.counters = self.ctx.RawArray("q", tasks + len(jobs))
+        self._slots = iter(range(tasks + len(jobs)))
+        self._slots_of: dict[int, list[int]] = {}  # job -> the counters its tasks used
+        self._shared: dict[int, tuple[SymbolJob, SharedBars | None]] = {}
+        self.running: dict[int, tuple[_Task, BaseProcess, Connection]] = {}
+
+    def __enter__(self) -> _Children:
+        mp.active_children()  # reaps the children of earlier runs
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, child, receiver in self.running.values():  # an error or Ctrl-C
             child.terminate()
             child.join(5)
             receiver.close()
-    return [results[slot] for slot in range(len(jobs))]
+        for _, shared in self._shared.values():
+            if shared is not None:
+                shared.close()
 
+    def run(self, waiting: list[_Task], cores: int,
+            on_progress: Callable[[int], None] | None) -> list[SymbolRun]:
+        limit = min(len(waiting), cores)
+        done: dict[int, list[SymbolRun]] = {}
+        results: dict[int, SymbolRun] = {}
+        while waiting or self.running:
+            while waiting and len(self.running) < limit:
+                self._start(waiting.pop(0))
+            ready = wait([receiver for _, _, receiver in self.running.values()],
+                         timeout=_POLL_S)
+            for slot, (task, child, receiver) in list(self.running.items()):
+                if receiver not in ready:
+                    continue
+                del self.running[slot]
+                parts = done.setdefault(task.job, [])
+                parts.append(_collect(self.jobs[task.job], child, receiver))
+                if len(parts) < task.total:
+                    continue
+                whole = parts[0] if task.total == 1 else stitch(parts)
+                if whole is None:  # a cut was not at rest after all: run it in one piece
+                    del done[task.job]
+                    for used in self._slots_of.pop(task.job):
+                        self.counters[used] = 0
+                    waiting.insert(0, _Task(task.job, 0, 1))
+                    continue
+                results[task.job] = whole
+            if on_progress is not None:
+                on_progress(sum(self.counters))
+        return [results[i] for i in range(len(self.jobs))]
 
-def _shipped(job: SymbolJob) -> tuple[SymbolJob, SharedBars | None]:
-    """``job`` without its bars and the bars in shared memory, or ``job`` as it is where
-    that is not possible (no memfds, or the system refuses one)."""
-    if not shareable():
-        return job, None
-    try:
-        shared = SharedBars(job.bars)
-    except OSError:
-        return job, None
-    return dataclasses.replace(job, bars=job.bars[:0]), shared
+    def _start(self, task: _Task) -> None:
+        slot = next(self._slots)
+        self._slots_of.setdefault(task.job, []).append(slot)
+        job, shared = self._shipped(task.job)
+        receiver, sender = self.ctx.Pipe(duplex=False)
+        part = (task.part, task.total) if task.total > 1 else None
+        process = self.ctx.Process(
+            target=_child, args=(slot, job, shared, part, self.counters, sender),
+            name=f"backtest-{job.symbol}", daemon=True)
+        try:
+            process.start()
+        finally:
+            sender.close()  # the child holds the only writer: EOF = it died
+        self.running[slot] = (task, process, receiver)
+
+    def _shipped(self, index: int) -> tuple[SymbolJob, SharedBars | None]:
+        """Job ``index`` without its bars and the bars in shared memory (one copy for all its
+        parts), or the job as it is where that is not possible (no memfds, or refused)."""
+        if index not in self._shared:
+            job, shared = self.jobs[index], None
+            if shareable():
+                try:
+                    shared = SharedBars(job.bars)
+                    job = dataclasses.replace(job, bars=job.bars[:0])
+                except OSError:
+                    pass
+            self._shared[index] = job, shared
+        return self._shared[index]
 
 
 def _collect(job: SymbolJob, child: BaseProcess, receiver: Connection) -> SymbolRun:
+    """The result ``child`` sent. A child that sent one is not waited for: the kernel takes a
+    few ms to tear its memory down, and the next ``run_jobs`` (or the exit) reaps it."""
     try:
         status, payload = receiver.recv()
     except EOFError:
         status, payload = "died", None
     finally:
         receiver.close()
-        child.join()
     if status == "ok":
         return _unpack(payload)
+    child.join()
     if status == "error":
         raise BacktestFailed(f"{job.symbol}: {payload}")
     raise BacktestFailed(f"{job.symbol}: the backtest process died (exit code "

@@ -32,11 +32,10 @@ class SharedBars:
     def __init__(self, bars: np.ndarray) -> None:
         self.dtype, self.count = bars.dtype, len(bars)
         self.fd = os.memfd_create("multibot-bars", os.MFD_CLOEXEC)
-        data = np.ascontiguousarray(bars)
-        if data.nbytes:
-            os.ftruncate(self.fd, data.nbytes)
-            with mmap.mmap(self.fd, data.nbytes) as view:
-                view[:] = data.view(np.uint8).reshape(-1).data
+        data = np.ascontiguousarray(bars).view(np.uint8).reshape(-1).data
+        # write(), not a mapping: the kernel fills the pages without a fault per page
+        while data:
+            data = data[os.write(self.fd, data):]
 
     def close(self) -> None:
         """The parent's descriptor; a started child keeps its own."""

@@ -150,6 +150,12 @@ class PaperBroker:
         """Whether an order of ``symbol`` rests (so a bar could fill it)."""
         return bool(self._open.get(symbol))
 
+    def flat(self, symbol: str) -> bool:
+        """Nothing of ``symbol`` held (no quantity, no cost) and no order of it resting."""
+        position = self._positions.get(symbol)
+        return not self.has_open(symbol) and (position is None or not (position.qty or
+                                                                       position.cost))
+
     def next_seq(self, symbol: str) -> int:
         return self._journal.max_seq(symbol) + 1
 
