@@ -158,9 +158,9 @@ def test_children_get_the_bars_in_shared_memory_and_no_descriptor_leaks() -> Non
     isolated = run_jobs(jobs)
     assert descriptors_once_reaped() == fds
     for child, here in zip(isolated, run_jobs(jobs, isolate=False), strict=True):
-        child.seconds = here.seconds = 0.0
+        child.run.seconds = here.run.seconds = 0.0
         assert msgspec.msgpack.encode(child) == msgspec.msgpack.encode(here)
-        assert child.fills
+        assert child.run.fills and child.trades
 
 
 # --- determinism -----------------------------------------------------------------------------

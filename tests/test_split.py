@@ -117,12 +117,16 @@ def test_a_part_that_did_not_end_at_rest_is_not_stitched() -> None:
 def test_the_pool_cuts_a_lone_symbol_over_the_cores_and_the_result_is_the_same() -> None:
     whole_job = job("BTCUSDT", "sma_cross:fast=10,slow=30", days=40)
     assert len(whole_job.bars) >= 2 * MIN_PART_BARS
-    [isolated] = run_jobs([whole_job], workers=2)
-    assert isolated.parts == 2
-    same(isolated, run_symbol(whole_job))
+    [cut] = run_jobs([whole_job], workers=2)
+    [whole] = run_jobs([whole_job], isolate=False)
+    assert cut.run.parts == 2
+    same(cut.run, whole.run)
+    # the round trips, worked out part by part, are the whole run's too
+    assert cut.trips == whole.trips  # Decimal values (their exponents may differ)
+    assert cut.trades == whole.trades and len(cut.trades) > 100
     limit = dataclasses.replace(whole_job, config=msgspec.structs.replace(
         whole_job.config, order_type="LIMIT"))
-    assert run_jobs([limit], workers=2)[0].parts == 1  # resting orders: never cut
+    assert run_jobs([limit], workers=2)[0].run.parts == 1  # resting orders: never cut
 
 
 def test_when_a_cut_was_not_at_rest_the_symbol_runs_again_in_one_piece(tmp_path: Path) -> None:
@@ -130,7 +134,7 @@ def test_when_a_cut_was_not_at_rest_the_symbol_runs_again_in_one_piece(tmp_path:
     disabled), so the pool runs the symbol whole, and gets what one piece gets."""
     ref = f"{strategy_file(tmp_path, 'touchy', TOUCHY)}:Touchy"
     whole_job = job("BTCUSDT", ref, days=40)
-    [isolated] = run_jobs([whole_job], workers=2)
+    [isolated] = (done.run for done in run_jobs([whole_job], workers=2))
     assert isolated.parts == 1
     assert isolated.strategy_errors > 0
     same(isolated, run_symbol(whole_job))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 import msgspec
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
 
 YEAR_MS = 365 * 86_400_000  # crypto trades every day of the year
 _ZERO = Decimal(0)
+_EXACT = Context(prec=60)  # the position's precision: its realized PnLs subtract exactly
 
 
 @dataclass(frozen=True)
@@ -92,38 +93,38 @@ def curve_of(run: SymbolRun, bars: np.ndarray, capital: float) -> Curve:
     return Curve(bars["open_time"], equity, hold, qty > 0, capital)
 
 
-def round_trips(fills: list[FillRecord]) -> tuple[list[RoundTrip], Decimal]:
-    """The closed round trips, and the fees of every fill (open trip included)."""
+def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:
+    """The closed round trips of ``fills``: from a fill on a flat position to the next flat."""
     trips: list[RoundTrip] = []
-    realized_before = total_fees = _ZERO
+    realized_before = _ZERO
     # sums in fill order, each from Decimal(0): buys, sells, all fees of the open trip
     entry_bar = -1
     bought = sold = cost = proceeds = fees = _ZERO
     for fill in fills:
         if entry_bar < 0:
             entry_bar = fill.bar
-        qty, fee = Decimal(fill.qty), Decimal(fill.fee)
+        qty = Decimal(fill.qty)
         if fill.side == "BUY":
             bought += qty
             cost += qty * Decimal(fill.price)
         elif fill.side == "SELL":
             sold += qty
             proceeds += qty * Decimal(fill.price)
-        fees += fee
-        total_fees += fee
+        fees += Decimal(fill.fee)
         if fill.position != "0" and Decimal(fill.position) != 0:
             continue
         realized = Decimal(fill.realized_pnl)
         if bought and sold:
+            with localcontext(_EXACT):  # the same PnL whatever was realized before
+                pnl = realized - realized_before
             trips.append(RoundTrip(
                 entry_bar=entry_bar, exit_bar=fill.bar, qty=sold,
-                entry_price=cost / bought, exit_price=proceeds / sold, fees=fees,
-                pnl=realized - realized_before,
+                entry_price=cost / bought, exit_price=proceeds / sold, fees=fees, pnl=pnl,
             ))
         realized_before = realized
         entry_bar = -1
         bought = sold = cost = proceeds = fees = _ZERO
-    return trips, total_fees
+    return trips
 
 
 def _sharpe(equity: np.ndarray, step_ms: int) -> float | None:

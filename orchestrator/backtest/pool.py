@@ -26,10 +26,12 @@ from typing import Any, NamedTuple
 import msgspec
 
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
+from orchestrator.backtest.metrics import RoundTrip, round_trips
+from orchestrator.backtest.report import trip_json
 from orchestrator.backtest.shared import SharedBars, shareable
 from orchestrator.backtest.stitch import stitch
 
-__all__ = ["BacktestFailed", "run_jobs"]
+__all__ = ["BacktestFailed", "Finished", "run_jobs"]
 
 # Imported once by the fork server, so a child starts warm; none of it runs a strategy. Like
 # "spawn", a forkserver child first re-imports the calling script (its `if __name__ ==
@@ -46,7 +48,18 @@ _POLL_S = 0.1
 # Bars a part of one symbol's run needs at least: a part costs a process (~5 ms, as much as
 # ~10,000 quiet bars or ~100 orders), so short runs stay whole.
 MIN_PART_BARS = 10_000
-_RUN_DECODER = msgspec.msgpack.Decoder(SymbolRun)
+
+
+class Finished(msgspec.Struct, kw_only=True):
+    """A job's run, and its round trips as the metrics and the report want them: worked out
+    where the run was, so several symbols' (or parts') are worked out at once."""
+
+    run: SymbolRun
+    trips: list[RoundTrip]
+    trades: list[dict[str, Any]]  # report.trip_json of each trip
+
+
+_DECODER = msgspec.msgpack.Decoder(Finished)
 
 
 class BacktestFailed(RuntimeError):
@@ -65,7 +78,8 @@ def _child(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, c
         counters[slot] = done
 
     try:
-        outcome: tuple[str, Any] = ("ok", _pack(run_symbol(job, progress, part=part)))
+        outcome: tuple[str, Any] = ("ok", _pack(_finish(job, run_symbol(job, progress,
+                                                                         part=part))))
     except KeyboardInterrupt:
         return  # Ctrl-C reached the whole process group; the parent stops everything
     except BaseException as exc:
@@ -74,20 +88,36 @@ def _child(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, c
     results.close()
 
 
-def _pack(run: SymbolRun) -> bytes | SymbolRun:
-    """msgpack, several times faster than pickle both ways for thousands of fills; the run
+def _finish(job: SymbolJob, run: SymbolRun) -> Finished:
+    trips = round_trips(run.fills)
+    times = job.bars["open_time"]
+    return Finished(run=run, trips=trips, trades=[trip_json(t, times) for t in trips])
+
+
+def _joined(parts: list[Finished]) -> Finished | None:
+    """The parts of one run stitched (see stitch), or None where they cannot be."""
+    run = stitch([p.run for p in parts])
+    if run is None:
+        return None
+    parts = sorted(parts, key=lambda p: p.run.first_bar)  # no trip spans a cut: it is flat
+    return Finished(run=run, trips=[t for p in parts for t in p.trips],
+                    trades=[t for p in parts for t in p.trades])
+
+
+def _pack(finished: Finished) -> bytes | Finished:
+    """msgpack, several times faster than pickle both ways for thousands of fills; the result
     itself (pickled) in the odd case msgpack cannot carry it (e.g. a lone surrogate in an
     error message)."""
     try:
-        return msgspec.msgpack.encode(run)
+        return msgspec.msgpack.encode(finished)
     except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        return run
+        return finished
 
 
-def _unpack(payload: object) -> SymbolRun:
+def _unpack(payload: object) -> Finished:
     if isinstance(payload, bytes):
-        return _RUN_DECODER.decode(payload)
-    assert isinstance(payload, SymbolRun)
+        return _DECODER.decode(payload)
+    assert isinstance(payload, Finished)
     return payload
 
 
@@ -97,7 +127,7 @@ def run_jobs(
     isolate: bool = True,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> list[SymbolRun]:
+) -> list[Finished]:
     """Results in the order of ``jobs``; ``on_progress(bars done over all jobs)``."""
     if not isolate:
         return _in_process(jobs, on_progress)
@@ -150,10 +180,10 @@ class _Children:
                 shared.close()
 
     def run(self, waiting: list[_Task], cores: int,
-            on_progress: Callable[[int], None] | None) -> list[SymbolRun]:
+            on_progress: Callable[[int], None] | None) -> list[Finished]:
         limit = min(len(waiting), cores)
-        done: dict[int, list[SymbolRun]] = {}
-        results: dict[int, SymbolRun] = {}
+        done: dict[int, list[Finished]] = {}
+        results: dict[int, Finished] = {}
         while waiting or self.running:
             while waiting and len(self.running) < limit:
                 self._start(waiting.pop(0))
@@ -167,7 +197,7 @@ class _Children:
                 parts.append(_collect(self.jobs[task.job], child, receiver))
                 if len(parts) < task.total:
                     continue
-                whole = parts[0] if task.total == 1 else stitch(parts)
+                whole = parts[0] if task.total == 1 else _joined(parts)
                 if whole is None:  # a cut was not at rest after all: run it in one piece
                     del done[task.job]
                     for used in self._slots_of.pop(task.job):
@@ -209,7 +239,7 @@ class _Children:
         return self._shared[index]
 
 
-def _collect(job: SymbolJob, child: BaseProcess, receiver: Connection) -> SymbolRun:
+def _collect(job: SymbolJob, child: BaseProcess, receiver: Connection) -> Finished:
     """The result ``child`` sent. A child that sent one is not waited for: the kernel takes a
     few ms to tear its memory down, and the next ``run_jobs`` (or the exit) reaps it."""
     try:
@@ -228,9 +258,9 @@ def _collect(job: SymbolJob, child: BaseProcess, receiver: Connection) -> Symbol
 
 
 def _in_process(jobs: Sequence[SymbolJob],
-                on_progress: Callable[[int], None] | None) -> list[SymbolRun]:
+                on_progress: Callable[[int], None] | None) -> list[Finished]:
     """Same results in this process, one job after the other (no isolation: tests, profiling)."""
-    results: list[SymbolRun] = []
+    results: list[Finished] = []
     finished = 0
     for job in jobs:
         base = finished
@@ -240,7 +270,7 @@ def _in_process(jobs: Sequence[SymbolJob],
                 on_progress(base + done)
 
         try:
-            results.append(run_symbol(job, progress))
+            results.append(_finish(job, run_symbol(job, progress)))
         except Exception as exc:
             raise BacktestFailed(f"{job.symbol}: {type(exc).__name__}: {exc}") from exc
         finished += len(job.bars)

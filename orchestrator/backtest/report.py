@@ -20,7 +20,7 @@ from orchestrator.broker.rules import fmt
 from orchestrator.protocol import StrategySpec
 
 __all__ = ["REPORT_VERSION", "SymbolOutcome", "build_report", "strategy_label", "table",
-           "write_json"]
+           "trip_json", "write_json"]
 
 REPORT_VERSION = 1
 _DIGITS = 6
@@ -36,6 +36,7 @@ class SymbolOutcome:
     run: SymbolRun
     curve: Curve
     trips: list[RoundTrip]
+    trades: list[dict[str, Any]]  # trip_json of each trip
     metrics: Metrics
 
 
@@ -69,7 +70,8 @@ def metrics_json(m: Metrics) -> dict[str, Any]:
     }
 
 
-def _trip_json(trip: RoundTrip, times: Any) -> dict[str, Any]:
+def trip_json(trip: RoundTrip, times: Any) -> dict[str, Any]:
+    """A round trip in the report; ``times``: the bars' open times."""
     return {
         "entry_time": iso(int(times[trip.entry_bar])),
         "exit_time": iso(int(times[trip.exit_bar])),
@@ -101,7 +103,7 @@ def _symbol_json(out: SymbolOutcome) -> dict[str, Any]:
         "strategy_errors": run.strategy_errors,
         "last_error": run.last_error,
         "warnings": run.warnings,
-        "trades": [_trip_json(t, times) for t in out.trips],
+        "trades": out.trades,
     }
 
 

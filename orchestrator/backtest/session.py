@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from orchestrator.backtest.data import (
 )
 from orchestrator.backtest.engine import SymbolJob
 from orchestrator.backtest.lookahead import FRACTIONS, Leak, Probe, compare, probes
-from orchestrator.backtest.metrics import Curve, Metrics, combine, curve_of, metrics_of, round_trips
+from orchestrator.backtest.metrics import Curve, Metrics, combine, curve_of, metrics_of
 from orchestrator.backtest.pool import run_jobs
 from orchestrator.backtest.report import SymbolOutcome, build_report, strategy_label
 from orchestrator.broker.rules import bundled_rules, fmt, synthetic_rules
@@ -171,16 +172,17 @@ def run_backtest(req: Request, on_progress: Callable[[int], None] | None = None,
     leaks: list[Leak] | None = None
     if req.check_lookahead:
         leaks = []
-        for (i, probe), run in zip(checks, runs[len(jobs):], strict=True):
-            leak = compare(full[i], probe, run)
+        for (i, probe), done in zip(checks, runs[len(jobs):], strict=True):
+            leak = compare(full[i].run, probe, done.run)
             if leak is not None and all(x.symbol != leak.symbol for x in leaks):
                 leaks.append(leak)  # the first problem of each symbol
     outcomes = []
-    for job, run, source, capital in zip(jobs, full, prep.sources, prep.capitals, strict=True):
-        curve = curve_of(run, job.bars, capital)
-        trips, fees = round_trips(run.fills)
-        outcomes.append(SymbolOutcome(job, source, run, curve, trips,
-                                      metrics_of(curve, trips, job.step_ms, float(fees))))
+    for job, done, source, capital in zip(jobs, full, prep.sources, prep.capitals, strict=True):
+        curve = curve_of(done.run, job.bars, capital)
+        # in fill order from 0, as round_trips sums them
+        fees = float(sum((Decimal(f.fee) for f in done.run.fills), Decimal(0)))
+        outcomes.append(SymbolOutcome(job, source, done.run, curve, done.trips, done.trades,
+                                      metrics_of(curve, done.trips, job.step_ms, fees)))
     combined_curve = combine([o.curve for o in outcomes])
     combined = metrics_of(combined_curve, [t for o in outcomes for t in o.trips],
                           jobs[0].step_ms, sum(o.metrics.fees for o in outcomes))
