@@ -1,7 +1,11 @@
 """Bar -> order-intent latency of real worker processes, against a raw ipc round trip.
 
 Floor: a DEALER/ROUTER round trip of a bar-sized message between this process and an echo
-process (``bench.peers echo``): two ipc hops and two wake-ups, nothing else.
+process (``bench.peers echo``): two ipc hops and two wake-ups, nothing else. Each round trip
+comes after the same 5 ms pause as each of the product's bars (bars come after a quiet spell:
+here, the time for the fills to reach the workers), so both pay for waking idle processes and
+cores, which on this VM costs ~100 µs a round trip. The same round trip back to back (hot
+caches, cores awake) is measured too, and shown.
 
 Product: three real workers (``python -m worker``) against a stand-in orchestrator: this
 process binds the market PUB and broker ROUTER of a temp home, answers Register with a Welcome
@@ -73,7 +77,7 @@ _MINUTE_MS = 60_000
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    floor_trips: int = 5000
+    floor_trips: int = 1000  # after a pause each (the floor), then as many back to back
     steps: int = 1000  # burst steps (3 bars each), and as many one-at-a-time bars
     warmup: int = 20
 
@@ -84,8 +88,10 @@ def _sample_bar() -> bytes:
     return encode(BarMessage(bar=bar))
 
 
-def floor_round_trips(ws: Workspace, trips: int, warmup: int) -> list[float]:
-    """Round trips (µs) of a bar-sized message: ROUTER here, DEALER echo in another process."""
+def floor_round_trips(ws: Workspace, trips: int, warmup: int, pause_s: float = 0.0
+                      ) -> list[float]:
+    """Round trips (µs) of a bar-sized message: ROUTER here, DEALER echo in another process;
+    each after ``pause_s`` of quiet (0: back to back)."""
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
@@ -99,6 +105,8 @@ def floor_round_trips(ws: Workspace, trips: int, warmup: int) -> list[float]:
         payload = _sample_bar()
         out: list[float] = []
         for i in range(warmup + trips):
+            if pause_s:
+                time.sleep(pause_s)
             started = time.perf_counter_ns()
             router.send_multipart([identity, payload])
             if not router.poll(5000):
@@ -309,12 +317,13 @@ def product_latencies(ws: Workspace, cfg: LatencyConfig) -> ProductLatency:
 
 
 def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
-    floor = Stats.of(floor_round_trips(ws, cfg.floor_trips, cfg.warmup))
+    floor = Stats.of(floor_round_trips(ws, cfg.floor_trips, cfg.warmup, _GAP_S))
+    hot = Stats.of(floor_round_trips(ws, cfg.floor_trips, cfg.warmup))
     product = product_latencies(ws, cfg)
     if not product.burst or not product.single:
         raise BenchError("no order intent was received at all")
     burst, single = Stats.of(product.burst), Stats.of(product.single)
-    rt = "raw ipc round trip"
+    rt = f"raw ipc round trip after {_GAP_S * 1000:g} ms"
     bars = len(SYMBOLS) * cfg.steps + cfg.steps
     return [
         Figure("latency.p50", SCENARIO, "p50 (burst of 3 bars)", "µs", burst.median,
@@ -325,6 +334,10 @@ def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
                floor.median, f"{rt} p50"),
         Figure("latency.single.p99", SCENARIO, "p99 (one bar at a time)", "µs", single.p99,
                floor.p99, f"{rt} p99"),
+        Figure("latency.hot.p50", SCENARIO, "raw ipc round trip back to back, p50", "µs",
+               hot.median, floor.median, f"{rt} p50"),
+        Figure("latency.hot.p99", SCENARIO, "raw ipc round trip back to back, p99", "µs",
+               hot.p99, floor.p99, f"{rt} p99"),
         Figure("latency.misses", SCENARIO, f"bars without an intent within "
                f"{_ORDER_TIMEOUT_S:g} s (of {bars:,})", "bars", float(product.misses)),
         Figure("latency.worker_cpu", SCENARIO, "worker CPU per bar (one at a time, all "

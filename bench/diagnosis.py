@@ -70,13 +70,15 @@ def _latency(f: Facts) -> str:
 every order and every fill at INFO (a LogRecord, the asctime format, a flush to the log file),
 after the order is sent but on the same core.""" if prof.logging_share > 0.1 else
                "its largest items are in the profile below.")
+    hot = f.median("latency.hot.p50")
     return f"""One bar at a time, an intent comes {fmt(single, "µs")} µs after its bar, against a
-raw round trip of {fmt(floor, "µs")} µs; in a burst of three bars (the feed publishes every
-symbol's bar at once) the p50 is {fmt(burst, "µs")} µs. The workers used {fmt(cpu, "µs")} µs of
-CPU per bar (a bar in, an order out, its fill in): their Python thread {fmt(user, "µs")} µs in
-user mode and {fmt(kernel, "µs")} µs in the kernel (poll, the sends and receives, the log
-writes), ZeroMQ's I/O threads the rest (every message wakes one in each process it crosses;
-the floor pays the same per message). With three workers and the
+raw round trip of {fmt(floor, "µs")} µs after the same pause ({fmt(hot, "µs")} µs back to
+back: waking idle processes and cores is the difference); in a burst of three bars (the feed
+publishes every symbol's bar at once) the p50 is {fmt(burst, "µs")} µs. The workers used
+{fmt(cpu, "µs")} µs of CPU per bar (a bar in, an order out, its fill in): their Python
+thread {fmt(user, "µs")} µs in user mode and {fmt(kernel, "µs")} µs in the kernel (poll, the
+sends and receives, the log writes), ZeroMQ's I/O threads the rest (every message wakes one
+in each process it crosses; the floor pays the same per message). With three workers and the
 stand-in on {os.cpu_count()} cores, a burst's last intent waits for a core behind the other
 two, which is why the burst is slower than one bar at a time.
 
