@@ -11,7 +11,8 @@ statistics (multibot: options -> report dict; backtesting.py: Backtest(...) + ru
 
 multibot rows:
 - in-process: the engine in this process (no isolation), i.e. the raw engine speed;
-- process per symbol: what `multibot backtest` does (forkserver child per symbol, warm);
+- process per symbol: what `multibot backtest` does (forkserver child per symbol, warm; a
+  lone symbol on several cores runs in parts at once, stitched back exactly);
 - engine loop, event-driven / bar by bar: the engine's loop alone (no metrics or report) on
   each of its two paths: strategies' vector signals and only eventful bars stepped (what
   sma_cross gets), and one on_bar per bar (any strategy; the reference the other must equal).
