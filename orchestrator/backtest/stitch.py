@@ -26,14 +26,17 @@ _EXACT = Context(prec=60)  # the position's precision: these sums never round
 
 
 def stitch(parts: Sequence[SymbolRun]) -> SymbolRun | None:
-    """The whole run from its parts (in any order), or None when it cannot be trusted: a part
-    did not end at rest where the next one began, or a later part holds text that would name
-    its own order ids (a rejection, an error). Run the symbol in one piece then."""
+    """The whole run from its parts (in any order), or None when it cannot be trusted: the
+    parts do not cover the bars one after the other (each part finds the cuts in its own
+    strategies' signals: ones that differ from run to run cut differently), a part did not
+    end at rest where the next one began, or a later part holds text that would name its own
+    order ids (a rejection, an error). Run the symbol in one piece then."""
     runs = sorted((p for p in parts if p.bars), key=lambda p: p.first_bar)
     if not runs:
         return dataclasses.replace(parts[0], parts=len(parts))
-    if any(a.first_bar + a.bars != b.first_bar for a, b in itertools.pairwise(runs)):
-        raise ValueError("the parts do not cover the bars one after the other")
+    if runs[0].first_bar or any(a.first_bar + a.bars != b.first_bar
+                                for a, b in itertools.pairwise(runs)):
+        return None
     if not all(r.settled for r in runs[:-1]) or any(r.strategy_errors for r in runs):
         return None
     if any(r.rejected_orders or r.last_error for r in runs[1:]):
