@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +73,8 @@ class Home:
         """``<home>/run`` when short enough for ipc://, else a private dir under /tmp."""
         if len(str(self.run_dir / "control.sock")) <= _MAX_SOCKET_PATH:
             return self.run_dir
+        import hashlib  # rarely needed: not on every CLI command's start-up
+
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         return Path("/tmp") / f"multibot-{os.getuid()}" / digest
 
