@@ -36,17 +36,28 @@ class DaemonStartError(Exception):
 
 
 def pid_alive(pid: int | None) -> bool:
-    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
-    import psutil
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone.
 
-    if pid is None:
+    From /proc/<pid>/stat, not psutil: importing psutil alone took ~30 ms of every command
+    that talks to a fleet."""
+    if pid is None or pid <= 0:
         return False
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except FileNotFoundError:
         return False
-    except psutil.AccessDenied:
+    except OSError:  # no /proc (not Linux): the process exists, zombie or not
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last
+    state = fields[fields.rfind(b")") + 2:][:1]
+    return state not in (b"Z", b"X")
 
 
 def request(home: Home, message: Message, timeout: float = 10.0) -> Message:

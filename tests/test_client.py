@@ -1,0 +1,34 @@
+"""The CLI's view of a fleet's process: alive, gone, or a zombie (gone too)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.client import pid_alive
+from tests.support import eventually
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return stat[stat.rfind(b")") + 2:][:1].decode()
+
+
+def test_pid_alive_tells_running_from_zombie_and_gone(tmp_path: Path) -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(None) and not pid_alive(0) and not pid_alive(-1)
+    # a name with spaces and parentheses, as a process may give itself
+    odd = tmp_path / "odd ) Z (name"
+    shutil.copy(sys.executable, odd)
+    sleeper = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
+    try:
+        assert pid_alive(sleeper.pid)
+    finally:
+        sleeper.kill()
+    eventually(lambda: _state(sleeper.pid) == "Z", what="the child to be a zombie")
+    assert not pid_alive(sleeper.pid)  # exited, not reaped yet
+    sleeper.wait()
+    assert not pid_alive(sleeper.pid)
