@@ -77,28 +77,22 @@ def _shift(text: str, by: Decimal) -> Decimal:
 def _append(whole: SymbolRun, run: SymbolRun, realized: Decimal, placed: int) -> None:
     """``run``, a later part, shifted by the ``realized`` PnL and ``placed`` order ids of the
     parts before it, at the end of ``whole``."""
-    symbol = whole.symbol
-    fills = run.fills
-    whole.fills += [_shifted_fill(f, realized) for f in fills]
+    symbol, fills = whole.symbol, run.fills
+    with localcontext(_EXACT):
+        shifted = [Decimal(f.realized_pnl) + realized for f in fills]
+    whole.fills += [FillRecord(f.bar, f.side, f.price, f.qty, f.fee, f.position, fmt(value))
+                    for f, value in zip(fills, shifted, strict=True)] if realized else fills
     whole.decisions += [_renumbered(d, symbol, placed) for d in run.decisions]
     # a snapshot's realized PnL is that of the part's last fill on or before its bar
     at = 0
     for bar, qty, avg in zip(run.change_bar, run.qty, run.avg_entry, strict=True):
         while at < len(fills) and fills[at].bar <= bar:
             at += 1
-        text = fills[at - 1].realized_pnl if at else "0"
         whole.change_bar.append(bar)
         whole.qty.append(qty)
         whole.avg_entry.append(avg)
-        whole.realized.append(float(_shift(text, realized)))
+        whole.realized.append(float(shifted[at - 1] if at else realized))
     whole.warnings += run.warnings
-
-
-def _shifted_fill(fill: FillRecord, realized: Decimal) -> FillRecord:
-    if not realized:
-        return fill
-    return FillRecord(fill.bar, fill.side, fill.price, fill.qty, fill.fee, fill.position,
-                      fmt(_shift(fill.realized_pnl, realized)))
 
 
 def _renumbered(decision: Decision, symbol: str, placed: int) -> Decision:
