@@ -17,6 +17,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from strategies.vector import Floats
 
 __all__ = ["EMA", "MACD", "RSI", "SMA", "Crossover", "Indicator", "MACDValue"]
@@ -96,6 +98,13 @@ class SMA(Indicator[float]):
 
         return sma(values, period)
 
+    @staticmethod
+    def series_many(values: Floats, periods: Sequence[int]) -> list[Floats]:
+        """``series`` for each of ``periods`` (one exact prefix sum for them all)."""
+        from strategies.vector import smas
+
+        return smas(values, periods)
+
     @property
     def lookback(self) -> int:
         return self.period - 1
@@ -137,6 +146,13 @@ class EMA(Indicator[float]):
         from strategies.vector import ema
 
         return ema(values, period)
+
+    @staticmethod
+    def series_many(values: Floats, periods: Sequence[int]) -> list[Floats]:
+        """``series`` for each of ``periods``."""
+        from strategies.vector import ema
+
+        return [ema(values, period) for period in periods]
 
     @property
     def lookback(self) -> int:

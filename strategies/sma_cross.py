@@ -57,8 +57,7 @@ class SmaCross(Strategy):
     def signals(self, bars: BarColumns) -> Events:
         from strategies.vector import crossover_events
 
-        fast = self.average.series(bars.close, self.params.fast)
-        slow = self.average.series(bars.close, self.params.slow)
+        fast, slow = self.average.series_many(bars.close, (self.params.fast, self.params.slow))
         return crossover_events(fast, slow)
 
 

@@ -13,12 +13,13 @@ worker (workers stay small; see strategies.indicators for the live forms).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BarColumns", "crossover_events", "ema", "sma"]
+__all__ = ["BarColumns", "crossover_events", "ema", "sma", "smas"]
 
 Floats = npt.NDArray[np.float64]
 Events = npt.NDArray[np.int8]
@@ -55,11 +56,12 @@ class _Prefix(NamedTuple):
 
 
 def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
-    """Each float is an integer mantissa times a power of two (read from its bits: few and
-    in-place array operations, so a fresh backtest process faults in few new pages); shifted
+    """Each float is an integer mantissa times a power of two (read from its bits); shifted
     onto the smallest exponent, the values are integers whose cumulative sum gives every
     window sum exactly. int64 when that fits; it wraps, but a difference of two of its
-    entries is exact as long as the window sum itself fits, which ``_window_sums`` checks."""
+    entries is exact as long as the window sum itself fits, which ``_window_sums`` checks.
+    In-place operations and masks instead of indexed copies: each 8-byte temporary of a
+    series costs a fresh backtest process a page fault per 512 bars."""
     bits = x.view(np.int64)
     exponent = bits >> 52
     exponent &= 0x7FF
@@ -67,12 +69,12 @@ def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
     normal = exponent != 0
     np.bitwise_or(mantissa, 1 << 52, out=mantissa, where=normal)  # the implicit bit
     exponent -= 1075  # bias and mantissa width; a subnormal's exponent is that of 1
-    exponent[~normal] = -1074
+    np.copyto(exponent, -1074, where=~normal)
     np.negative(mantissa, out=mantissa, where=bits < 0)
     nonzero = mantissa != 0
-    base = int(exponent[nonzero].min()) if nonzero.any() else 0
+    base = int(exponent.min(where=nonzero, initial=2**62)) if nonzero.any() else 0
     exponent -= base
-    exponent[~nonzero] = 0
+    np.copyto(exponent, 0, where=~nonzero)
     top_bit = int(exponent.max()) + 53
     total: npt.NDArray[np.int64] | npt.NDArray[np.object_]
     if top_bit < _INT_BITS and not exact_ints:
@@ -86,28 +88,39 @@ def _prefix(x: Floats, exact_ints: bool = False) -> _Prefix:
     return _Prefix(total, base, top_bit)
 
 
-def _window_sums(x: Floats, period: int, out: Floats) -> None:
-    """Every ``period``-long window sum of ``x``, correctly rounded (as ``math.fsum`` gives),
-    into ``out``. The integer-to-float conversion rounds to nearest even, as fsum does."""
-    total, base, top_bit = _prefix(x)
+def _window_sums(x: Floats, prefix: _Prefix, period: int, out: Floats) -> None:
+    """Every ``period``-long window sum of ``x`` (whose ``prefix`` it is), correctly rounded
+    (as ``math.fsum`` gives), into ``out``. The integer-to-float conversion rounds to nearest
+    even, as fsum does."""
+    total, base, top_bit = prefix
     if total.dtype == np.int64 and top_bit + period.bit_length() > _INT_BITS:
         total, base, top_bit = _prefix(x, exact_ints=True)  # these windows overflow int64
     if total.dtype == np.int64:
-        out[:] = total[period:] - total[:-period]
+        # the int64 difference, converted into out chunk by chunk (no temporary series)
+        np.subtract(total[period:], total[:-period], out=out, casting="unsafe")
     else:
         out[:] = [float(v) for v in total[period:] - total[:-period]]
     np.ldexp(out, base, out=out)
 
 
+def smas(values: Floats, periods: Sequence[int]) -> list[Floats]:
+    """``sma`` for each of ``periods``, from one exact prefix sum of ``values``."""
+    x = _finite(values, f"SMA({', '.join(map(str, periods))})")
+    prefix = _prefix(x) if len(x) >= min(periods, default=len(x) + 1) else None
+    out = []
+    for period in periods:
+        means = np.full(len(x), np.nan)
+        if prefix is not None and len(x) >= period:
+            window = means[period - 1 :]
+            _window_sums(x, prefix, period, window)
+            window /= period
+        out.append(means)
+    return out
+
+
 def sma(values: Floats, period: int) -> Floats:
     """``SMA(period).update`` over ``values``: the window mean, NaN before the first window."""
-    x = _finite(values, f"SMA({period})")
-    out = np.full(len(x), np.nan)
-    if len(x) >= period:
-        window = out[period - 1 :]
-        _window_sums(x, period, window)
-        window /= period
-    return out
+    return smas(values, (period,))[0]
 
 
 def ema(values: Floats, period: int) -> Floats:
@@ -135,9 +148,13 @@ def crossover_events(a: Floats, b: Floats) -> Events:
     """
     defined = ~(np.isnan(a) | np.isnan(b))
     events = np.zeros(len(a), dtype=np.int8)
+    first = int(defined.argmax()) if defined.any() else len(a)
+    if defined[first:].all():  # the usual shape (averages: undefined, then defined): views
+        above = (a[first:] > b[first:]).view(np.int8)
+        np.subtract(above[1:], above[:-1], out=events[first + 1:])
+        return events
     where = np.flatnonzero(defined)
     if len(where) > 1:
         above = (a[where] > b[where]).astype(np.int8)
         events[where[1:]] = np.diff(above)
     return events
-

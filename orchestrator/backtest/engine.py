@@ -276,13 +276,21 @@ def _signal_codes(strategies: list[Strategy], rows: np.ndarray,
         if answer is None:
             return None
         answer = np.asarray(answer)
-        if answer.shape != (len(rows),) or not np.isin(answer, (-1, 0, 1)).all():
+        if answer.shape != (len(rows),) or not _codes_only(answer):
             warnings.append(f"{strategy.name}.signals() returned a {answer.dtype} array of "
                             f"shape {answer.shape}, not {len(rows)} codes in -1, 0, 1; ran bar "
                             "by bar instead")
             return None
         codes.append(answer.astype(np.int8))
     return np.stack(codes)
+
+
+def _codes_only(answer: np.ndarray) -> bool:
+    """Every value -1, 0 or 1 (np.isin, without its sorted copies of the series)."""
+    if answer.dtype.kind not in "biuf":
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(((answer == -1) | (answer == 0) | (answer == 1)).all())
 
 
 def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
