@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from orchestrator.client import pid_alive
@@ -20,11 +19,14 @@ def _state(pid: int) -> str:
 def test_pid_alive_tells_running_from_zombie_and_gone(tmp_path: Path) -> None:
     assert pid_alive(os.getpid())
     assert not pid_alive(None) and not pid_alive(0) and not pid_alive(-1)
-    # a name with spaces and parentheses, as a process may give itself
+    # a name with spaces and parentheses (the kernel names a process after the file it ran)
     odd = tmp_path / "odd ) Z (name"
-    shutil.copy(sys.executable, odd)
-    sleeper = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    odd.symlink_to(sleep)
+    sleeper = subprocess.Popen([str(odd), "30"])
     try:
+        assert "odd ) Z (name" in Path(f"/proc/{sleeper.pid}/stat").read_text()
         assert pid_alive(sleeper.pid)
     finally:
         sleeper.kill()
