@@ -334,6 +334,9 @@ def run(ws: Workspace, cfg: LatencyConfig) -> list[Figure]:
                floor.median, f"{rt} p50"),
         Figure("latency.single.p99", SCENARIO, "p99 (one bar at a time)", "µs", single.p99,
                floor.p99, f"{rt} p99"),
+        Figure("latency.p50.vs_hot", SCENARIO, "p50 (burst of 3 bars), against the round trip "
+               "back to back", "µs", burst.median, hot.median,
+               "raw ipc round trip back to back p50"),
         Figure("latency.hot.p50", SCENARIO, "raw ipc round trip back to back, p50", "µs",
                hot.median, floor.median, f"{rt} p50"),
         Figure("latency.hot.p99", SCENARIO, "raw ipc round trip back to back, p99", "µs",
