@@ -3,7 +3,8 @@
 Secret keys are never printed: only public keys and where the secret files are.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the commands' annotations on each
+# run, and as strings they would be compiled and evaluated each time (see orchestrator/cli.py).
 
 from pathlib import Path
 from typing import Annotated, NoReturn

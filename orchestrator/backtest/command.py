@@ -4,7 +4,8 @@ Only typer and the standard library are imported at module level; numpy, matplot
 engine load when the command runs, so `multibot --help` stays fast.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the commands' annotations on each
+# run, and as strings they would be compiled and evaluated each time (see orchestrator/cli.py).
 
 import sys
 import time
