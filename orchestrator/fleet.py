@@ -171,12 +171,13 @@ class Fleet:
 
     async def _open_exchange(self) -> None:
         from orchestrator.exchange.venue import open_venue
+        from orchestrator.exchange.watcher import watch
 
         venue = await open_venue(self.settings, self.journal, self._exchange_update)
         self.exchange, self.feed, self.binance_feed = venue.client, venue.feed, venue.feed
         if venue.broker is not None:
             self.broker = self.exchange_broker = venue.broker
-            self.spawn(venue.broker.watch())
+            self.spawn(watch(venue.broker))
 
     def _exchange_update(self, update: OrderUpdate) -> None:
         """An order changed on the exchange by itself (a resting order filled, say)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.exchange.watcher import watch
 from orchestrator.protocol import ErrorCode, ProtocolError
 from tests.exchange_support import (
     KEY,
@@ -180,7 +181,7 @@ def test_a_resting_limit_fills_later_and_the_watcher_reports_it(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
-        watcher = asyncio.create_task(desk.broker.watch(period_s=0.1))
+        watcher = asyncio.create_task(watch(desk.broker, period_s=0.1))
         try:
             price = fake.price("BTCUSDT")
             rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
@@ -212,7 +213,7 @@ def test_partial_fills_are_journaled_piece_by_piece_from_my_trades(tmp_path: Pat
                      start_prices={"BTCUSDT": 50000.0}) as fake:
         async def main() -> None:
             desk = await Desk.open(fake, tmp_path / "j.db")
-            watcher = asyncio.create_task(desk.broker.watch(period_s=0.05))
+            watcher = asyncio.create_task(watch(desk.broker, period_s=0.05))
             try:
                 price = fake.price("BTCUSDT")
                 rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))

@@ -8,7 +8,7 @@ Same contract as the paper broker, with the exchange in the middle:
   its resends of the same id are answered from the journal, without touching the exchange;
 - a rejection (-2010, -1013, ...) is journaled REJECTED and reported once: no retry;
 - resting orders are polled (within a share of the rate limit) for fills and final states,
-  which reach the worker through ``on_update``.
+  which reach the worker through ``on_update`` (orchestrator.exchange.watcher).
 One asyncio lock per symbol keeps a symbol's requests in order; symbols do not wait for
 each other, only for the account-wide rate limiter inside the client.
 """
@@ -57,7 +57,6 @@ _LOOKUPS_S = (0.5, 1.0, 2.0, 4.0)  # waits before each look-up of an order of un
 # Binance refuses a request older than its recvWindow (python-binance sends 10 s): an
 # order it still does not know this long after we sent it was never placed.
 SETTLE_NS = 15 * 10**9
-_WATCH_MAX_WAIT_S = 1.0  # the watcher skips a round rather than queue behind the limits
 CLOCK_TOLERANCE_NS = 60 * 10**9
 _ZERO = Decimal(0)
 
@@ -70,13 +69,13 @@ class ExchangeBroker:
         self.journal = journal
         self.client = client
         self.rules = dict(rules)
-        self._on_update = on_update
+        self.notify = on_update  # an update the worker did not ask for (the watcher's)
         self._clock = clock
         self._positions: dict[str, Position] = {}
         self._open: dict[str, dict[str, OrderView]] = {}
         self._last: dict[str, Decimal] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._cancel_wanted: set[tuple[str, str]] = set()  # (symbol, coid) whose cancel failed
+        self.failed_cancels: set[tuple[str, str]] = set()  # (symbol, coid): retried by watcher
         for fill in journal.fills():
             self._position(fill.symbol).apply(fill)
         for order in journal.orders(open_only=True):
@@ -107,6 +106,13 @@ class ExchangeBroker:
 
     def open_orders(self, symbol: str) -> list[OrderView]:
         return list(self._open.get(symbol, {}).values())
+
+    def open_order(self, symbol: str, client_order_id: str) -> OrderView | None:
+        return self._open.get(symbol, {}).get(client_order_id)
+
+    def resting(self) -> list[OrderView]:
+        """Every symbol's open orders."""
+        return [o for book in self._open.values() for o in book.values()]
 
     def next_seq(self, symbol: str) -> int:
         return self.journal.max_seq(symbol) + 1
@@ -331,7 +337,7 @@ class ExchangeBroker:
                 raise ProtocolError(ErrorCode.UNKNOWN_ORDER,
                                     f"{symbol} has no open order {client_order_id!r}")
             if order.status == "PENDING_NEW":  # not known to be placed: cancel once it is
-                self._cancel_wanted.add((symbol, client_order_id))
+                self.failed_cancels.add((symbol, client_order_id))
                 raise ProtocolError(ErrorCode.TIMEOUT, f"order {client_order_id}: outcome not "
                                     "known yet; it will be cancelled once it is")
             try:
@@ -345,10 +351,10 @@ class ExchangeBroker:
                     raise ProtocolError(ErrorCode.TIMEOUT, exc.message) from None
                 return update
             except (OutcomeUnknown, Unavailable) as exc:
-                self._cancel_wanted.add((symbol, client_order_id))  # the watcher tries again
+                self.failed_cancels.add((symbol, client_order_id))  # the watcher tries again
                 raise ProtocolError(ErrorCode.TIMEOUT, f"cancel of {client_order_id}: "
                                     f"{exc.message}; it will be tried again") from None
-            self._cancel_wanted.discard((symbol, client_order_id))
+            self.failed_cancels.discard((symbol, client_order_id))
             return await self.apply(order, data)
 
     async def cancel_all(self, symbol: str) -> list[OrderUpdate]:
@@ -362,41 +368,3 @@ class ExchangeBroker:
             except Exception:  # one order's trouble must not leave the others resting
                 log.exception("%s: cancelling %s failed", symbol, order.client_order_id)
         return updates
-
-    # --- watching resting orders ----------------------------------------------------------------
-
-    async def watch(self, period_s: float = 1.0) -> None:
-        """Forever: retry failed cancels, then look up every open order, within a quarter
-        of the weight limit. One order's failure never stops the watching of the others."""
-        while True:
-            orders = [o for book in self._open.values() for o in book.values()]
-            cost_per_s = self.client.limiter.weight_budget_per_s()
-            await asyncio.sleep(max(period_s, len(orders) * 4 / cost_per_s))
-            for symbol, coid in list(self._cancel_wanted):
-                await self._watch_one(symbol, coid, cancel=True)
-            for order in orders:
-                await self._watch_one(order.symbol, order.client_order_id, cancel=False)
-
-    async def _watch_one(self, symbol: str, coid: str, cancel: bool) -> None:
-        if self.lock(symbol).locked():
-            return  # a request of that symbol is under way: it will tell
-        try:
-            if cancel:
-                wanted = self._open.get(symbol, {}).get(coid)
-                if wanted is None:
-                    self._cancel_wanted.discard((symbol, coid))
-                elif wanted.status != "PENDING_NEW":  # (else: looked up first, below)
-                    self._on_update(await self.cancel(symbol, coid))
-                return
-            async with self.lock(symbol):
-                current = self._open.get(symbol, {}).get(coid)
-                if current is None:
-                    return
-                update = await self.look_up(current, _WATCH_MAX_WAIT_S)
-            if update is not None and (update.fills or update.order.status != current.status
-                                       or update.order.executed_qty != current.executed_qty):
-                self._on_update(update)
-        except ProtocolError as exc:
-            log.info("%s: watching %s: %s", symbol, coid, exc.reason)
-        except Exception:  # e.g. the journal halted: log it, go on watching
-            log.exception("%s: watching %s failed", symbol, coid)
