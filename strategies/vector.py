@@ -106,7 +106,7 @@ def _window_sums(x: Floats, prefix: _Prefix, period: int, out: Floats) -> None:
 def smas(values: Floats, periods: Sequence[int]) -> list[Floats]:
     """``sma`` for each of ``periods``, from one exact prefix sum of ``values``."""
     x = _finite(values, f"SMA({', '.join(map(str, periods))})")
-    prefix = _prefix(x) if len(x) >= min(periods, default=len(x) + 1) else None
+    prefix = _prefix(x) if any(len(x) >= period for period in periods) else None
     out = []
     for period in periods:
         means = np.full(len(x), np.nan)

@@ -137,8 +137,7 @@ class Runner:
                stances: Sequence[Signal | None]) -> None:
         """Take up a backtest part after ``bars`` bars, at rest: flat, nothing in flight, the
         strategies' ``stances`` as their signals left them (None: not spoken yet, FLAT; see
-        orchestrator.backtest.split).
-        Order ids start again at 1; the stitching of the parts renumbers them."""
+        orchestrator.backtest.split). Order ids start again at 1: stitching renumbers them."""
         assert not self.open_orders and not self.pending and not self.position
         self.skip(bars, last_open_time, last_close)
         for i, stance in enumerate(stances):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 
 import msgspec
 import numpy as np
 
 from orchestrator.backtest.engine import FillRecord, SymbolRun
+from orchestrator.broker.position import EXACT
 
 __all__ = [
     "Curve",
@@ -28,7 +29,6 @@ __all__ = [
 
 YEAR_MS = 365 * 86_400_000  # crypto trades every day of the year
 _ZERO = Decimal(0)
-_EXACT = Context(prec=60)  # the position's precision: its realized PnLs subtract exactly
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:
             continue
         realized = Decimal(fill.realized_pnl)
         if bought and sold:
-            with localcontext(_EXACT):  # the same PnL whatever was realized before
+            with localcontext(EXACT):  # the same PnL whatever was realized before
                 pnl = realized - realized_before
             trips.append(RoundTrip(
                 entry_bar=entry_bar, exit_bar=fill.bar, qty=sold,

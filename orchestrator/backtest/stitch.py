@@ -13,16 +13,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 
 from orchestrator.backtest.engine import MAX_WARNINGS, Decision, FillRecord, SymbolRun
 from orchestrator.broker.paper import parse_seq
+from orchestrator.broker.position import EXACT
 from orchestrator.broker.rules import fmt
 from orchestrator.protocol import client_order_id
 
 __all__ = ["stitch"]
 
-_EXACT = Context(prec=60)  # the position's precision: these sums never round
 
 
 def stitch(parts: Sequence[SymbolRun]) -> SymbolRun | None:
@@ -70,7 +70,7 @@ def _placed(run: SymbolRun) -> int:
 
 
 def _shift(text: str, by: Decimal) -> Decimal:
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         return Decimal(text) + by
 
 
@@ -78,7 +78,7 @@ def _append(whole: SymbolRun, run: SymbolRun, realized: Decimal, placed: int) ->
     """``run``, a later part, shifted by the ``realized`` PnL and ``placed`` order ids of the
     parts before it, at the end of ``whole``."""
     symbol, fills = whole.symbol, run.fills
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         shifted = [Decimal(f.realized_pnl) + realized for f in fills]
     whole.fills += [FillRecord(f.bar, f.side, f.price, f.qty, f.fee, f.position, fmt(value))
                     for f, value in zip(fills, shifted, strict=True)] if realized else fills

@@ -14,12 +14,12 @@ from decimal import Context, Decimal, getcontext, setcontext
 from orchestrator.broker.rules import fmt
 from orchestrator.protocol import FillView, PositionView
 
-__all__ = ["Position"]
+__all__ = ["EXACT", "Position"]
 
 _ZERO = Decimal(0)
 # Enough digits that sums and products of exchange numbers (8-decimal prices and quantities)
 # never round; only the proportional cost of a partial sell is rounded, to _COST_QUANTUM.
-_CONTEXT = Context(prec=60)
+EXACT = Context(prec=60)
 _COST_QUANTUM = Decimal("1e-20")
 
 
@@ -53,11 +53,11 @@ class Position:
             fee_asset: str) -> None:
         """``apply`` of a fill of this symbol whose numbers are at hand (the broker that made
         it): the values of its text, without parsing it back."""
-        # localcontext(_CONTEXT) at a quarter of its cost: _CONTEXT itself (not a copy) is made
+        # localcontext(EXACT) at a quarter of its cost: EXACT itself (not a copy) is made
         # current. The flags it collects then persist, which changes nothing: results depend on
         # the precision and rounding, exceptions on the traps, and those are the same.
         saved = getcontext()
-        setcontext(_CONTEXT)
+        setcontext(EXACT)
         try:
             if side == "BUY":
                 self.qty += qty
