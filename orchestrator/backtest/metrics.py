@@ -25,6 +25,7 @@ __all__ = [
     "drawdown",
     "metrics_of",
     "round_trips",
+    "total_fees",
 ]
 
 YEAR_MS = 365 * 86_400_000  # crypto trades every day of the year
@@ -80,17 +81,28 @@ def curve_of(run: SymbolRun, bars: np.ndarray, capital: float) -> Curve:
     n = len(bars)
     close = bars["close"]
     if run.change_bar:
-        at = np.searchsorted(np.asarray(run.change_bar), np.arange(n), side="right") - 1
-        known = at >= 0
-        pick = np.maximum(at, 0)
-        qty = np.where(known, np.asarray(run.qty)[pick], 0.0)
-        avg = np.where(known, np.asarray(run.avg_entry)[pick], 0.0)
-        realized = np.where(known, np.asarray(run.realized)[pick], 0.0)
+        # each snapshot holds from its bar to the next one's; nothing is held before the first
+        starts = np.asarray(run.change_bar)
+        spans = np.diff(starts, append=n)
+        before = int(starts[0])
+
+        def expand(values: list[float]) -> np.ndarray:
+            out = np.zeros(n)
+            out[before:] = np.repeat(np.asarray(values), spans)
+            return out
+
+        qty, avg, realized = expand(run.qty), expand(run.avg_entry), expand(run.realized)
     else:
         qty = avg = realized = np.zeros(n)
     equity = capital + realized + qty * (close - avg)
     hold = capital * close / close[0]
     return Curve(bars["open_time"], equity, hold, qty > 0, capital)
+
+
+def total_fees(fills: list[FillRecord]) -> Decimal:
+    """Every fee of ``fills``, summed exactly (so the parts of a run add up to the whole)."""
+    with localcontext(EXACT):
+        return sum((Decimal(f.fee) for f in fills), _ZERO)
 
 
 def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:

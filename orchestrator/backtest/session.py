@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -179,13 +178,14 @@ def run_backtest(req: Request, on_progress: Callable[[int], None] | None = None,
     outcomes = []
     for job, done, source, capital in zip(jobs, full, prep.sources, prep.capitals, strict=True):
         curve = curve_of(done.run, job.bars, capital)
-        # in fill order from 0, as round_trips sums them
-        fees = float(sum((Decimal(f.fee) for f in done.run.fills), Decimal(0)))
         outcomes.append(SymbolOutcome(job, source, done.run, curve, done.trips, done.trades,
-                                      metrics_of(curve, done.trips, job.step_ms, fees)))
+                                      metrics_of(curve, done.trips, job.step_ms,
+                                                 float(done.fees))))
     combined_curve = combine([o.curve for o in outcomes])
-    combined = metrics_of(combined_curve, [t for o in outcomes for t in o.trips],
-                          jobs[0].step_ms, sum(o.metrics.fees for o in outcomes))
+    # one symbol: the same curve, trips and fees, so the same metrics
+    combined = outcomes[0].metrics if len(outcomes) == 1 else metrics_of(
+        combined_curve, [t for o in outcomes for t in o.trips], jobs[0].step_ms,
+        sum(o.metrics.fees for o in outcomes))
     report = build_report(prep.parameters, outcomes, combined, leaks)
     return Result(outcomes, combined_curve, combined, leaks, report, _title(prep, outcomes))
 

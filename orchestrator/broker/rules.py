@@ -45,15 +45,16 @@ _MIN_NOTIONAL = {"BTC": Decimal("0.0001"), "ETH": Decimal("0.001"), "BNB": Decim
 
 def fmt(value: Decimal) -> str:
     """Plain decimal string without exponent or trailing zeros ("0.00001", "50010", "-0.5")."""
-    if type(value) is Decimal and value.is_finite():  # the common case, faster
+    if type(value) is Decimal:  # the common case, faster
         if not value:
             return "0"  # also folds "-0" and "0E-8"
-        # str() is plain (what format(value, "f") gives) unless it has an exponent
+        # str() is plain (what format(value, "f") gives) unless it has an exponent, and
+        # never ends with "."; NaN and Infinity come out as format() gives them
         text = str(value)
         if "E" in text or "e" in text:
             text = format(value, "f")
         elif text[-1] != "0":
-            return text  # no trailing zero to strip (and str() never ends with ".")
+            return text  # no trailing zero to strip
     else:
         if value == 0:
             return "0"
