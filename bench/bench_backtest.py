@@ -1,6 +1,6 @@
 """Backtest throughput: multibot vs backtesting.py, same data, same SMA cross, same trades.
 
-    python bench/bench_backtest.py [--runs 5] [--no-multi] [--profile]
+    python -m bench.bench_backtest [--runs 5] [--no-multi] [--profile]
 
 Data: the bundled BTCUSDT 1m klines (40,000 bars). Strategy: SMA(10) / SMA(30) cross, long
 on the cross up, flat on the cross down, all in, fills at the signal bar's close

@@ -228,7 +228,7 @@ def _backtest(f: Facts) -> str:
     if not backtest_figures.SCRIPT.exists():
         return "(bench/bench_backtest.py does not exist)"
     if f.smoke:
-        return "(not profiled in a smoke run: `python bench/bench_backtest.py --profile`)"
+        return "(not profiled in a smoke run: `python -m bench.bench_backtest --profile`)"
     args = [PYTHON, str(backtest_figures.SCRIPT), "--runs", "1", "--no-multi", "--profile"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=bench_env(),
                           cwd=REPO, stdin=subprocess.DEVNULL)
