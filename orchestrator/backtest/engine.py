@@ -300,10 +300,10 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
     quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
     note the close, which the next stepped bar overwrites. Bars ``start`` to ``stop - 1``."""
     symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
-    # item(): a Python number from one cell, for the few bars that are stepped; cheaper than
-    # a row's fields, and than whole columns as lists (MBs of fresh pages in a new child)
-    opened, opens, highs, lows, closes, volumes = (
-        rows[name].item for name in ("open_time", "open", "high", "low", "close", "volume"))
+    # item(): Python numbers from a row (or a cell), for the few bars that are stepped;
+    # cheaper than whole columns as lists (MBs of fresh pages in a new child)
+    row = rows[["open_time", "open", "high", "low", "close", "volume"]].item
+    opened, closes = rows["open_time"].item, rows["close"].item
     events = (np.flatnonzero(codes[:, start:stop].any(axis=0)) + start).tolist()
     signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
                                    for column in codes[:, events].T.tolist()), strict=True))
@@ -320,10 +320,9 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
                 index = target
                 if index == count:
                     break
-        open_time = opened(index)
+        open_time, open_, high, low, close, volume = row(index)
         bar = Bar(symbol=symbol, open_time=open_time, close_time=open_time + last,
-                  open=opens(index), high=highs(index), low=lows(index), close=closes(index),
-                  volume=volumes(index))
+                  open=open_, high=high, low=low, close=close, volume=volume)
         step(index, bar, signals_at.get(index, silent))
         index += 1
         if progress is not None and index >= next_report:
