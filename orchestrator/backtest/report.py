@@ -71,10 +71,10 @@ def metrics_json(m: Metrics) -> dict[str, Any]:
 
 
 def trip_json(trip: RoundTrip, times: Any) -> dict[str, Any]:
-    """A round trip in the report; ``times``: the bars' open times."""
+    """A round trip in the report; ``times``: the bars' open times (int64 array)."""
     return {
-        "entry_time": iso(int(times[trip.entry_bar])),
-        "exit_time": iso(int(times[trip.exit_bar])),
+        "entry_time": iso(times.item(trip.entry_bar)),  # item(): a Python int, at once
+        "exit_time": iso(times.item(trip.exit_bar)),
         "bars": trip.exit_bar - trip.entry_bar,
         "qty": fmt(trip.qty),
         "entry_price": fmt(trip.entry_price.quantize(_PRICE_QUANTUM)),
