@@ -43,9 +43,9 @@ _PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.child",
             "pkgutil", "multiprocessing.sharedctypes", "multiprocessing.popen_forkserver",
             "orchestrator.backtest.forkserver"]
 _POLL_S = 0.1
-_MESSAGE = {SymbolRun: "run", Trips: "trips"}  # what a child sends first, and then
-# Bars a part of one symbol's run needs at least: a part costs a process (~5 ms, as much as
-# ~10,000 quiet bars or ~100 orders), so short runs stay whole.
+_MESSAGE = {SymbolRun: "run", Trips: "trips"}  # a child's two messages, in this order
+# Bars a part of one symbol's run needs at least: a part costs a process (it runs ~4 ms after
+# the first one and pays ~14 ms of page faults on its core), so short runs stay whole.
 MIN_PART_BARS = 10_000
 
 
