@@ -11,6 +11,7 @@ import msgspec
 import zmq
 
 from orchestrator.home import Home
+from orchestrator.procstat import read_stat
 from orchestrator.protocol import (
     Error,
     ErrorCode,
@@ -43,10 +44,7 @@ def pid_alive(pid: int | None) -> bool:
     if pid is None or pid <= 0:
         return False
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read()
-    except FileNotFoundError:
-        return False
+        stat = read_stat(pid)
     except OSError:  # no /proc (not Linux): the process exists, zombie or not
         try:
             os.kill(pid, 0)
@@ -55,9 +53,7 @@ def pid_alive(pid: int | None) -> bool:
         except PermissionError:
             return True
         return True
-    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last
-    state = fields[fields.rfind(b")") + 2:][:1]
-    return state not in (b"Z", b"X")
+    return stat is not None and stat.state not in ("Z", "X")
 
 
 def request(home: Home, message: Message, timeout: float = 10.0) -> Message:

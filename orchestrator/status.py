@@ -1,4 +1,4 @@
-"""One status row per symbol: process facts (supervisor, psutil) + trading facts (broker)."""
+"""One status row per symbol: process facts (supervisor, /proc) + trading facts (broker)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-import psutil
-
+from orchestrator.procstat import CpuMeter, read_stat
 from orchestrator.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
 from orchestrator.supervisor import State, WorkerHandle
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 class StatusBuilder:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
-        self._procs: dict[int, psutil.Process] = {}  # kept so cpu_percent has a baseline
+        self._cpu = CpuMeter()
 
     def report(self) -> StatusReport:
         fleet = self._fleet
@@ -34,8 +33,7 @@ class StatusBuilder:
         )
         handles = sorted(fleet.supervisor.handles.values(), key=lambda h: h.symbol)
         live_pids = {h.pid for h in handles if h.pid is not None}
-        for pid in set(self._procs) - live_pids:
-            del self._procs[pid]
+        self._cpu.keep_only(live_pids)
         return StatusReport(orchestrator=orchestrator,
                             workers=[self._worker(h) for h in handles])
 
@@ -59,15 +57,16 @@ class StatusBuilder:
         )
 
     def _process_facts(self, pid: int | None) -> tuple[float | None, int | None]:
+        """CPU % of one core since the last report (0.0 the first time), and RSS."""
         if pid is None:
             return None, None
-        with contextlib.suppress(psutil.Error):
-            proc = self._procs.get(pid)
-            if proc is None:
-                proc = self._procs[pid] = psutil.Process(pid)
-                proc.cpu_percent(None)
-            return round(proc.cpu_percent(None), 1), int(proc.memory_info().rss)
-        return None, None
+        try:
+            stat = read_stat(pid)
+        except OSError:  # no /proc (not Linux)
+            return _psutil_facts(pid)
+        if stat is None:
+            return None, None
+        return self._cpu.percent(pid, stat), stat.rss_bytes
 
     def _worker(self, handle: WorkerHandle) -> WorkerStatus:
         broker = self._fleet.broker
@@ -103,3 +102,12 @@ class StatusBuilder:
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
         )
+
+
+def _psutil_facts(pid: int) -> tuple[float | None, int | None]:
+    """Where there is no /proc: RSS from psutil, CPU % unknown."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return None, int(psutil.Process(pid).memory_info().rss)
+    return None, None
