@@ -168,6 +168,9 @@ def test_fmt_is_plain_and_exact() -> None:
     assert fmt(D("-0")) == "0"
     assert fmt(D("1E+3")) == "1000"
     assert fmt(D("0.1234567890123456789012345678901")) == "0.1234567890123456789012345678901"
+    assert fmt(D("0E-8")) == "0" and fmt(D("-1.50")) == "-1.5" and fmt(D("2.5E-3")) == "0.0025"
+    assert [fmt(D(x)) for x in ("NaN", "Infinity", "-Infinity")] == ["NaN", "Infinity",
+                                                                    "-Infinity"]
 
 
 def test_parse_decimal_reads_plain_decimals_exactly() -> None:
