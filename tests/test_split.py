@@ -166,3 +166,40 @@ class Touchy(SmaCross):
     def on_fill(self, side: str, qty: float, price: float) -> None:
         raise RuntimeError("touchy")
 """
+
+
+SLOW_START = """\
+import time
+
+from strategies.sma_cross import SmaCross
+
+
+class SlowStart(SmaCross):
+    '''sma_cross whose on_fill fails on every fill, and takes 0.1 s on each in the part that
+    begins with the run's first fill: the other part is done long before.'''
+
+    name = "slow_start"
+    first_fill_price = None
+
+    def on_fill(self, side: str, qty: float, price: float) -> None:
+        if self.first_fill_price is None:
+            self.first_fill_price = price
+        if self.first_fill_price == {price!r}:
+            time.sleep(0.1)
+        raise RuntimeError("slow_start")
+"""
+
+
+def test_round_trips_of_a_part_thrown_away_do_not_count(tmp_path: Path) -> None:
+    """The second part sends its run and its round trips while the first still runs; the
+    first's strategy failed, so the symbol runs again in one piece: only that run counts."""
+    first = float(run_symbol(job("BTCUSDT", "sma_cross", days=40)).fills[0].price)
+    source = SLOW_START.replace("{price!r}", repr(first))
+    ref = f"{strategy_file(tmp_path, 'slow_start', source)}:SlowStart"
+    whole_job = job("BTCUSDT", ref, days=40)
+    [isolated] = run_jobs([whole_job], workers=2)
+    [here] = run_jobs([whole_job], isolate=False)
+    assert isolated.run.parts == 1 and isolated.run.strategy_errors > 0
+    same(isolated.run, here.run)
+    assert msgspec.msgpack.encode([isolated.trips, isolated.trades, isolated.fees]) == (
+        msgspec.msgpack.encode([here.trips, here.trades, here.fees]))

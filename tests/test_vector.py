@@ -22,6 +22,7 @@ from strategies.base import Strategy
 from strategies.indicators import EMA, SMA, Crossover
 from strategies.sma_cross import SmaCross
 from tests.backtest_support import write_bundled_csv
+from worker.runner import MAX_STRATEGY_ERRORS
 
 
 def incremental(indicator: SMA | EMA, values: np.ndarray) -> np.ndarray:
@@ -117,6 +118,25 @@ def test_resting_limit_orders_are_stepped_bar_by_bar_until_they_fill(tmp_path: P
 
 def test_a_strategy_without_a_series_form_runs_bar_by_bar_alongside() -> None:
     event, reference = runs(["sma_cross:fast=10,slow=30", "rsi_revert"])
+    same(event, reference)
+
+
+class FailingFills(SmaCross):
+    """on_fill raises every time: disabled after MAX_STRATEGY_ERRORS, then asked nothing."""
+
+    name = "test_failing_fills"
+
+    def on_fill(self, side: str, qty: float, price: float) -> None:
+        raise RuntimeError("fill bug")
+
+
+def test_a_disabled_strategy_stops_trading_on_both_paths() -> None:
+    """Its series-form signals must be ignored too, as on_bar is no longer asked: a strategy
+    that failed MAX_STRATEGY_ERRORS times is flat and silent, in a backtest as live."""
+    event, reference = runs(["tests.test_vector:FailingFills"])
+    assert event.strategy_errors == MAX_STRATEGY_ERRORS
+    assert "disabled" in event.last_error
+    assert len(event.fills) == MAX_STRATEGY_ERRORS  # the fills that raised, then nothing
     same(event, reference)
 
 

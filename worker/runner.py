@@ -120,7 +120,7 @@ class Runner:
         if not self._advance(bar):
             return []
         for i, signal in enumerate(signals):
-            if signal is not None:
+            if signal is not None and self._errors[i] < MAX_STRATEGY_ERRORS:  # not disabled
                 self._combiner.update(i, signal)
                 self._stale_target = True
         return self._act()
@@ -197,7 +197,9 @@ class Runner:
         self.last_error = f"strategy {name}: {type(exc).__name__}: {exc}"
         log.error("%s: %s", self.symbol, self.last_error, exc_info=exc)
         if self._errors[index] >= MAX_STRATEGY_ERRORS:
+            # asked nothing more: neither on_bar nor on_fill, and its signals are ignored
             self._enabled = [(i, s) for i, s in self._enabled if i != index]
+            self._fill_listeners = [(i, s) for i, s in self._fill_listeners if i != index]
             self._combiner.update(index, Signal.FLAT)
             self._stale_target = True
             self.last_error += f" (disabled after {MAX_STRATEGY_ERRORS} errors)"

@@ -145,6 +145,7 @@ class _Children:
                     del runs[task.job]
                     if whole is None:  # a cut was not at rest after all: run it whole
                         self._drop(task.job)
+                        trips.pop(task.job, None)  # of parts that were done already
                         waiting.insert(0, _Task(task.job, 0, 1))
                     else:
                         stitched[task.job] = whole
