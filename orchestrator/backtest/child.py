@@ -24,7 +24,8 @@ from orchestrator.backtest.metrics import RoundTrip, round_trips, total_fees
 from orchestrator.backtest.report import trip_json
 from orchestrator.broker.position import EXACT
 
-__all__ = ["Finished", "Trips", "finish", "joined", "main", "trips_of", "unpack"]
+__all__ = ["MESSAGE_KINDS", "Finished", "Trips", "finish", "joined", "main", "trips_of",
+           "unpack"]
 
 
 class Trips(msgspec.Struct, kw_only=True):
@@ -80,8 +81,8 @@ def main(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, cou
 
     try:
         run = run_symbol(job, progress, part=part)
-        results.send(("run", _pack(run)))
-        results.send(("trips", _pack(trips_of(job, run))))
+        _send(results, run)
+        _send(results, trips_of(job, run))
     except KeyboardInterrupt:
         return  # Ctrl-C reached the whole process group; the parent stops everything
     except BrokenPipeError:
@@ -92,14 +93,17 @@ def main(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, cou
     results.close()
 
 
-def _pack(value: SymbolRun | Trips) -> bytes | SymbolRun | Trips:
-    try:
-        return msgspec.msgpack.encode(value)
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        return value
-
-
 T = TypeVar("T", SymbolRun, Trips)
+#: the name each of a child's two messages goes by, in the order they are sent
+MESSAGE_KINDS: dict[type, str] = {SymbolRun: "run", Trips: "trips"}
+
+
+def _send(results: Connection, value: SymbolRun | Trips) -> None:
+    try:
+        payload: bytes | SymbolRun | Trips = msgspec.msgpack.encode(value)
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        payload = value
+    results.send((MESSAGE_KINDS[type(value)], payload))
 _DECODERS: dict[type, msgspec.msgpack.Decoder[Any]] = {
     kind: msgspec.msgpack.Decoder(kind) for kind in (SymbolRun, Trips)}
 

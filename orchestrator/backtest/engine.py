@@ -300,10 +300,9 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
     quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
     note the close, which the next stepped bar overwrites. Bars ``start`` to ``stop - 1``."""
     symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
-    # item(): Python numbers from a row (or a cell), for the few bars that are stepped;
+    # item(): a row's Python numbers at once, for the few bars that are stepped (or skipped to);
     # cheaper than whole columns as lists (MBs of fresh pages in a new child)
     row = rows[["open_time", "open", "high", "low", "close", "volume"]].item
-    opened, closes = rows["open_time"].item, rows["close"].item
     events = (np.flatnonzero(codes[:, start:stop].any(axis=0)) + start).tolist()
     signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
                                    for column in codes[:, events].T.tolist()), strict=True))
@@ -316,7 +315,8 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
                 next_event += 1
             target = events[next_event] if next_event < len(events) else count
             if target > index:
-                runner.skip(target - index, opened(target - 1), closes(target - 1))
+                last_open, _, _, _, last_close, _ = row(target - 1)  # the last quiet bar
+                runner.skip(target - index, last_open, last_close)
                 index = target
                 if index == count:
                     break

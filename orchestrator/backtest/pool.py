@@ -43,7 +43,6 @@ _PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.child",
             "pkgutil", "multiprocessing.sharedctypes", "multiprocessing.popen_forkserver",
             "orchestrator.backtest.forkserver"]
 _POLL_S = 0.1
-_MESSAGE = {SymbolRun: "run", Trips: "trips"}  # a child's two messages, in this order
 # Bars a part of one symbol's run needs at least: a part costs a process (it runs ~4 ms after
 # the first one and pays ~14 ms of page faults on its core), so short runs stay whole.
 MIN_PART_BARS = 10_000
@@ -181,7 +180,7 @@ class _Children:
             status, payload = running.receiver.recv()
         except EOFError:
             status, payload = "died", None
-        if status == _MESSAGE[kind]:
+        if status == child.MESSAGE_KINDS[kind]:
             if kind is Trips:
                 running.receiver.close()
             return unpack(payload, kind)

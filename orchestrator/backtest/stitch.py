@@ -24,7 +24,6 @@ from orchestrator.protocol import client_order_id
 __all__ = ["stitch"]
 
 
-
 def stitch(parts: Sequence[SymbolRun]) -> SymbolRun | None:
     """The whole run from its parts (in any order), or None when it cannot be trusted: the
     parts do not cover the bars one after the other (each part finds the cuts in its own
