@@ -27,29 +27,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"strategies.{home}"), name)
 
 
-__all__ = [
-    "ATR",
-    "EMA",
-    "INTERFACE_VERSION",
-    "MACD",
-    "RSI",
-    "SMA",
-    "Bands",
-    "Bar",
-    "BollingerBands",
-    "Combiner",
-    "Crossover",
-    "Indicator",
-    "MACDValue",
-    "Params",
-    "Signal",
-    "Strategy",
-    "StrategyError",
-    "builtins",
-    "create",
-    "describe",
-    "describe_all",
-    "load_strategy_class",
-    "parse_spec",
-    "safe_on_bar",
-]
+__all__ = sorted(_HOMES)

@@ -313,6 +313,16 @@ def test_package_imports_nothing_from_orchestrator_or_worker() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+def test_package_exports_resolve_on_first_use() -> None:
+    """`from strategies import X` loads X's module only then; every exported name exists."""
+    import strategies
+
+    for name in strategies.__all__:
+        assert getattr(strategies, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        strategies.Nope  # noqa: B018 - the attribute access is the test
+
+
 # --- combiner -----------------------------------------------------------------------------
 
 
