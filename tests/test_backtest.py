@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -38,7 +37,6 @@ from tests.backtest_support import (
     write_binance_csv,
     write_bundled_csv,
 )
-from tests.support import eventually
 
 HOURLY = {"interval": "1h", "start": "2021-06-01", "end": "2021-06-10T04:00"}  # 221 bars
 CLOSES = [100.0, 100.0, 90.0, 120.0, 120.0]
@@ -173,22 +171,21 @@ def test_backtest_children_reuse_freed_memory_instead_of_faulting_it_in_again() 
 
 def test_children_get_the_bars_in_shared_memory_and_no_descriptor_leaks() -> None:
     """The bars go to each child as a memfd (not through its start-up pipe): the child's run
-    equals the in-process one, and the parent closes its copy of every descriptor."""
+    equals the in-process one, and by the time run_jobs returns the parent has closed every
+    descriptor it opened for the children (pipes, memfds, status pipes)."""
     if not shareable():
         pytest.skip("no memfds on this platform")
     request = Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["sma_cross:fast=5,slow=20"],
                       interval="1m", start="2025-01-01", end="2025-01-03")
     jobs = prepare(request).jobs
 
-    def descriptors_once_reaped() -> list[str]:
-        # run_jobs does not wait for its children to exit: reap them first
-        eventually(lambda: not multiprocessing.active_children(), what="the children reaped")
+    def descriptors() -> list[str]:
         return sorted(os.listdir("/proc/self/fd"))
 
-    run_jobs(jobs)  # starts the fork server, which holds descriptors of its own
-    fds = descriptors_once_reaped()
+    run_jobs(jobs)  # starts the fork server, whose socket stays open
+    fds = descriptors()
     isolated = run_jobs(jobs)
-    assert descriptors_once_reaped() == fds
+    assert descriptors() == fds
     for child, here in zip(isolated, run_jobs(jobs, isolate=False), strict=True):
         child.run.seconds = here.run.seconds = 0.0
         assert msgspec.msgpack.encode(child) == msgspec.msgpack.encode(here)

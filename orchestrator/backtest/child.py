@@ -12,20 +12,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
+import pickle
+import sys
 from collections.abc import Sequence
 from decimal import Decimal, localcontext
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
+import numpy as np
 
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
 from orchestrator.backtest.metrics import RoundTrip, round_trips, total_fees
 from orchestrator.backtest.report import trip_json
+from orchestrator.backtest.shared import attach_bars, attach_counters
 from orchestrator.broker.position import EXACT
 
-__all__ = ["MESSAGE_KINDS", "Finished", "Trips", "finish", "joined", "main", "trips_of",
-           "unpack"]
+__all__ = ["MESSAGE_KINDS", "Assignment", "Finished", "Trips", "finish", "joined", "main",
+           "serve", "trips_of", "unpack"]
 
 
 class Trips(msgspec.Struct, kw_only=True):
@@ -66,15 +71,39 @@ def joined(run: SymbolRun, parts: Sequence[Trips]) -> Finished:
                     trades=[t for p in parts for t in p.trades], fees=fees)
 
 
-def main(slot: int, job: SymbolJob, bars: Any, part: tuple[int, int] | None, counters: Any,
+class Assignment(NamedTuple):
+    """What the pool gives a child, with the descriptors of its status pipe, its results pipe,
+    the progress counters and (when ``bars`` is set) the job's SharedBars."""
+
+    slot: int  # its progress counter
+    job: SymbolJob  # without its bars when they are shared
+    part: tuple[int, int] | None
+    bars: tuple[np.dtype[Any], int] | None  # dtype and count of the shared bars
+    sys_path: list[str]  # the caller's, so that a strategy module imports as it did there
+    cwd: str
+
+
+def serve(payload: bytes, fds: list[int]) -> None:
+    """The child's entry point in the fork server (see forkserver): the pickled Assignment
+    and the descriptors of its results pipe, the counters, and maybe the bars."""
+    task: Assignment = pickle.loads(payload)
+    results, counters, *shared = fds
+    sys.path[:] = task.sys_path
+    os.chdir(task.cwd)
+    job = task.job
+    if task.bars is not None:
+        job = dataclasses.replace(job, bars=attach_bars(shared[0], *task.bars))
+    main(task.slot, job, task.part, attach_counters(counters),
+         Connection(results, readable=False))
+
+
+def main(slot: int, job: SymbolJob, part: tuple[int, int] | None, counters: Any,
          results: Connection) -> None:
-    """The child's entry point: ``bars`` mapped from the parent's SharedBars (or None: they
-    came with the job), ``counters[slot]`` its progress in bars."""
+    """Run ``job`` (or part of it) and send the run, then its round trips, down ``results``;
+    ``counters[slot]`` its progress in bars."""
     # What the fork server imported stays out of this process's garbage collections: they
     # would visit (and so copy, page by page) all of it, for nothing.
     gc.freeze()
-    if bars is not None:
-        job = dataclasses.replace(job, bars=bars)
 
     def progress(done: int) -> None:
         counters[slot] = done

@@ -1,11 +1,11 @@
 """Run symbol jobs: each in a fresh child process (isolated, on every core) or in-process.
 
-Each job gets a new process from a "forkserver" context: forked from a clean server that never
-ran a strategy, so a strategy's class attributes, module globals or monkey-patches can never
-leak from one symbol (or one run) into another, nor from the parent. At most one child per
-core runs at a time; each sends its run, then its round trips (or its error) back through a
-pipe (see child), and progress through a shared array of per-child bar counters. On an error
-or Ctrl-C the children still running are terminated at once.
+Each job gets a new process from the backtest's fork server (see forkserver and launcher):
+forked from a clean server that never ran a strategy, so a strategy's class attributes, module
+globals or monkey-patches can never leak from one symbol (or one run) into another, nor from
+the parent. At most one child per core runs at a time; each sends its run, then its round trips
+(or its error) back through a pipe (see child), and progress through shared per-child bar
+counters. On an error or Ctrl-C the children still running are terminated at once.
 
 With fewer symbols than cores, a symbol's run is cut at rest into parts that run at once, one
 child each, and stitched back exactly (see split and stitch); the result is the same as in
@@ -15,33 +15,22 @@ one piece, on any number of cores.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import os
+import pickle
+import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from typing import NamedTuple
 
 from orchestrator.backtest import child
-from orchestrator.backtest.child import Finished, Trips, finish, joined, unpack
+from orchestrator.backtest.child import Assignment, Finished, Trips, finish, joined, unpack
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
-from orchestrator.backtest.shared import SharedBars, shareable
+from orchestrator.backtest.launcher import Child, launch
+from orchestrator.backtest.shared import Counters, SharedBars, shareable
 from orchestrator.backtest.stitch import stitch
 
 __all__ = ["BacktestFailed", "Finished", "run_jobs"]
 
-# Imported once by the fork server, so a child starts warm; none of it runs a strategy. Like
-# "spawn", a forkserver child first re-imports the calling script (its `if __name__ ==
-# "__main__":` block does not run), so that script must be importable without side effects;
-# orchestrator.cli is here so that re-importing the `multibot` script costs nothing, and child
-# because the child's entry point lives there; forkserver tunes the server's malloc.
-# The rest is what every child would otherwise import for itself (seen with strace): runpy's
-# pkgutil to re-run the script, the shared progress array's modules, and the Popen classes
-# the pickled Process refers to; a few ms per symbol.
-_PRELOAD = ["orchestrator.backtest.engine", "orchestrator.backtest.child",
-            "orchestrator.backtest.session", "orchestrator.cli",
-            "pkgutil", "multiprocessing.sharedctypes", "multiprocessing.popen_forkserver",
-            "orchestrator.backtest.forkserver"]
 _POLL_S = 0.1
 # Bars a part of one symbol's run needs at least: a part costs a process (it runs ~4 ms after
 # the first one and pays ~14 ms of page faults on its core), so short runs stay whole.
@@ -78,7 +67,7 @@ class _Task(NamedTuple):
 @dataclasses.dataclass
 class _Running:
     task: _Task
-    process: BaseProcess
+    process: Child
     receiver: Connection
     run: SymbolRun | None = None  # its first message, once received
 
@@ -95,28 +84,27 @@ class _Children:
     """The child processes of one ``run_jobs``: started, collected, none left running."""
 
     def __init__(self, jobs: Sequence[SymbolJob], tasks: int) -> None:
-        self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(_PRELOAD)
         self.jobs = jobs
         # a bar counter per task, and one for each job that may have to run again whole
-        self.counters = self.ctx.RawArray("q", tasks + len(jobs))
+        self.counters = Counters(tasks + len(jobs))
         self._slots = iter(range(tasks + len(jobs)))
         self._slots_of: dict[int, list[int]] = {}  # job -> the counters its tasks used
         self._shared: dict[int, tuple[SymbolJob, SharedBars | None]] = {}
         self.running: dict[int, _Running] = {}  # by slot
 
     def __enter__(self) -> _Children:
-        mp.active_children()  # reaps the children of earlier runs
         return self
 
     def __exit__(self, *exc: object) -> None:
         for running in self.running.values():  # an error or Ctrl-C
             running.process.terminate()
-            running.process.join(5)
+            running.process.wait(5)
+            running.process.close()
             running.receiver.close()
         for _, shared in self._shared.values():
             if shared is not None:
                 shared.close()
+        self.counters.close()
 
     def run(self, waiting: list[_Task], cores: int,
             on_progress: Callable[[int], None] | None) -> list[Finished]:
@@ -157,7 +145,7 @@ class _Children:
                     results[task.job] = joined(stitched.pop(task.job),
                                                [got_trips[p] for p in sorted(got_trips)])
             if on_progress is not None:
-                on_progress(sum(self.counters))
+                on_progress(self.counters.total())
         return [results[i] for i in range(len(self.jobs))]
 
     def _drop(self, job: int) -> None:
@@ -166,15 +154,16 @@ class _Children:
         for slot, running in list(self.running.items()):
             if running.task.job == job:
                 running.process.terminate()
+                running.process.close()
                 running.receiver.close()
                 del self.running[slot]
         for used in self._slots_of.pop(job):
-            self.counters[used] = 0
+            self.counters.values[used] = 0
 
     def _receive(self, running: _Running, kind: type[child.T]) -> child.T:
         """The next message of ``running``: its run, then its round trips (after which its
         pipe is closed). A child that sent both is not waited for: the kernel takes a few ms
-        to tear its memory down, and the next ``run_jobs`` (or the exit) reaps it."""
+        to tear its memory down, and the fork server reaps it."""
         symbol = self.jobs[running.task.job].symbol
         try:
             status, payload = running.receiver.recv()
@@ -183,29 +172,34 @@ class _Children:
         if status == child.MESSAGE_KINDS[kind]:
             if kind is Trips:
                 running.receiver.close()
+                running.process.close()
             return unpack(payload, kind)
         running.receiver.close()
-        running.process.join()
+        exitcode = running.process.wait(5)
+        running.process.close()
         if status == "error":
             raise BacktestFailed(f"{symbol}: {payload}")
         raise BacktestFailed(f"{symbol}: the backtest process died (exit code "
-                             f"{running.process.exitcode}: killed, out of memory, or the "
-                             "strategy exited)")
+                             f"{exitcode}: killed, out of memory, or the strategy exited)")
 
     def _start(self, task: _Task) -> None:
         slot = next(self._slots)
         self._slots_of.setdefault(task.job, []).append(slot)
         job, shared = self._shipped(task.job)
-        receiver, sender = self.ctx.Pipe(duplex=False)
         part = (task.part, task.total) if task.total > 1 else None
-        process = self.ctx.Process(
-            target=child.main, args=(slot, job, shared, part, self.counters, sender),
-            name=f"backtest-{job.symbol}", daemon=True)
+        assignment = Assignment(slot, job, part,
+                                None if shared is None else (shared.dtype, shared.count),
+                                list(sys.path), os.getcwd())
+        receiver, sender = os.pipe()
+        fds = [sender, self.counters.fd] + ([] if shared is None else [shared.fd])
         try:
-            process.start()
+            process = launch(pickle.dumps(assignment, pickle.HIGHEST_PROTOCOL), fds)
+        except BaseException:
+            os.close(receiver)
+            raise
         finally:
-            sender.close()  # the child holds the only writer: EOF = it died
-        self.running[slot] = _Running(task, process, receiver)
+            os.close(sender)  # the child holds the only writer: EOF = it died
+        self.running[slot] = _Running(task, process, Connection(receiver, writable=False))
 
     def _shipped(self, index: int) -> tuple[SymbolJob, SharedBars | None]:
         """Job ``index`` without its bars and the bars in shared memory (one copy for all its

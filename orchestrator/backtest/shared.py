@@ -1,23 +1,23 @@
-"""Bars handed to a backtest child as shared memory, not as bytes in its start-up pipe.
+"""Shared memory for backtest children: the job's bars and the progress counters.
 
 A job's bars (about 2 MB a year of 1m klines) used to travel pickled through the pipe that
-starts a forkserver child; the parent then blocked until the new child had booted and read
-them all, 64 KB at a time (~6 ms a symbol, and one symbol's child could not start booting
-before the previous one had read its bars). Now they are copied once into a memfd whose file
-descriptor goes with the child (multiprocessing passes it like a pipe end), and the child maps
-it read-only: nothing is copied again and every child of the run starts at once.
+starts a child; the parent then blocked until the new child had booted and read them all,
+64 KB at a time (~6 ms a symbol, and one symbol's child could not start booting before the
+previous one had read its bars). Now they are copied once into a memfd whose descriptor goes
+with the child, and the child maps it read-only: nothing is copied again and every child of
+the run starts at once. Each child's progress (bars done) is a 64-bit slot of a shared array.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from multiprocessing import reduction
+import tempfile
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SharedBars", "shareable"]
+__all__ = ["Counters", "SharedBars", "attach_bars", "attach_counters", "shareable"]
 
 
 def shareable() -> bool:
@@ -26,8 +26,7 @@ def shareable() -> bool:
 
 
 class SharedBars:
-    """A read-only copy of ``bars`` in a memfd; pickling it (while a child is being started)
-    passes the descriptor, and unpickling maps it: the child gets an equal, read-only array."""
+    """A read-only copy of ``bars`` in a memfd, for ``attach_bars`` in a child."""
 
     def __init__(self, bars: np.ndarray) -> None:
         self.dtype, self.count = bars.dtype, len(bars)
@@ -43,16 +42,47 @@ class SharedBars:
             os.close(self.fd)
             self.fd = -1
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _attach, (reduction.DupFd(self.fd), self.dtype, self.count)
 
-
-def _attach(handle: Any, dtype: np.dtype[Any], count: int) -> np.ndarray:
-    fd = handle.detach()
+def attach_bars(fd: int, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    """The bars of a SharedBars' descriptor (closed here: the mapping keeps the memory)."""
     try:
         if not count:
             return np.empty(0, dtype=dtype)
         view = mmap.mmap(fd, count * dtype.itemsize, prot=mmap.PROT_READ)
     finally:
-        os.close(fd)  # the mapping keeps the memory
+        os.close(fd)
     return np.frombuffer(view, dtype=dtype, count=count)
+
+
+class Counters:
+    """``size`` signed 64-bit counters in shared memory: a memfd, or an unlinked temporary
+    file where there are none. ``values[i]`` reads and writes one."""
+
+    def __init__(self, size: int) -> None:
+        if shareable():
+            self.fd = os.memfd_create("multibot-progress", os.MFD_CLOEXEC)
+        else:
+            with tempfile.TemporaryFile() as file:
+                self.fd = os.dup(file.fileno())
+        os.ftruncate(self.fd, max(1, size) * 8)
+        self._map = mmap.mmap(self.fd, max(1, size) * 8)
+        self.values = memoryview(self._map).cast("q")
+
+    def total(self) -> int:
+        return sum(self.values)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.values.release()
+            self._map.close()
+            os.close(self.fd)
+            self.fd = -1
+
+
+def attach_counters(fd: int) -> memoryview:
+    """The counters of a Counters' descriptor, in a child (the descriptor is closed here)."""
+    try:
+        view = mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    return memoryview(view).cast("q")
