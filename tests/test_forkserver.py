@@ -170,3 +170,13 @@ def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
             cli.kill()
         cli.communicate(timeout=30)
     assert cli.returncode != 0
+
+
+def test_without_memfds_the_bars_go_with_the_assignment(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = _job("sma_cross:fast=5,slow=20")
+    [shared] = run_jobs(jobs)
+    monkeypatch.setattr("orchestrator.backtest.pool.shareable", lambda: False)
+    [carried] = run_jobs(jobs)
+    shared.run.seconds = carried.run.seconds = 0.0
+    assert carried.run.fills
+    assert msgspec.msgpack.encode(shared) == msgspec.msgpack.encode(carried)

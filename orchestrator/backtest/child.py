@@ -10,15 +10,13 @@ pickled objects in the odd case msgpack cannot carry them (e.g. a lone surrogate
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
-import pickle
 import sys
 from collections.abc import Sequence
 from decimal import Decimal, localcontext
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -28,9 +26,11 @@ from orchestrator.backtest.metrics import RoundTrip, round_trips, total_fees
 from orchestrator.backtest.report import trip_json
 from orchestrator.backtest.shared import attach_bars, attach_counters
 from orchestrator.broker.position import EXACT
+from orchestrator.feeds.bundled import KLINE_DTYPE
+from orchestrator.protocol import SymbolRules, WorkerConfig
 
-__all__ = ["MESSAGE_KINDS", "Assignment", "Finished", "Trips", "finish", "joined", "main",
-           "serve", "trips_of", "unpack"]
+__all__ = ["MESSAGE_KINDS", "Assignment", "Finished", "Trips", "assign", "finish", "joined",
+           "main", "serve", "trips_of", "unpack"]
 
 
 class Trips(msgspec.Struct, kw_only=True):
@@ -71,28 +71,45 @@ def joined(run: SymbolRun, parts: Sequence[Trips]) -> Finished:
                     trades=[t for p in parts for t in p.trades], fees=fees)
 
 
-class Assignment(NamedTuple):
-    """What the pool gives a child, with the descriptors of its status pipe, its results pipe,
-    the progress counters and (when ``bars`` is set) the job's SharedBars."""
+class Assignment(msgspec.Struct, frozen=True, array_like=True):
+    """What the pool gives a child (msgpack, with the descriptors of its results pipe, the
+    progress counters and maybe the job's SharedBars): its job, and where it runs."""
 
     slot: int  # its progress counter
-    job: SymbolJob  # without its bars when they are shared
+    config: WorkerConfig
+    rules: SymbolRules
+    step_ms: int
+    fee_rate: Decimal
+    slippage_bps: Decimal
     part: tuple[int, int] | None
-    bars: tuple[np.dtype[Any], int] | None  # dtype and count of the shared bars
+    bars: int | bytes  # how many bars the SharedBars given hold, or the bars themselves
     sys_path: list[str]  # the caller's, so that a strategy module imports as it did there
     cwd: str
 
 
+def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
+           shared: bool) -> Assignment:
+    """``job`` (part ``part`` of it) for the child with counter ``slot``; its bars ``shared``
+    (see SharedBars) or carried along."""
+    bars = np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE)
+    return Assignment(slot, job.config, job.rules, job.step_ms, job.fee_rate,
+                      job.slippage_bps, part, len(bars) if shared else bars.tobytes(),
+                      list(sys.path), os.getcwd())
+
+
 def serve(payload: bytes, fds: list[int]) -> None:
-    """The child's entry point in the fork server (see forkserver): the pickled Assignment
-    and the descriptors of its results pipe, the counters, and maybe the bars."""
-    task: Assignment = pickle.loads(payload)
+    """The child's entry point in the fork server (see forkserver): an Assignment and the
+    descriptors of its results pipe, the counters, and maybe the bars."""
+    task = msgspec.msgpack.decode(payload, type=Assignment)
     results, counters, *shared = fds
     sys.path[:] = task.sys_path
     os.chdir(task.cwd)
-    job = task.job
-    if task.bars is not None:
-        job = dataclasses.replace(job, bars=attach_bars(shared[0], *task.bars))
+    if isinstance(task.bars, bytes):
+        bars = np.frombuffer(task.bars, dtype=KLINE_DTYPE)
+    else:
+        bars = attach_bars(shared[0], KLINE_DTYPE, task.bars)
+    job = SymbolJob(task.config, task.rules, bars, task.step_ms, task.fee_rate,
+                    task.slippage_bps)
     main(task.slot, job, task.part, attach_counters(counters),
          Connection(results, readable=False))
 

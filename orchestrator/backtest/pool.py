@@ -14,16 +14,17 @@ one piece, on any number of cores.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import pickle
-import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
+import msgspec
+
 from orchestrator.backtest import child
-from orchestrator.backtest.child import Assignment, Finished, Trips, finish, joined, unpack
+from orchestrator.backtest.child import Finished, Trips, assign, finish, joined, unpack
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
 from orchestrator.backtest.launcher import Child, launch
 from orchestrator.backtest.shared import Counters, SharedBars, shareable
@@ -89,7 +90,7 @@ class _Children:
         self.counters = Counters(tasks + len(jobs))
         self._slots = iter(range(tasks + len(jobs)))
         self._slots_of: dict[int, list[int]] = {}  # job -> the counters its tasks used
-        self._shared: dict[int, tuple[SymbolJob, SharedBars | None]] = {}
+        self._shared: dict[int, SharedBars | None] = {}
         self.running: dict[int, _Running] = {}  # by slot
 
     def __enter__(self) -> _Children:
@@ -101,7 +102,7 @@ class _Children:
             running.process.wait(5)
             running.process.close()
             running.receiver.close()
-        for _, shared in self._shared.values():
+        for shared in self._shared.values():
             if shared is not None:
                 shared.close()
         self.counters.close()
@@ -185,15 +186,13 @@ class _Children:
     def _start(self, task: _Task) -> None:
         slot = next(self._slots)
         self._slots_of.setdefault(task.job, []).append(slot)
-        job, shared = self._shipped(task.job)
+        job, shared = self.jobs[task.job], self._shared_bars(task.job)
         part = (task.part, task.total) if task.total > 1 else None
-        assignment = Assignment(slot, job, part,
-                                None if shared is None else (shared.dtype, shared.count),
-                                list(sys.path), os.getcwd())
+        payload = msgspec.msgpack.encode(assign(slot, job, part, shared=shared is not None))
         receiver, sender = os.pipe()
         fds = [sender, self.counters.fd] + ([] if shared is None else [shared.fd])
         try:
-            process = launch(pickle.dumps(assignment, pickle.HIGHEST_PROTOCOL), fds)
+            process = launch(payload, fds)
         except BaseException:
             os.close(receiver)
             raise
@@ -201,18 +200,15 @@ class _Children:
             os.close(sender)  # the child holds the only writer: EOF = it died
         self.running[slot] = _Running(task, process, Connection(receiver, writable=False))
 
-    def _shipped(self, index: int) -> tuple[SymbolJob, SharedBars | None]:
-        """Job ``index`` without its bars and the bars in shared memory (one copy for all its
-        parts), or the job as it is where that is not possible (no memfds, or refused)."""
+    def _shared_bars(self, index: int) -> SharedBars | None:
+        """Job ``index``'s bars in shared memory (one copy for all its parts), or None where
+        that is not possible (no memfds, or refused): then they go with the assignment."""
         if index not in self._shared:
-            job, shared = self.jobs[index], None
+            shared = None
             if shareable():
-                try:
-                    shared = SharedBars(job.bars)
-                    job = dataclasses.replace(job, bars=job.bars[:0])
-                except OSError:
-                    pass
-            self._shared[index] = job, shared
+                with contextlib.suppress(OSError):
+                    shared = SharedBars(self.jobs[index].bars)
+            self._shared[index] = shared
         return self._shared[index]
 
 
