@@ -180,3 +180,21 @@ def test_without_memfds_the_bars_go_with_the_assignment(monkeypatch: pytest.Monk
     shared.run.seconds = carried.run.seconds = 0.0
     assert carried.run.fills
     assert msgspec.msgpack.encode(shared) == msgspec.msgpack.encode(carried)
+
+
+def test_a_rejected_command_leaves_no_fork_server_behind(linux: None) -> None:
+    """The command starts the fork server before it checks its input (to overlap their
+    start-ups); a usage error must still leave no process."""
+    cli = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "BTCUSTD"],
+                           cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = cli.communicate(timeout=60)
+        assert cli.returncode == 2 and "BTCUSTD" in err
+        eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
+    finally:
+        for pid in _processes_of_session(cli.pid):
+            os.kill(pid, signal.SIGKILL)
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate(timeout=30)

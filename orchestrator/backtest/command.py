@@ -57,6 +57,9 @@ def backtest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Replay history through the live strategy code and the paper fill model."""
+    from orchestrator.backtest import launcher
+
+    launcher.start()  # its imports overlap ours and the data's loading (~0.3 s of the run)
     from orchestrator.backtest.pool import BacktestFailed
     from orchestrator.backtest.progress import ProgressBar
     from orchestrator.backtest.report import table

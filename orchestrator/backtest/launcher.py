@@ -1,10 +1,10 @@
 """The caller's side of the backtest fork server (see forkserver): start it once, ask it for
 children, learn their pids and exit statuses.
 
-One server per process, started on first use (its imports take a few hundred ms, once) and
-started again if it died. It stops when this process closes its socket: at exit, or when the
-process dies. A child is started without waiting for it to boot; its pid is read when first
-needed.
+One server per process, started on first use or by ``start`` (its imports take a few hundred
+ms, once), and started again if it died. It stops when this process closes its socket: at
+exit, or when the process dies. A child is started without waiting for it to boot; its pid
+is read when first needed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from orchestrator.backtest.forkserver import HEADER, MAX_FDS, PID, STATUS
 
-__all__ = ["Child", "ServerGone", "launch"]
+__all__ = ["Child", "ServerGone", "launch", "start"]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `orchestrator` lives
 
@@ -111,16 +111,28 @@ class _Server:
             os.close(status_w)
         return Child(status_r)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """Close the socket: the server exits when it sees that (after its imports, if it is
+        still busy with them); killed if it has not within ``wait`` seconds."""
         self.sock.close()
         try:
-            self.process.wait(5)
+            self.process.wait(wait)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
 
 
 _server: _Server | None = None
+
+
+def start() -> None:
+    """Start the fork server now, if it is not running: its imports take a few hundred ms,
+    which the caller's own start-up can overlap (the backtest command does)."""
+    global _server
+    if _server is None or not _server.alive():
+        if _server is not None and _server.owner == os.getpid():
+            _server.stop()
+        _server = _Server()
 
 
 def launch(payload: bytes, fds: list[int]) -> Child:
@@ -130,10 +142,8 @@ def launch(payload: bytes, fds: list[int]) -> Child:
     if len(fds) >= MAX_FDS:
         raise ValueError(f"a child takes at most {MAX_FDS - 1} descriptors")
     for attempt in range(2):
-        if _server is None or not _server.alive():
-            if _server is not None and _server.owner == os.getpid():
-                _server.stop()
-            _server = _Server()
+        start()
+        assert _server is not None
         try:
             return _server.launch(payload, fds)
         except OSError as exc:  # it died since the check: once more with a new one
@@ -147,4 +157,4 @@ def launch(payload: bytes, fds: list[int]) -> Child:
 @atexit.register
 def _stop() -> None:
     if _server is not None and _server.owner == os.getpid():
-        _server.stop()
+        _server.stop(wait=1.0)
