@@ -62,8 +62,6 @@ def run(smoke: bool) -> BacktestRun | None:
         return None
     # Each invocation is one run of the suite; within it, the script's own interleaved repeats
     # give a median per side (a single timing of each side swings by 20% on a shared machine).
-    # Run as a module: each backtest child re-imports the main module, and a script would be
-    # compiled again in every child (~3 ms), which the `multibot` script's children do not pay.
     args = [PYTHON, "-m", "bench.bench_backtest", "--runs", "1" if smoke else str(REPEATS)]
     args += ["--no-multi"] if smoke else []
     try:

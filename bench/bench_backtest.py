@@ -11,8 +11,9 @@ statistics (multibot: options -> report dict; backtesting.py: Backtest(...) + ru
 
 multibot rows:
 - in-process: the engine in this process (no isolation), i.e. the raw engine speed;
-- process per symbol: what `multibot backtest` does (forkserver child per symbol, warm; a
-  lone symbol on several cores runs in parts at once, stitched back exactly);
+- process per symbol: what `multibot backtest` does (a child of the backtest fork server per
+  symbol, the server started once; a lone symbol on several cores runs in parts at once,
+  stitched back exactly);
 - engine loop, event-driven / bar by bar: the engine's loop alone (no metrics or report) on
   each of its two paths: strategies' vector signals and only eventful bars stepped (what
   sma_cross gets), and one on_bar per bar (any strategy; the reference the other must equal).
@@ -37,8 +38,7 @@ MULTI = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
 FAST, SLOW = 10, 30
 
 # pandas and backtesting.py (and argparse, statistics, cProfile) are imported where they are
-# used, not here: every backtest child process re-imports this script (as "spawn" and
-# "forkserver" children do), and should not pay for them, as it does not for `multibot`.
+# used, not here: `--help` and the smoke run in the tests stay fast.
 
 
 def bt_strategy() -> type:

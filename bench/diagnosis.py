@@ -236,12 +236,13 @@ def _backtest(f: Facts) -> str:
     profile = out[out.find("where multibot"):] if "where multibot" in out else out[-3000:]
     return f"""This scenario is bench/bench_backtest.py's (maintained with the backtest engine).
 Why the process-per-symbol figure moves around the goal with the machine's phase (bench/README,
-"What a fresh process costs here"): each backtest child pays ~2,900 first-touch page faults at
-~5 us each on this VM (~14 ms of CPU) and runs its first pass ~25% slower than a warm process,
-costs that do not shrink when the machine is quiet, while backtesting.py (one warm process)
-then speeds up by up to 1.8x. What would clear the goal everywhere: fewer processes per run
-(the isolation model), or a cheaper order path than exact Decimals (~35 us and ~120 Python
-calls an order). The engine's own profile (in-process, `--profile`):
+"What a fresh process costs here"): each backtest child pays ~2,200 first-touch page faults at
+~5 us each on this VM (~11 ms of CPU; ~2,400 and a later start with multiprocessing's
+forkserver, which our own fork server replaced) and runs its first pass ~25% slower than a
+warm process, costs that do not shrink when the machine is quiet, while backtesting.py (one
+warm process) then speeds up by up to 1.8x. What would clear the goal everywhere: fewer
+processes per run (the isolation model), or a cheaper order path than exact Decimals (~35 us
+and ~120 Python calls an order). The engine's own profile (in-process, `--profile`):
 
 ```
 {profile}
