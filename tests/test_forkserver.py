@@ -37,8 +37,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _processes_of_session(sid: int) -> list[int]:
-    found = []
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, session id) of every process."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -46,9 +46,17 @@ def _processes_of_session(sid: int) -> list[int]:
                     fields = stat.read().rpartition(")")[2].split()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if int(fields[3]) == sid and fields[0] != "Z":  # fields[3]: the session id
-                found.append(int(entry))
-    return found
+            yield int(entry), fields[0], int(fields[1]), int(fields[3])
+
+
+def _processes_of_session(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``."""
+    return [pid for pid, state, _, session in _processes() if session == sid and state != "Z"]
+
+
+def _children_of(parent: int) -> list[str]:
+    """Each child's state (R, S, Z, ...)."""
+    return [state for _, state, ppid, _ in _processes() if ppid == parent]
 
 
 @pytest.fixture
@@ -69,6 +77,18 @@ def test_a_killed_fork_server_is_started_again_and_the_run_is_the_same(linux: No
     assert launcher._server is not server and launcher._server is not None
     before.run.seconds = after.run.seconds = 0.0
     assert msgspec.msgpack.encode(before) == msgspec.msgpack.encode(after)
+
+
+def test_the_fork_server_reaps_every_child(linux: None) -> None:
+    """Children that sent their results are not waited for by the caller: the server reaps
+    them, so none is left, not even as a zombie."""
+    jobs = prepare(Request(symbols=["BTCUSDT", "ETHUSDT", "XRPUSDT"],
+                           strategies=["sma_cross"], **RANGE)).jobs
+    run_jobs(jobs)
+    server = launcher._server
+    assert server is not None
+    eventually(lambda: not _children_of(server.process.pid),
+               what="the server's children reaped")
 
 
 def test_the_fork_server_exits_with_its_caller(linux: None) -> None:

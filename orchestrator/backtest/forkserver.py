@@ -120,8 +120,9 @@ def _run_child(payload: bytes, fds: list[int]) -> int:
 
 
 def _reap(statuses: dict[int, int]) -> None:
-    """Tell the caller the exit status of every child that has exited."""
-    while statuses:
+    """Reap every child that has exited, and tell the caller its exit status (if it still
+    listens)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
