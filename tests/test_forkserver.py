@@ -59,6 +59,23 @@ def _children_of(parent: int) -> list[str]:
     return [state for _, state, ppid, _ in _processes() if ppid == parent]
 
 
+def _strategy(directory: Path, module: str, on_bar: str, imports: str = "") -> Path:
+    """``module``.py with a strategy ``Test`` (no warm-up) whose on_bar runs ``on_bar``."""
+    return strategy_file(directory, module, f"""\
+{imports}
+
+class Test(Strategy):
+    name = {module!r}
+
+    @property
+    def warmup(self):
+        return 0
+
+    def on_bar(self, bar):
+        {on_bar}
+""")
+
+
 @pytest.fixture
 def linux() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
@@ -115,65 +132,29 @@ def test_the_fork_server_exits_with_its_caller(linux: None) -> None:
 
 
 def test_a_child_killed_by_a_signal_fails_its_run_with_the_signal(tmp_path: Path) -> None:
-    path = strategy_file(tmp_path, "suicide", """\
-        import os, signal
-
-        class Suicide(Strategy):
-            name = "suicide"
-
-            @property
-            def warmup(self):
-                return 0
-
-            def on_bar(self, bar):
-                os.kill(os.getpid(), signal.SIGKILL)
-        """)
+    path = _strategy(tmp_path, "suicide", "os.kill(os.getpid(), signal.SIGKILL)",
+                     "import os, signal")
     with pytest.raises(BacktestFailed, match=r"BTCUSDT: the backtest process died \(exit code -9"):
-        run_jobs(_job(f"{path}:Suicide"))
+        run_jobs(_job(f"{path}:Test"))
 
 
 def test_a_strategy_module_on_the_callers_path_imports_in_the_child(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A child imports ``module:Class`` as the caller would: with its sys.path and cwd."""
-    strategy_file(tmp_path, "my_far_strategy", """\
-        class Far(Strategy):
-            name = "far"
-
-            @property
-            def warmup(self):
-                return 0
-
-            def on_bar(self, bar):
-                return Signal.LONG
-        """)
+    _strategy(tmp_path, "my_far_strategy", "return Signal.LONG")
     monkeypatch.syspath_prepend(str(tmp_path))
-    jobs = _job("my_far_strategy:Far")
+    jobs = _job("my_far_strategy:Test")
     [isolated] = run_jobs(jobs)
     [here] = run_jobs(jobs, isolate=False)
     assert isolated.run.fills and isolated.run.fills == here.run.fills
 
 
-SLOW = """\
-import time
-
-class Slow(Strategy):
-    name = "slow"
-
-    @property
-    def warmup(self):
-        return 0
-
-    def on_bar(self, bar):
-        time.sleep(0.01)
-"""
-
-
 def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
                                                                tmp_path: Path) -> None:
-    path = strategy_file(tmp_path, "slow", SLOW)
+    path = _strategy(tmp_path, "slow", "time.sleep(0.01)", "import time")
     cli = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "backtest", "BTCUSDT", "ETHUSDT", "-s",
-         f"{path}:Slow", "--interval", "1m", "--from", "2025-01-01", "--to", "2025-01-05"],
+         f"{path}:Test", "--interval", "1m", "--from", "2025-01-01", "--to", "2025-01-05"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True)
     try:
