@@ -3,6 +3,7 @@ start from it, report how they ended, and nothing outlives the caller or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -149,27 +150,34 @@ def test_a_strategy_module_on_the_callers_path_imports_in_the_child(
     assert isolated.run.fills and isolated.run.fills == here.run.fills
 
 
-def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
-                                                               tmp_path: Path) -> None:
-    path = _strategy(tmp_path, "slow", "time.sleep(0.01)", "import time")
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "backtest", "BTCUSDT", "ETHUSDT", "-s",
-         f"{path}:Test", "--interval", "1m", "--from", "2025-01-01", "--to", "2025-01-05"],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True)
+@contextlib.contextmanager
+def _cli_session(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``multibot`` with ``args`` in a session of its own; whatever of the session is still
+    running at the end is killed."""
+    cli = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        # the CLI, its fork server and a child per symbol
-        eventually(lambda: len(_processes_of_session(cli.pid)) >= 4, timeout=60,
-                   what="the backtest children running")
-        os.killpg(cli.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        cli.wait(30)
-        eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
+        yield cli
     finally:
         for pid in _processes_of_session(cli.pid):
             os.kill(pid, signal.SIGKILL)
         if cli.poll() is None:
             cli.kill()
         cli.communicate(timeout=30)
+
+
+def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
+                                                               tmp_path: Path) -> None:
+    path = _strategy(tmp_path, "slow", "time.sleep(0.01)", "import time")
+    with _cli_session("backtest", "BTCUSDT", "ETHUSDT", "-s", f"{path}:Test", "--interval",
+                      "1m", "--from", "2025-01-01", "--to", "2025-01-05") as cli:
+        # the CLI, its fork server and a child per symbol
+        eventually(lambda: len(_processes_of_session(cli.pid)) >= 4, timeout=60,
+                   what="the backtest children running")
+        os.killpg(cli.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        cli.wait(30)
+        eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
     assert cli.returncode != 0
 
 
@@ -186,16 +194,7 @@ def test_without_memfds_the_bars_go_with_the_assignment(monkeypatch: pytest.Monk
 def test_a_rejected_command_leaves_no_fork_server_behind(linux: None) -> None:
     """The command starts the fork server before it checks its input (to overlap their
     start-ups); a usage error must still leave no process."""
-    cli = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "BTCUSTD"],
-                           cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with _cli_session("backtest", "BTCUSTD") as cli:
         _, err = cli.communicate(timeout=60)
         assert cli.returncode == 2 and "BTCUSTD" in err
         eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
-    finally:
-        for pid in _processes_of_session(cli.pid):
-            os.kill(pid, signal.SIGKILL)
-        if cli.poll() is None:
-            cli.kill()
-            cli.communicate(timeout=30)
