@@ -151,20 +151,25 @@ def test_a_strategy_module_on_the_callers_path_imports_in_the_child(
 
 
 @contextlib.contextmanager
-def _cli_session(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """``multibot`` with ``args`` in a session of its own; whatever of the session is still
-    running at the end is killed."""
-    cli = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _session(*argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``argv`` in a session of its own; whatever of the session is still running at the
+    end is killed."""
+    process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
-        yield cli
+        yield process
     finally:
-        for pid in _processes_of_session(cli.pid):
-            os.kill(pid, signal.SIGKILL)
-        if cli.poll() is None:
-            cli.kill()
-        cli.communicate(timeout=30)
+        for pid in _processes_of_session(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def _cli_session(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    return _session(sys.executable, "-m", "orchestrator.cli", *args)
 
 
 def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
@@ -172,9 +177,8 @@ def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
     path = _strategy(tmp_path, "slow", "time.sleep(0.01)", "import time")
     with _cli_session("backtest", "BTCUSDT", "ETHUSDT", "-s", f"{path}:Test", "--interval",
                       "1m", "--from", "2025-01-01", "--to", "2025-01-05") as cli:
-        # the CLI, its fork server and a child per symbol
-        eventually(lambda: len(_processes_of_session(cli.pid)) >= 4, timeout=60,
-                   what="the backtest children running")
+        eventually(lambda: len(_processes_of_session(cli.pid)) >= 3, timeout=60,
+                   what="the CLI, its fork server and a child running")
         os.killpg(cli.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         cli.wait(30)
         eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
@@ -198,3 +202,58 @@ def test_a_rejected_command_leaves_no_fork_server_behind(linux: None) -> None:
         _, err = cli.communicate(timeout=60)
         assert cli.returncode == 2 and "BTCUSTD" in err
         eventually(lambda: not _processes_of_session(cli.pid), what="no process left")
+
+
+def test_a_failed_run_stops_the_other_children_through_the_server(linux: None,
+                                                                  tmp_path: Path) -> None:
+    """One symbol's strategy fails: the run fails at once, and the other symbol's child (a
+    slow one, that would run for a minute) is stopped by the fork server, not left running."""
+    failing = _strategy(tmp_path, "failing", "raise SystemExit('boom')")
+    slow = _strategy(tmp_path, "slower", "time.sleep(0.05)", "import time")
+    jobs = _job(f"{failing}:Test") + prepare(Request(
+        symbols=["ETHUSDT"], strategies=[f"{slow}:Test"], **RANGE)).jobs
+    with pytest.raises(BacktestFailed, match="BTCUSDT: SystemExit: boom"):
+        run_jobs(jobs, workers=2)
+    server = launcher._server
+    assert server is not None
+    eventually(lambda: not _children_of(server.process.pid), timeout=10,
+               what="the slow child stopped")
+
+
+def test_children_do_not_outlive_a_killed_caller(linux: None, tmp_path: Path) -> None:
+    """SIGKILL of the caller (an OOM kill, `timeout -s KILL`): the fork server sees its
+    socket close and stops the children still running, then exits."""
+    path = _strategy(tmp_path, "slowest", "time.sleep(0.05)", "import time")
+    code = textwrap.dedent(f"""
+        from orchestrator.backtest.pool import run_jobs
+        from orchestrator.backtest.session import Request, prepare
+        jobs = prepare(Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["{path}:Test"],
+                               interval="1m", start="2025-01-01", end="2025-01-02")).jobs
+        run_jobs(jobs, workers=2)
+    """)
+    with _session(sys.executable, "-c", code) as caller:
+        eventually(lambda: len(_processes_of_session(caller.pid)) >= 3, timeout=60,
+                   what="the caller, its fork server and a child")
+        caller.kill()
+        caller.wait(30)
+        eventually(lambda: not _processes_of_session(caller.pid), what="no process left")
+
+
+
+def test_the_fork_server_imports_this_checkout_whatever_the_working_directory(
+        linux: None, tmp_path: Path) -> None:
+    """Run from a directory with a `strategies` package and a `msgspec.py` of its own (a
+    trading user's), the command and its fork server still import multibot's and the
+    installed ones."""
+    shadow = tmp_path / "strategies"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the wrong strategies package')\n")
+    (tmp_path / "msgspec.py").write_text("raise ImportError('the wrong msgspec')\n")
+    script = Path(sys.executable).parent / "multibot"
+    if not script.exists():
+        pytest.skip("no multibot script next to this interpreter")
+    done = subprocess.run([str(script), "backtest", "BTCUSDT", "--from", "2025-01-01", "--to",
+                           "2025-01-02", "--out", str(tmp_path / "out"), "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "report.json").exists()

@@ -83,8 +83,10 @@ class Assignment(msgspec.Struct, frozen=True, array_like=True):
     slippage_bps: Decimal
     part: tuple[int, int] | None
     bars: int | bytes  # how many bars the SharedBars given hold, or the bars themselves
-    sys_path: list[str]  # the caller's, so that a strategy module imports as it did there
-    cwd: str
+    # the caller's (os.fsencode: any path the OS takes), so that a strategy module imports
+    # as it did there; no cwd when the caller's was deleted
+    sys_path: list[bytes]
+    cwd: bytes | None
 
 
 def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
@@ -92,9 +94,13 @@ def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
     """``job`` (part ``part`` of it) for the child with counter ``slot``; its bars ``shared``
     (see SharedBars) or carried along."""
     bars = np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE)
+    try:
+        cwd: bytes | None = os.fsencode(os.getcwd())
+    except OSError:
+        cwd = None
     return Assignment(slot, job.config, job.rules, job.step_ms, job.fee_rate,
                       job.slippage_bps, part, len(bars) if shared else bars.tobytes(),
-                      list(sys.path), os.getcwd())
+                      [os.fsencode(p) for p in sys.path if isinstance(p, str)], cwd)
 
 
 def serve(payload: bytes, fds: list[int]) -> None:
@@ -102,8 +108,9 @@ def serve(payload: bytes, fds: list[int]) -> None:
     descriptors of its results pipe, the counters, and maybe the bars."""
     task = msgspec.msgpack.decode(payload, type=Assignment)
     results, counters, *shared = fds
-    sys.path[:] = task.sys_path
-    os.chdir(task.cwd)
+    sys.path[:] = [os.fsdecode(p) for p in task.sys_path]
+    if task.cwd is not None:
+        os.chdir(os.fsdecode(task.cwd))
     if isinstance(task.bars, bytes):
         bars = np.frombuffer(task.bars, dtype=KLINE_DTYPE)
     else:

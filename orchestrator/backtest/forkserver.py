@@ -1,12 +1,15 @@
 """The backtest's fork server: a process that imported what a backtest child needs, and never
 ran a strategy. Every child is a fork of it (see launcher, the caller's side).
 
-Run as ``python -m orchestrator.backtest.forkserver FD``, FD being its end of a Unix socket
-pair. A request is a header (payload length, descriptor count) that carries descriptors
-(SCM_RIGHTS), then the payload. The first descriptor is a status pipe: the server writes the
-child's pid into it at once and, once it has reaped the child, its exit status (an exit code,
-or minus the signal that killed it). The child gets the payload and the other descriptors
-(see child.serve). The server exits when the caller closes its end of the socket.
+Started by launcher (``main`` with FD, its end of a Unix socket pair). A request is a header
+(payload length, descriptor count) that carries descriptors (SCM_RIGHTS), then the payload.
+To start a child, the first descriptor is a status pipe: the server writes the child's pid
+into it at once and, once it has reaped the child, its exit status (an exit code, or minus
+the signal that killed it); the child gets the payload and the other descriptors (see
+child.serve). A request without descriptors asks to SIGTERM the child whose pid is its
+payload: only the server signals its children, as only it knows that a pid is still theirs.
+When the caller closes its end of the socket (or dies), the server stops the children still
+running, then exits.
 
 Lean on purpose, unlike multiprocessing's forkserver, which this replaced: a child does not
 re-import the caller's main module or unpickle a Process object, and the server imports no
@@ -23,6 +26,7 @@ those pages: ~430 fewer faults of ~3,000 for a BTCUSDT part.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import gc
@@ -32,6 +36,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 
 __all__ = ["HEADER", "MAX_FDS", "PID", "STATUS", "keep_freed_memory"]
@@ -40,6 +45,7 @@ HEADER = struct.Struct("<II")  # payload bytes, descriptors
 PID = struct.Struct("<q")
 STATUS = struct.Struct("<q")
 MAX_FDS = 8
+STOP_GRACE_S = 1.0  # children still running when the caller goes: SIGTERM, then SIGKILL
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 _KEEP_BYTES = 256 << 20  # do not trim the heap until this much is free at its top
@@ -80,10 +86,22 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def _recv_fds(sock: socket.socket, size: int) -> tuple[bytes, list[int]]:
+    """Up to ``size`` bytes and the descriptors sent with them, close-on-exec (so that a
+    strategy that runs a program does not hand it its results pipe)."""
+    fds = array.array("i")
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_LEN(MAX_FDS * fds.itemsize),
+                                         socket.MSG_CMSG_CLOEXEC)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
 def _request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     """The next request's payload and descriptors; None when the caller closed its end."""
     try:
-        head, fds, _, _ = socket.recv_fds(sock, HEADER.size, MAX_FDS)
+        head, fds = _recv_fds(sock, HEADER.size)
     except ConnectionResetError:
         return None
     if not head:
@@ -91,7 +109,7 @@ def _request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     try:
         head += _read_exactly(sock, HEADER.size - len(head))
         size, count = HEADER.unpack(head)
-        if count != len(fds) or not fds:
+        if count != len(fds):
             raise ValueError(f"{len(fds)} descriptors came with a request for {count}")
         return _read_exactly(sock, size), fds
     except BaseException:
@@ -119,67 +137,106 @@ def _run_child(payload: bytes, fds: list[int]) -> int:
                 stream.flush()
 
 
-def _reap(statuses: dict[int, int]) -> None:
-    """Reap every child that has exited, and tell the caller its exit status (if it still
-    listens)."""
-    while True:
+class _Children:
+    """The server's children not reaped yet, each with its status pipe. A pid here cannot
+    belong to another process (it is not free before it is reaped), so only the server
+    signals its children."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}  # pid -> status pipe
+
+    def start(self, payload: bytes, status: int, given: list[int],
+              closed_in_child: tuple[int, ...]) -> None:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if not pid:
-            return
-        fd = statuses.pop(pid, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):  # the caller no longer cares: it closed its end
-                os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
-            os.close(fd)
-
-
-def serve(sock: socket.socket) -> None:
-    """Fork a child per request until the caller goes away."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through wake_w
-    statuses: dict[int, int] = {}  # child pid -> its status pipe
-    while True:
-        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
-        if wake_r in ready:
-            os.read(wake_r, 4096)
-            _reap(statuses)
-        if sock.fileno() not in ready:
-            continue
-        request = _request(sock)
-        if request is None:
-            return
-        payload, (status, *given) = request
-        pid = os.fork()
+            pid = os.fork()
+        except OSError:  # out of processes or memory: the caller sees its pipes close
+            pid = -1
         if pid == 0:
             # the child keeps only what it was given
-            for fd in (wake_r, wake_w, status, *statuses.values()):
+            for fd in (*closed_in_child, status, *self.statuses.values()):
                 os.close(fd)
-            sock.close()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os._exit(_run_child(payload, given))
         for fd in given:
             os.close(fd)
         try:
+            if pid < 0:
+                raise OSError("fork failed")
             os.write(status, PID.pack(pid))
-            statuses[pid] = status
+            self.statuses[pid] = status
         except OSError:
-            os.close(status)  # the caller gave up on it already
+            os.close(status)  # the caller gave up on it already, or there is no child
+
+    def kill(self, pid: int, sig: int = signal.SIGTERM) -> None:
+        if pid in self.statuses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def reap(self) -> None:
+        """Reap every child that has exited, and tell the caller its exit status (if it
+        still listens)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            fd = self.statuses.pop(pid, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):  # the caller closed its end
+                    os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
+                os.close(fd)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM to every child still running, SIGKILL to those alive after ``grace`` s."""
+        for pid in list(self.statuses):
+            self.kill(pid)
+        deadline = time.monotonic() + grace
+        while self.statuses and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.reap()
+        for pid in list(self.statuses):
+            self.kill(pid, signal.SIGKILL)
+        while self.statuses:
+            self.reap()
+            time.sleep(0.001)
 
 
-def main() -> None:
+def serve(sock: socket.socket) -> None:
+    """Serve requests until the caller goes away; then stop the children still running (a
+    caller that was killed cannot stop them itself)."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through wake_w
+    children = _Children()
+    try:
+        while True:
+            ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+                children.reap()
+            if sock.fileno() not in ready:
+                continue
+            request = _request(sock)
+            if request is None:
+                return
+            payload, fds = request
+            if not fds:  # a kill request
+                children.reap()
+                children.kill(PID.unpack(payload)[0])
+                continue
+            children.start(payload, fds[0], fds[1:], (wake_r, wake_w, sock.fileno()))
+    finally:
+        children.stop(STOP_GRACE_S)
+
+
+def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the caller and the children
     keep_freed_memory()
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock = socket.socket(fileno=fd)
     _preload()
     gc.freeze()  # what was imported stays out of the children's collections
     serve(sock)
-
-
-if __name__ == "__main__":
-    main()

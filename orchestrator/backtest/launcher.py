@@ -1,69 +1,87 @@
 """The caller's side of the backtest fork server (see forkserver): start it once, ask it for
-children, learn their pids and exit statuses.
+children, learn their pids and exit statuses, have it stop them.
 
 One server per process, started on first use or by ``start`` (its imports take a few hundred
 ms, once), and started again if it died. It stops when this process closes its socket: at
-exit, or when the process dies. A child is started without waiting for it to boot; its pid
-is read when first needed.
+exit, or when the process dies (and then it stops the children still running). A child is
+started without waiting for it to boot; its pid is read when first needed.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
-import select
-import signal
 import socket
 import subprocess
 import sys
+import threading
+from multiprocessing.connection import wait
 from pathlib import Path
 
-from orchestrator.backtest.forkserver import HEADER, MAX_FDS, PID, STATUS
+from orchestrator.backtest.forkserver import HEADER, MAX_FDS, PID, STATUS, STOP_GRACE_S
 
 __all__ = ["Child", "ServerGone", "launch", "start"]
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `orchestrator` lives
+# The server imports this very checkout, whatever the caller's working directory holds
+# (-P: no script directory or cwd on its sys.path).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from orchestrator.backtest.forkserver import main; main(int(sys.argv[2]))")
+# No BLAS threads in the server (nor in its children): a backtest does no linear algebra,
+# and forking a process with threads is asking for trouble. What the user set is kept.
+_ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                      "MKL_NUM_THREADS")}
+# what a server that is gone looks like on its socket
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionRefusedError)
 
 
 class ServerGone(RuntimeError):
-    """The fork server exited (or was killed) while a child was being started."""
+    """The fork server exited (or was killed) before it started a child."""
 
 
 class Child:
     """A child of the fork server, through its status pipe: pid first, exit status last."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, server: _Server) -> None:
         self._status = status
+        self._server = server
         self._pid: int | None = None
         self.exitcode: int | None = None
 
     @property
     def pid(self) -> int:
-        """Blocks until the server has forked the child."""
+        """Blocks until the server has forked the child; ServerGone if it never will."""
         if self._pid is None:
             data = self._read(PID.size)
             if data is None:
-                raise ServerGone("the backtest fork server exited before starting a child")
+                raise ServerGone("the backtest fork server did not start the process")
             self._pid = PID.unpack(data)[0]
         return self._pid
 
     def wait(self, timeout: float) -> int | None:
-        """The exit status (code, or minus the signal), or None if unknown after ``timeout``."""
+        """The exit status (code, or minus the signal), or None if unknown after ``timeout``
+        (or never to be known: the server is gone)."""
         if self.exitcode is None and self._status >= 0:
-            self.pid  # noqa: B018 - the pid comes first in the pipe
-            ready, _, _ = select.select([self._status], [], [], timeout)
-            if ready:
+            try:
+                self.pid  # noqa: B018 - the pid comes first in the pipe
+            except ServerGone:
+                self.close()
+                return None
+            if wait([self._status], timeout):
                 data = self._read(STATUS.size)
                 self.exitcode = None if data is None else STATUS.unpack(data)[0]
                 self.close()
         return self.exitcode
 
     def terminate(self) -> None:
-        """SIGTERM, unless it is known to have exited (its pid may then be someone else's)."""
+        """Have the server SIGTERM it (only the server knows that the pid is still its
+        child's); nothing if it has exited, or the server is gone."""
         if self.exitcode is None and self._status >= 0:
-            with contextlib.suppress(ProcessLookupError, ServerGone):
-                os.kill(self.pid, signal.SIGTERM)
+            # no server: nobody can tell whose that pid is now, so nothing is signalled
+            with contextlib.suppress(ServerGone, OSError):
+                self._server.kill(self.pid)
 
     def close(self) -> None:
         """Stop listening for the exit status (the server then just reaps the child)."""
@@ -84,16 +102,14 @@ class Child:
 class _Server:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env = {**_ONE_THREAD, **os.environ}
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.backtest.forkserver",
-                 str(theirs.fileno())],
+                [sys.executable, "-P", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
         self.sock = ours
         self.owner = os.getpid()
+        self.lock = threading.Lock()  # one request at a time on the socket
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
@@ -101,19 +117,35 @@ class _Server:
     def launch(self, payload: bytes, fds: list[int]) -> Child:
         status_r, status_w = os.pipe()
         try:
-            socket.send_fds(self.sock, [HEADER.pack(len(payload), 1 + len(fds))],
-                            [status_w, *fds])
-            self.sock.sendall(payload)
-        except OSError:
+            self._send(payload, [status_w, *fds])
+        except BaseException:
             os.close(status_r)
             raise
         finally:
             os.close(status_w)
-        return Child(status_r)
+        return Child(status_r, self)
 
-    def stop(self, wait: float = 5.0) -> None:
+    def kill(self, pid: int) -> None:
+        self._send(PID.pack(pid), [])
+
+    def _send(self, payload: bytes, fds: list[int]) -> None:
+        """One request. Interrupted half-way, it would leave the stream out of step: then
+        this server is given up (and a new one started for the next request)."""
+        with self.lock:
+            sent = False
+            try:
+                socket.send_fds(self.sock, [HEADER.pack(len(payload), len(fds))], fds)
+                sent = True
+                self.sock.sendall(payload)
+            except BaseException:
+                if sent:
+                    self.owner = -1  # never alive() again
+                raise
+
+    def stop(self, wait: float) -> None:
         """Close the socket: the server exits when it sees that (after its imports, if it is
-        still busy with them); killed if it has not within ``wait`` seconds."""
+        still busy with them, and its children's stop); killed if it has not within ``wait``
+        seconds."""
         self.sock.close()
         try:
             self.process.wait(wait)
@@ -123,6 +155,7 @@ class _Server:
 
 
 _server: _Server | None = None
+_STOP_WAIT_S = STOP_GRACE_S + 1.0
 
 
 def start() -> None:
@@ -130,8 +163,9 @@ def start() -> None:
     which the caller's own start-up can overlap (the backtest command does)."""
     global _server
     if _server is None or not _server.alive():
-        if _server is not None and _server.owner == os.getpid():
-            _server.stop()
+        if _server is not None and _server.process.poll() is None and (
+                _server.owner in (os.getpid(), -1)):
+            _server.stop(_STOP_WAIT_S)
         _server = _Server()
 
 
@@ -146,15 +180,18 @@ def launch(payload: bytes, fds: list[int]) -> Child:
         assert _server is not None
         try:
             return _server.launch(payload, fds)
-        except OSError as exc:  # it died since the check: once more with a new one
-            if attempt:
-                raise ServerGone(f"the backtest fork server is gone: {exc}") from exc
-            _server.stop()
+        except OSError as exc:
+            gone = isinstance(exc, _GONE) or exc.errno == errno.ENOTCONN
+            if not gone or attempt:
+                if gone:
+                    raise ServerGone(f"the backtest fork server is gone: {exc}") from exc
+                raise
+            _server.stop(_STOP_WAIT_S)  # it died since the check: once more with a new one
             _server = None
     raise AssertionError("unreachable")
 
 
 @atexit.register
 def _stop() -> None:
-    if _server is not None and _server.owner == os.getpid():
-        _server.stop(wait=1.0)
+    if _server is not None and _server.owner in (os.getpid(), -1):
+        _server.stop(_STOP_WAIT_S)

@@ -26,7 +26,7 @@ import msgspec
 from orchestrator.backtest import child
 from orchestrator.backtest.child import Finished, Trips, assign, finish, joined, unpack
 from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
-from orchestrator.backtest.launcher import Child, launch
+from orchestrator.backtest.launcher import Child, ServerGone, launch
 from orchestrator.backtest.shared import Counters, SharedBars, shareable
 from orchestrator.backtest.stitch import stitch
 
@@ -97,15 +97,19 @@ class _Children:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for running in self.running.values():  # an error or Ctrl-C
-            running.process.terminate()
-            running.process.wait(5)
-            running.process.close()
-            running.receiver.close()
-        for shared in self._shared.values():
-            if shared is not None:
-                shared.close()
-        self.counters.close()
+        try:
+            for running in self.running.values():  # an error or Ctrl-C: all at once
+                running.process.terminate()
+            for running in self.running.values():
+                running.process.wait(5)
+        finally:
+            for running in self.running.values():
+                running.process.close()
+                running.receiver.close()
+            for shared in self._shared.values():
+                if shared is not None:
+                    shared.close()
+            self.counters.close()
 
     def run(self, waiting: list[_Task], cores: int,
             on_progress: Callable[[int], None] | None) -> list[Finished]:
@@ -180,6 +184,9 @@ class _Children:
         running.process.close()
         if status == "error":
             raise BacktestFailed(f"{symbol}: {payload}")
+        if exitcode is None:
+            raise BacktestFailed(f"{symbol}: the backtest process died, or never started (the "
+                                 "fork server is gone: killed, or out of memory)")
         raise BacktestFailed(f"{symbol}: the backtest process died (exit code "
                              f"{exitcode}: killed, out of memory, or the strategy exited)")
 
@@ -193,11 +200,17 @@ class _Children:
         fds = [sender, self.counters.fd] + ([] if shared is None else [shared.fd])
         try:
             process = launch(payload, fds)
-        except BaseException:
+        except BaseException as exc:
             os.close(receiver)
+            if isinstance(exc, ServerGone):
+                raise BacktestFailed(f"{job.symbol}: {exc}") from exc
             raise
         finally:
             os.close(sender)  # the child holds the only writer: EOF = it died
+            if task.part == task.total - 1 and shared is not None:
+                # every part has its copy; a run again in one piece makes a new one
+                shared.close()
+                del self._shared[task.job]
         self.running[slot] = _Running(task, process, Connection(receiver, writable=False))
 
     def _shared_bars(self, index: int) -> SharedBars | None:
