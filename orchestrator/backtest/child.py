@@ -89,6 +89,11 @@ class Assignment(msgspec.Struct, frozen=True, array_like=True):
     cwd: bytes | None
 
 
+# Made when the fork server imports this module, so that no child builds its type information
+# again (~100 page faults a child).
+_ASSIGNMENT = msgspec.msgpack.Decoder(Assignment)
+
+
 def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
            shared: bool) -> Assignment:
     """``job`` (part ``part`` of it) for the child with counter ``slot``; its bars ``shared``
@@ -106,7 +111,7 @@ def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
 def serve(payload: bytes, fds: list[int]) -> None:
     """The child's entry point in the fork server (see forkserver): an Assignment and the
     descriptors of its results pipe, the counters, and maybe the bars."""
-    task = msgspec.msgpack.decode(payload, type=Assignment)
+    task = _ASSIGNMENT.decode(payload)
     results, counters, *shared = fds
     sys.path[:] = [os.fsdecode(p) for p in task.sys_path]
     if task.cwd is not None:

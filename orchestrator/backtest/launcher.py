@@ -163,9 +163,8 @@ def start() -> None:
     which the caller's own start-up can overlap (the backtest command does)."""
     global _server
     if _server is None or not _server.alive():
-        if _server is not None and _server.process.poll() is None and (
-                _server.owner in (os.getpid(), -1)):
-            _server.stop(_STOP_WAIT_S)
+        if _server is not None and _server.owner in (os.getpid(), -1):
+            _server.stop(_STOP_WAIT_S)  # its socket closed; reaped (at once if it died)
         _server = _Server()
 
 
