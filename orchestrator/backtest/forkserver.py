@@ -13,8 +13,8 @@ running, then exits.
 
 Lean on purpose, unlike multiprocessing's forkserver, which this replaced: a child does not
 re-import the caller's main module or unpickle a Process object, and the server imports no
-CLI. Measured here: a child runs its first line ~2.7 ms after the request instead of ~7 ms,
-with half the page faults.
+CLI. Measured here (bench/README): a child reaches its ``main`` ~5 ms sooner, after ~700
+page faults instead of ~950.
 
 A fresh process is expensive on a VM whose host backs guest memory lazily: each page touched
 for the first time costs a page fault (~5 us here). A child allocates and frees many numpy
