@@ -39,11 +39,11 @@ import sys
 import time
 import traceback
 
-__all__ = ["HEADER", "MAX_FDS", "PID", "STATUS", "keep_freed_memory"]
+__all__ = ["HEADER", "MAX_FDS", "STOP_GRACE_S", "WORD", "keep_freed_memory", "main",
+           "read_exactly"]
 
 HEADER = struct.Struct("<II")  # payload bytes, descriptors
-PID = struct.Struct("<q")
-STATUS = struct.Struct("<q")
+WORD = struct.Struct("<q")  # what a status pipe carries: a pid, then an exit status
 MAX_FDS = 8
 STOP_GRACE_S = 1.0  # children still running when the caller goes: SIGTERM, then SIGKILL
 
@@ -75,12 +75,13 @@ def _preload() -> None:
     bundled_rules()
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd`` (a pipe or a stream socket), or None at end of file."""
     chunks, left = [], size
     while left:
-        chunk = sock.recv(left)
+        chunk = os.read(fd, left)
         if not chunk:
-            raise EOFError
+            return None
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
@@ -107,11 +108,16 @@ def _request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     if not head:
         return None
     try:
-        head += _read_exactly(sock, HEADER.size - len(head))
-        size, count = HEADER.unpack(head)
+        rest = read_exactly(sock.fileno(), HEADER.size - len(head))
+        if rest is None:
+            raise EOFError("the caller closed its end in the middle of a request")
+        size, count = HEADER.unpack(head + rest)
         if count != len(fds):
             raise ValueError(f"{len(fds)} descriptors came with a request for {count}")
-        return _read_exactly(sock, size), fds
+        payload = read_exactly(sock.fileno(), size)
+        if payload is None:
+            raise EOFError("the caller closed its end in the middle of a request")
+        return payload, fds
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -150,7 +156,9 @@ class _Children:
         try:
             pid = os.fork()
         except OSError:  # out of processes or memory: the caller sees its pipes close
-            pid = -1
+            for fd in (status, *given):
+                os.close(fd)
+            return
         if pid == 0:
             # the child keeps only what it was given
             for fd in (*closed_in_child, status, *self.statuses.values()):
@@ -161,24 +169,22 @@ class _Children:
         for fd in given:
             os.close(fd)
         try:
-            if pid < 0:
-                raise OSError("fork failed")
-            os.write(status, PID.pack(pid))
+            os.write(status, WORD.pack(pid))
             self.statuses[pid] = status
         except OSError:
-            os.close(status)  # the caller gave up on it already, or there is no child
+            os.close(status)  # the caller gave up on it already
 
     def kill(self, pid: int, sig: int = signal.SIGTERM) -> None:
         if pid in self.statuses:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def reap(self) -> None:
-        """Reap every child that has exited, and tell the caller its exit status (if it
-        still listens)."""
+    def reap(self, block: bool = False) -> None:
+        """Reap every child that has exited (``block``: every child, waiting for each), and
+        tell the caller its exit status (if it still listens)."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 return
             if not pid:
@@ -186,7 +192,7 @@ class _Children:
             fd = self.statuses.pop(pid, None)
             if fd is not None:
                 with contextlib.suppress(OSError):  # the caller closed its end
-                    os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
+                    os.write(fd, WORD.pack(os.waitstatus_to_exitcode(status)))
                 os.close(fd)
 
     def stop(self, grace: float) -> None:
@@ -199,9 +205,7 @@ class _Children:
             self.reap()
         for pid in list(self.statuses):
             self.kill(pid, signal.SIGKILL)
-        while self.statuses:
-            self.reap()
-            time.sleep(0.001)
+        self.reap(block=True)
 
 
 def serve(sock: socket.socket) -> None:
@@ -225,8 +229,7 @@ def serve(sock: socket.socket) -> None:
                 return
             payload, fds = request
             if not fds:  # a kill request
-                children.reap()
-                children.kill(PID.unpack(payload)[0])
+                children.kill(WORD.unpack(payload)[0])
                 continue
             children.start(payload, fds[0], fds[1:], (wake_r, wake_w, sock.fileno()))
     finally:

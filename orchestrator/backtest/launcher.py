@@ -20,7 +20,7 @@ import threading
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from orchestrator.backtest.forkserver import HEADER, MAX_FDS, PID, STATUS, STOP_GRACE_S
+from orchestrator.backtest.forkserver import HEADER, MAX_FDS, STOP_GRACE_S, WORD, read_exactly
 
 __all__ = ["Child", "ServerGone", "launch", "start"]
 
@@ -54,10 +54,10 @@ class Child:
     def pid(self) -> int:
         """Blocks until the server has forked the child; ServerGone if it never will."""
         if self._pid is None:
-            data = self._read(PID.size)
+            data = read_exactly(self._status, WORD.size)
             if data is None:
                 raise ServerGone("the backtest fork server did not start the process")
-            self._pid = PID.unpack(data)[0]
+            self._pid = WORD.unpack(data)[0]
         return self._pid
 
     def wait(self, timeout: float) -> int | None:
@@ -70,8 +70,8 @@ class Child:
                 self.close()
                 return None
             if wait([self._status], timeout):
-                data = self._read(STATUS.size)
-                self.exitcode = None if data is None else STATUS.unpack(data)[0]
+                data = read_exactly(self._status, WORD.size)
+                self.exitcode = None if data is None else WORD.unpack(data)[0]
                 self.close()
         return self.exitcode
 
@@ -89,15 +89,6 @@ class Child:
             os.close(self._status)
             self._status = -1
 
-    def _read(self, size: int) -> bytes | None:
-        data = b""
-        while len(data) < size:
-            chunk = os.read(self._status, size - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
-
 
 class _Server:
     def __init__(self) -> None:
@@ -108,11 +99,16 @@ class _Server:
                 [sys.executable, "-P", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
         self.sock = ours
-        self.owner = os.getpid()
+        self.owner = os.getpid()  # a process forked from this one must not use it
+        self.retired = False  # given up: a request was interrupted half-way
         self.lock = threading.Lock()  # one request at a time on the socket
 
+    @property
+    def owned(self) -> bool:
+        return self.owner == os.getpid()
+
     def alive(self) -> bool:
-        return self.owner == os.getpid() and self.process.poll() is None
+        return self.owned and not self.retired and self.process.poll() is None
 
     def launch(self, payload: bytes, fds: list[int]) -> Child:
         status_r, status_w = os.pipe()
@@ -126,7 +122,7 @@ class _Server:
         return Child(status_r, self)
 
     def kill(self, pid: int) -> None:
-        self._send(PID.pack(pid), [])
+        self._send(WORD.pack(pid), [])
 
     def _send(self, payload: bytes, fds: list[int]) -> None:
         """One request. Interrupted half-way, it would leave the stream out of step: then
@@ -138,8 +134,7 @@ class _Server:
                 sent = True
                 self.sock.sendall(payload)
             except BaseException:
-                if sent:
-                    self.owner = -1  # never alive() again
+                self.retired = self.retired or sent
                 raise
 
     def stop(self, wait: float) -> None:
@@ -163,7 +158,7 @@ def start() -> None:
     which the caller's own start-up can overlap (the backtest command does)."""
     global _server
     if _server is None or not _server.alive():
-        if _server is not None and _server.owner in (os.getpid(), -1):
+        if _server is not None and _server.owned:
             _server.stop(_STOP_WAIT_S)  # its socket closed; reaped (at once if it died)
         _server = _Server()
 
@@ -192,5 +187,5 @@ def launch(payload: bytes, fds: list[int]) -> Child:
 
 @atexit.register
 def _stop() -> None:
-    if _server is not None and _server.owner in (os.getpid(), -1):
+    if _server is not None and _server.owned:
         _server.stop(_STOP_WAIT_S)
