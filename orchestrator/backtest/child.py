@@ -98,13 +98,13 @@ def assign(slot: int, job: SymbolJob, part: tuple[int, int] | None, *,
            shared: bool) -> Assignment:
     """``job`` (part ``part`` of it) for the child with counter ``slot``; its bars ``shared``
     (see SharedBars) or carried along."""
-    bars = np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE)
     try:
         cwd: bytes | None = os.fsencode(os.getcwd())
     except OSError:
         cwd = None
     return Assignment(slot, job.config, job.rules, job.step_ms, job.fee_rate,
-                      job.slippage_bps, part, len(bars) if shared else bars.tobytes(),
+                      job.slippage_bps, part, len(job.bars) if shared else
+                      np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE).tobytes(),
                       [os.fsencode(p) for p in sys.path if isinstance(p, str)], cwd)
 
 
@@ -119,7 +119,7 @@ def serve(payload: bytes, fds: list[int]) -> None:
     if isinstance(task.bars, bytes):
         bars = np.frombuffer(task.bars, dtype=KLINE_DTYPE)
     else:
-        bars = attach_bars(shared[0], KLINE_DTYPE, task.bars)
+        bars = attach_bars(shared[0], task.bars)
     job = SymbolJob(task.config, task.rules, bars, task.step_ms, task.fee_rate,
                     task.slippage_bps)
     main(task.slot, job, task.part, attach_counters(counters),

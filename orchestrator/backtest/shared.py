@@ -13,9 +13,10 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-from typing import Any
 
 import numpy as np
+
+from orchestrator.feeds.bundled import KLINE_DTYPE
 
 __all__ = ["Counters", "SharedBars", "attach_bars", "attach_counters", "shareable"]
 
@@ -26,12 +27,11 @@ def shareable() -> bool:
 
 
 class SharedBars:
-    """A read-only copy of ``bars`` in a memfd, for ``attach_bars`` in a child."""
+    """A read-only copy of ``bars`` (KLINE_DTYPE) in a memfd, for ``attach_bars`` in a child."""
 
     def __init__(self, bars: np.ndarray) -> None:
-        self.dtype, self.count = bars.dtype, len(bars)
         self.fd = os.memfd_create("multibot-bars", os.MFD_CLOEXEC)
-        data = np.ascontiguousarray(bars).view(np.uint8).reshape(-1).data
+        data = np.ascontiguousarray(bars, dtype=KLINE_DTYPE).view(np.uint8).reshape(-1).data
         # write(), not a mapping: the kernel fills the pages without a fault per page
         while data:
             data = data[os.write(self.fd, data):]
@@ -43,15 +43,16 @@ class SharedBars:
             self.fd = -1
 
 
-def attach_bars(fd: int, dtype: np.dtype[Any], count: int) -> np.ndarray:
-    """The bars of a SharedBars' descriptor (closed here: the mapping keeps the memory)."""
+def attach_bars(fd: int, count: int) -> np.ndarray:
+    """The ``count`` bars of a SharedBars' descriptor (closed here: the mapping keeps the
+    memory)."""
     try:
         if not count:
-            return np.empty(0, dtype=dtype)
-        view = mmap.mmap(fd, count * dtype.itemsize, prot=mmap.PROT_READ)
+            return np.empty(0, dtype=KLINE_DTYPE)
+        view = mmap.mmap(fd, count * KLINE_DTYPE.itemsize, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    return np.frombuffer(view, dtype=dtype, count=count)
+    return np.frombuffer(view, dtype=KLINE_DTYPE, count=count)
 
 
 class Counters:
