@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from orchestrator.backtest import launcher
+from orchestrator.backtest.engine import SymbolJob
 from orchestrator.backtest.pool import BacktestFailed, run_jobs
 from orchestrator.backtest.session import Request, prepare
 from tests.backtest_support import strategy_file
@@ -25,29 +26,31 @@ REPO = Path(__file__).resolve().parents[1]
 RANGE = {"interval": "1m", "start": "2025-01-01", "end": "2025-01-02"}
 
 
-def _job(strategy: str) -> list:  # type: ignore[type-arg]
+def _job(strategy: str) -> list[SymbolJob]:
     return prepare(Request(symbols=["BTCUSDT"], strategies=[strategy], **RANGE)).jobs
+
+
+def _stat(pid: int) -> tuple[int, str, int, int] | None:
+    """(pid, state, parent pid, session id), or None for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return pid, fields[0], int(fields[1]), int(fields[3])
 
 
 def _alive(pid: int) -> bool:
     """Running, not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    found = _stat(pid)
+    return found is not None and found[1] != "Z"
 
 
 def _processes() -> Iterator[tuple[int, str, int, int]]:
-    """(pid, state, parent pid, session id) of every process."""
+    """``_stat`` of every process."""
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rpartition(")")[2].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            yield int(entry), fields[0], int(fields[1]), int(fields[3])
+        if entry.isdigit() and (found := _stat(int(entry))) is not None:
+            yield found
 
 
 def _processes_of_session(sid: int) -> list[int]:
