@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import psutil
 import pytest
 
 from orchestrator.backtest import launcher
@@ -30,37 +31,33 @@ def _job(strategy: str) -> list[SymbolJob]:
     return prepare(Request(symbols=["BTCUSDT"], strategies=[strategy], **RANGE)).jobs
 
 
-def _stat(pid: int) -> tuple[int, str, int, int] | None:
-    """(pid, state, parent pid, session id), or None for a process that is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return pid, fields[0], int(fields[1]), int(fields[3])
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, psutil status, parent pid, session id) of every process."""
+    for proc in psutil.process_iter(["status", "ppid"]):
+        try:
+            session = os.getsid(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue  # gone meanwhile
+        yield proc.pid, proc.info["status"], proc.info["ppid"], session
 
 
 def _alive(pid: int) -> bool:
     """Running, not a zombie."""
-    found = _stat(pid)
-    return found is not None and found[1] != "Z"
-
-
-def _processes() -> Iterator[tuple[int, str, int, int]]:
-    """``_stat`` of every process."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (found := _stat(int(entry))) is not None:
-            yield found
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _processes_of_session(sid: int) -> list[int]:
     """The live (not zombie) processes of session ``sid``."""
-    return [pid for pid, state, _, session in _processes() if session == sid and state != "Z"]
+    return [pid for pid, status, _, session in _processes()
+            if session == sid and status != psutil.STATUS_ZOMBIE]
 
 
 def _children_of(parent: int) -> list[str]:
-    """Each child's state (R, S, Z, ...)."""
-    return [state for _, state, ppid, _ in _processes() if ppid == parent]
+    """Each child's status (running, sleeping, zombie, ...)."""
+    return [status for _, status, ppid, _ in _processes() if ppid == parent]
 
 
 def _strategy(directory: Path, module: str, on_bar: str, imports: str = "") -> Path:
@@ -83,7 +80,7 @@ class Test(Strategy):
 @pytest.fixture
 def linux() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
-        pytest.skip("reads /proc")
+        pytest.skip("memfds, close-on-exec descriptors: the fork server is Linux's")
     yield
 
 
