@@ -101,6 +101,7 @@ class _Server:
         self.sock = ours
         self.owner = os.getpid()  # a process forked from this one must not use it
         self.retired = False  # given up: a request was interrupted half-way
+        self.used = False  # has been asked for a child
         self.lock = threading.Lock()  # one request at a time on the socket
 
     @property
@@ -112,6 +113,7 @@ class _Server:
 
     def launch(self, payload: bytes, fds: list[int]) -> Child:
         status_r, status_w = os.pipe()
+        self.used = True
         try:
             self._send(payload, [status_w, *fds])
         except BaseException:
@@ -140,8 +142,11 @@ class _Server:
     def stop(self, wait: float) -> None:
         """Close the socket: the server exits when it sees that (after its imports, if it is
         still busy with them, and its children's stop); killed if it has not within ``wait``
-        seconds."""
+        seconds. One never asked for a child has nothing to stop: it is terminated at once
+        (a command that fails on its input does not wait for the server's imports)."""
         self.sock.close()
+        if not self.used:
+            self.process.terminate()
         try:
             self.process.wait(wait)
         except subprocess.TimeoutExpired:
