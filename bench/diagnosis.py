@@ -235,14 +235,16 @@ def _backtest(f: Facts) -> str:
     out = proc.stdout.strip()
     profile = out[out.find("where multibot"):] if "where multibot" in out else out[-3000:]
     return f"""This scenario is bench/bench_backtest.py's (maintained with the backtest engine).
-Why the process-per-symbol figure moves around the goal with the machine's phase (bench/README,
-"What a fresh process costs here"): each backtest child pays ~2,200 first-touch page faults at
-~5 us each on this VM (~11 ms of CPU; ~2,400 and a later start with multiprocessing's
-forkserver, which our own fork server replaced) and runs its first pass ~25% slower than a
-warm process, costs that do not shrink when the machine is quiet, while backtesting.py (one
-warm process) then speeds up by up to 1.8x. What would clear the goal everywhere: fewer
-processes per run (the isolation model), or a cheaper order path than exact Decimals (~35 us
-and ~120 Python calls an order). The engine's own profile (in-process, `--profile`):
+Why the process-per-symbol figure moves around the goal (bench/README, "Why one run's
+backtest ratio can dip below 5x"): the two vCPUs change speed independently within a second
+(a fixed loop took 10-19 ms on either), backtesting.py runs 0.35-0.7 s on one core and
+averages over that, while a cut run takes ~90 ms on both cores and waits for the slower one
+(its children finish a median 7 ms apart). Each child also pays ~2,200 first-touch page faults
+(~3.5-5 us each here) and runs its first pass slower than a warm process. What would clear the
+goal everywhere: a cheaper order path than exact Decimals through the real broker and runner
+(~35 us and ~120 Python calls an order, a flat profile). Parts taken from a shared queue, so
+that the faster core does more, would win back only part of the children's gap, less the cost
+of more parts. The engine's own profile (in-process, `--profile`):
 
 ```
 {profile}
