@@ -95,6 +95,17 @@ def test_bad_input_gets_a_stable_code(data: bytes, code: p.ErrorCode) -> None:
     assert info.value.code == code
 
 
+def test_unknown_types_are_not_remembered() -> None:
+    # body decoders are made on first use: a peer's made-up type names must not pile up
+    before = len(p._body_decoders)
+    for i in range(100):
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(_raw_envelope(type_=f"made-up-{i}"))
+        assert info.value.code == p.ErrorCode.UNKNOWN_TYPE
+    assert len(p._body_decoders) == before
+    assert p.body_decoder("ping") is p.body_decoder("ping")
+
+
 def test_error_codes_are_stable() -> None:
     # scripts match on these strings: renaming one is a breaking change
     assert {c.value for c in p.ErrorCode} >= {

@@ -23,5 +23,7 @@ import worker.runner  # noqa: F401
 
 strategies.registry.builtins()  # import every built-in strategy module now
 orchestrator.broker.rules.bundled_rules()
+for message_type in orchestrator.protocol.MESSAGE_TYPES:  # shared by every worker
+    orchestrator.protocol.body_decoder(message_type)
 setproctitle(os.environ.get("MULTIBOT_FORKSERVER_TITLE", "multibot-forkserver"))
 gc.freeze()
