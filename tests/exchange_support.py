@@ -69,6 +69,12 @@ class Desk:
             raise
         return desk
 
+    def order_status(self, client_order_id: str) -> str:
+        """The status journaled for an order that must be in the journal."""
+        order = self.journal.get_order(client_order_id)
+        assert order is not None, f"{client_order_id} is not in the journal"
+        return order.status
+
     def price_bar(self, symbol: str) -> None:
         price = float(self.fake.price(symbol))
         self.broker.on_bar(Bar(symbol=symbol, open_time=0, close_time=999, open=price,

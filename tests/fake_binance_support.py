@@ -44,7 +44,7 @@ def run(coro: Awaitable[T], timeout: float = 20.0) -> T:
 @asynccontextmanager
 async def client_for(fake: FakeBinance, key: str = KEY,
                      secret: str = SECRET) -> AsyncIterator[AsyncClient]:
-    class Local(AsyncClient):
+    class Local(AsyncClient):  # type: ignore[misc]  # python-binance is untyped (Any)
         API_URL = fake.rest_url  # class attribute: create() pings before we could set it
 
     client = await Local.create(key, secret)

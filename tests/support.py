@@ -30,17 +30,25 @@ def record_figures(figures: dict[str, Any]) -> None:
         path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
-def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
+def eventually(probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05,
                what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail with the last value seen."""
+    """Poll ``probe`` until it returns something truthy; fail with the last value seen.
+
+    What is returned is truthy, so never None: a probe typed ``X | None`` gives an ``X``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def where(value: T, condition: Callable[[T], bool]) -> T | None:
+    """``value`` if ``condition(value)`` holds, else None: a probe for ``eventually`` that
+    returns the value it checked (``where(fleet.workers(), lambda ws: ...)``)."""
+    return value if condition(value) else None
 
 
 class FleetCli:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.fakes.binance import FakeBinance
-from tests.support import FleetCli, eventually, worker_running
+from tests.support import FleetCli, eventually, where, worker_running
 
 pytestmark = pytest.mark.process
 
@@ -92,8 +92,9 @@ def test_a_dropped_stream_reconnects_and_fills_the_gap_without_duplicates(
     exchange.drop_streams()
     eventually(lambda: fleet.status()["orchestrator"]["exchange"]["stream_reconnects"] >= 1,
                timeout=30, what="a reconnect")
-    after = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["bars"] >= before["bars"] + 5
-                       and w, timeout=30, what="bars flowing again")
+    after = eventually(lambda: where(fleet.workers()["BTCUSDT"],
+                                     lambda w: w["bars"] >= before["bars"] + 5),
+                       timeout=30, what="bars flowing again")
     # one bar per second of market time: every bar in between arrived once, none twice
     assert after["bars"] - before["bars"] == (after["last_bar_time"]
                                               - before["last_bar_time"]) // 1000

@@ -6,6 +6,7 @@ MULTIBOT_RELIABILITY_FIGURES names a file, merged into it (RELIABILITY.md quotes
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from tests.invariants import assert_all_final, assert_never_doubled, fill_positions
-from tests.support import FleetCli, eventually, record_figures
+from tests.support import FleetCli, eventually, record_figures, where
 
 pytestmark = [pytest.mark.process, pytest.mark.chaos]
 
@@ -30,10 +31,14 @@ CHAOS_SECONDS = float(os.environ.get("MULTIBOT_CHAOS_SECONDS", "20"))
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    try:  # (psutil has no type hints: its comparison is Any)
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def _none_alive(pids: list[int]) -> bool:
+    return not any(_alive(p) for p in pids)
 
 
 def _final_worker_positions(home: Path) -> dict[str, Decimal]:
@@ -73,8 +78,8 @@ def test_random_worker_kills_lose_and_double_nothing(fleet: FleetCli) -> None:
         killed_pids.add(victim["pid"])
     assert _alive(orchestrator) and fleet.orchestrator_pid() == orchestrator
 
-    workers = eventually(lambda: (ws := fleet.workers()) and all(
-        w["state"] == "RUNNING" and w["pid"] not in killed_pids for w in ws.values()) and ws,
+    workers = eventually(lambda: where(fleet.workers(), lambda ws: bool(ws) and all(
+        w["state"] == "RUNNING" and w["pid"] not in killed_pids for w in ws.values())),
         timeout=30, what="every killed worker to come back")
     restarts = sum(w["restarts"] for w in workers.values())
     assert restarts >= kills * 0.9  # (a kill may land on a worker that was just replaced)
@@ -115,7 +120,7 @@ def test_orchestrator_killed_at_random_moments_resumes_exactly(fleet: FleetCli) 
         workers = [w["pid"] for w in fleet.workers().values()]
         assert orchestrator is not None
         os.kill(orchestrator, signal.SIGKILL)
-        eventually(lambda pids=workers: not any(_alive(p) for p in pids), timeout=10,
+        eventually(functools.partial(_none_alive, workers), timeout=10,
                    what="orphaned workers to exit")
         at_kill = fill_positions(db)
     second = fleet.up(*symbols, *FAST)  # no stale lock or socket blocks the restart

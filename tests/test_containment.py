@@ -8,7 +8,7 @@ import pytest
 
 from strategies.bar import Bar
 from strategies.registry import create
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, where
 
 pytestmark = pytest.mark.process
 
@@ -58,8 +58,9 @@ def test_a_raising_strategy_is_contained_and_reported(fleet: FleetCli, tmp_path:
                       '[symbol.BTCUSDT]\nstrategies = ["sma_cross:fast=3,slow=10"]\n')
     fleet.up("--config", str(config), "--speed", "20")
     pids = {s: w["pid"] for s, w in fleet.workers().items()}
-    eth = eventually(lambda: "disabled after 10 errors" in (w := fleet.workers()["ETHUSDT"])
-                     ["last_error"] and w, timeout=20, what="the strategy to be disabled")
+    eth = eventually(lambda: where(fleet.workers()["ETHUSDT"],
+                                   lambda w: "disabled after 10 errors" in w["last_error"]),
+                     timeout=20, what="the strategy to be disabled")
     assert "ZeroDivisionError: boom on ETHUSDT" in eth["last_error"]
     assert eth["state"] == "RUNNING" and eth["pid"] == pids["ETHUSDT"] and eth["restarts"] == 0
     log = (fleet.home / "logs" / "ETHUSDT.log").read_text()

@@ -7,6 +7,7 @@ import asyncio
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
             with pytest.raises(ProtocolError) as info:
                 await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
             assert info.value.code == ErrorCode.TIMEOUT
-            assert desk.journal.get_order("mb-BTCUSDT-1").status == "PENDING_NEW"
+            assert desk.order_status("mb-BTCUSDT-1") == "PENDING_NEW"
             outcome = None
             for _ in range(20):  # the worker's resends: each one only looks it up
                 await asyncio.sleep(0.1)
@@ -105,7 +106,7 @@ def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
 ])
 def test_rejections_are_journaled_reported_and_not_retried(
         fake: FakeBinance, tmp_path: Path, kind: str, code: str,
-        options: dict[str, str]) -> None:
+        options: dict[str, Any]) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:

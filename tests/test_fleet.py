@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from orchestrator.feeds.bundled import load_klines
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, where
 
 pytestmark = pytest.mark.process
 
@@ -172,8 +172,8 @@ def test_orchestrator_sigkill_workers_exit_and_up_resumes(fleet: FleetCli) -> No
     # No stale lock or socket blocks the restart; positions resume from the journal. A slow
     # strategy on a slow clock keeps the restarted fleet from trading while we compare.
     fleet.up("BTCUSDT", "ETHUSDT", "--speed", "1", "-s", "sma_cross:fast=200,slow=600")
-    workers = eventually(lambda: (ws := fleet.workers()) and all(
-        w["worker_position"] is not None for w in ws.values()) and ws,
+    workers = eventually(lambda: where(fleet.workers(), lambda ws: bool(ws) and all(
+        w["worker_position"] is not None for w in ws.values())),
         what="the restarted workers' first heartbeats")
     with fleet.journal() as journal:
         fills_after = journal.execute("SELECT * FROM fills ORDER BY trade_id").fetchall()

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import msgspec
 import psutil
@@ -24,7 +25,15 @@ from tests.backtest_support import strategy_file
 from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[1]
-RANGE = {"interval": "1m", "start": "2025-01-01", "end": "2025-01-02"}
+
+
+class _Range(TypedDict):
+    interval: str
+    start: str
+    end: str
+
+
+RANGE: _Range = {"interval": "1m", "start": "2025-01-01", "end": "2025-01-02"}
 
 
 def _job(strategy: str) -> list[SymbolJob]:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from orchestrator import protocol as p
 from orchestrator.home import Home
+from strategies.bar import Bar
 from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
@@ -28,7 +29,8 @@ def live_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCli]:
 
 
 def _socket(cli: FleetCli, name: str, identity: bytes | None = None) -> zmq.Socket[bytes]:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if identity is not None:
         sock.setsockopt(zmq.ROUTING_ID, identity)
@@ -124,9 +126,9 @@ def test_each_kind_of_bad_control_message(live_fleet: FleetCli) -> None:
     assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
 
 
-def _bar() -> p.Bar:
-    return p.Bar(symbol="BTCUSDT", open_time=0, close_time=59_999, open=1.0, high=1.0,
-                 low=1.0, close=1.0, volume=1.0)
+def _bar() -> Bar:
+    return Bar(symbol="BTCUSDT", open_time=0, close_time=59_999, open=1.0, high=1.0,
+               low=1.0, close=1.0, volume=1.0)
 
 
 def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> None:

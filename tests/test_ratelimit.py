@@ -43,7 +43,7 @@ def test_callers_wait_for_the_next_window_instead_of_going_over() -> None:
             assert not slept
             await limiter.acquire(10)  # would be 100: waits for the next minute
         finally:
-            asyncio.sleep = real_sleep  # type: ignore[assignment]
+            asyncio.sleep = real_sleep
 
     asyncio.run(main())
     assert slept and 39.9 < sum(slept) < 41  # the 40 s left of the minute

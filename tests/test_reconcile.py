@@ -45,7 +45,7 @@ def test_an_order_that_filled_while_we_were_away_is_journaled(
             changes = await reconcile(desk.broker, "BTCUSDT")
             assert changes and "NEW -> FILLED" in changes[0]
             assert not desk.broker.open_orders("BTCUSDT")
-            assert desk.journal.get_order("mb-BTCUSDT-1").status == "FILLED"
+            assert desk.order_status("mb-BTCUSDT-1") == "FILLED"
             assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
             assert await reconcile(desk.broker, "BTCUSDT") == []  # settled: nothing more
         finally:
@@ -94,8 +94,8 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
             # the recent one may still reach the exchange (within its recvWindow): wait
             with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .* try again in 1[34]s"):
                 await reconcile(desk.broker, "BTCUSDT")
-            assert desk.journal.get_order("mb-BTCUSDT-1").status == "EXPIRED"
-            assert desk.journal.get_order("mb-BTCUSDT-2").status == "PENDING_NEW"
+            assert desk.order_status("mb-BTCUSDT-1") == "EXPIRED"
+            assert desk.order_status("mb-BTCUSDT-2") == "PENDING_NEW"
         finally:
             await desk.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from tests.invariants import assert_never_doubled
-from tests.support import FleetCli, eventually, worker_running
+from tests.support import FleetCli, eventually, where, worker_running
 
 pytestmark = pytest.mark.process
 
@@ -32,16 +33,17 @@ def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
     fleet.up("BTCUSDT", "ETHUSDT", "--speed", "10", *FAST_TRADER)
     others = fleet.workers()["ETHUSDT"]["pid"]
     for _attempt in range(5):
-        worker = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["position"] > 0
-                            and w["worker_position"] == w["position"] and w,
+        worker = eventually(lambda: where(fleet.workers()["BTCUSDT"], lambda w: w["position"] > 0
+                                          and w["worker_position"] == w["position"]),
                             timeout=30, what="BTCUSDT to hold a position")
         fills = len(_fills(fleet, "BTCUSDT"))
         os.kill(worker["pid"], signal.SIGKILL)
         old_pid = worker["pid"]
-        eventually(lambda pid=old_pid: worker_running(fleet, "BTCUSDT", not_pid=pid),
+        eventually(functools.partial(worker_running, fleet, "BTCUSDT", not_pid=old_pid),
                    timeout=10, what="BTCUSDT to restart")
-        back = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["worker_position"]
-                          is not None and w, what="the restarted worker's heartbeat")
+        back = eventually(lambda: where(fleet.workers()["BTCUSDT"],
+                                        lambda w: w["worker_position"] is not None),
+                          what="the restarted worker's heartbeat")
         if len(_fills(fleet, "BTCUSDT")) != fills:
             continue  # a fill landed while it restarted: the comparison is moot, try again
         assert back["restarts"] >= 1
