@@ -180,11 +180,10 @@ def launch(payload: bytes, fds: list[int]) -> Child:
         try:
             return _server.launch(payload, fds)
         except OSError as exc:
-            gone = isinstance(exc, _GONE) or exc.errno == errno.ENOTCONN
-            if not gone or attempt:
-                if gone:
-                    raise ServerGone(f"the backtest fork server is gone: {exc}") from exc
+            if not (isinstance(exc, _GONE) or exc.errno == errno.ENOTCONN):
                 raise
+            if attempt:
+                raise ServerGone(f"the backtest fork server is gone: {exc}") from exc
             _server.stop(_STOP_WAIT_S)  # it died since the check: once more with a new one
             _server = None
     raise AssertionError("unreachable")
