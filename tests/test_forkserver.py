@@ -249,7 +249,6 @@ def test_children_do_not_outlive_a_killed_caller(linux: None, tmp_path: Path) ->
         eventually(lambda: not _processes_of_session(caller.pid), what="no process left")
 
 
-
 def test_the_fork_server_imports_this_checkout_whatever_the_working_directory(
         linux: None, tmp_path: Path) -> None:
     """Run from a directory with a `strategies` package and a `msgspec.py` of its own (a

@@ -33,8 +33,8 @@ from orchestrator.backtest.stitch import stitch
 __all__ = ["BacktestFailed", "Finished", "run_jobs"]
 
 _POLL_S = 0.1
-# Bars a part of one symbol's run needs at least: a part costs a process (it runs ~4 ms after
-# the first one and pays ~14 ms of page faults on its core), so short runs stay whole.
+# Bars a part of one symbol's run needs at least: a part costs a process (it starts ~2 ms after
+# the first one and pays ~8-11 ms of page faults on its core), so short runs stay whole.
 MIN_PART_BARS = 10_000
 
 
