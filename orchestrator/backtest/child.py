@@ -10,7 +10,6 @@ pickled objects in the odd case msgpack cannot carry them (e.g. a lone surrogate
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -130,9 +129,6 @@ def main(slot: int, job: SymbolJob, part: tuple[int, int] | None, counters: Any,
          results: Connection) -> None:
     """Run ``job`` (or part of it) and send the run, then its round trips, down ``results``;
     ``counters[slot]`` its progress in bars."""
-    # What the fork server imported stays out of this process's garbage collections: they
-    # would visit (and so copy, page by page) all of it, for nothing.
-    gc.freeze()
 
     def progress(done: int) -> None:
         counters[slot] = done
