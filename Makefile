@@ -37,8 +37,9 @@ bench: setup #-- benchmark suite (not tests): writes BENCHMARKS.md; ~10 min
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
-lint: setup #-- ruff
-	$(BIN)/ruff check orchestrator worker strategies tests bench
+lint: setup #-- ruff, and the import contracts (arrows only go down; pyproject.toml)
+	$(BIN)/ruff check multibot orchestrator worker strategies tests bench
+	$(BIN)/lint-imports
 
 typecheck: setup #-- mypy (strict)
 	$(BIN)/mypy

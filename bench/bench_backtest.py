@@ -77,7 +77,7 @@ def bt_strategy() -> type:
 def frame(symbol: str) -> Any:
     import pandas as pd
 
-    from orchestrator.feeds.bundled import load_klines
+    from multibot.market.bundled import load_klines
 
     k = load_klines(symbol, "1m")
     return pd.DataFrame(
@@ -97,7 +97,7 @@ def run_bt(frames: list[Any], strategy: type) -> int:
 
 
 def run_ours(symbols: tuple[str, ...], isolate: bool) -> int:
-    from orchestrator.backtest.session import Request, run_backtest
+    from multibot.backtest.session import Request, run_backtest
 
     request = Request(symbols=list(symbols), strategies=[f"sma_cross:fast={FAST},slow={SLOW}"],
                       interval="1m", isolate=isolate)
@@ -107,8 +107,8 @@ def run_ours(symbols: tuple[str, ...], isolate: bool) -> int:
 def engine_loop(bar_by_bar: bool) -> Callable[[], int]:
     """The engine's loop alone on the prepared BTCUSDT job (no metrics, no report), either
     path: what the event-driven path (strategies.vector) saves over on_bar per bar."""
-    from orchestrator.backtest.engine import run_symbol
-    from orchestrator.backtest.session import Request, prepare
+    from multibot.backtest.engine import run_symbol
+    from multibot.backtest.session import Request, prepare
 
     request = Request(symbols=[SYMBOL], strategies=[f"sma_cross:fast={FAST},slow={SLOW}"],
                       interval="1m", isolate=False)

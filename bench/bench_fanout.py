@@ -27,8 +27,8 @@ import zmq
 
 from bench.common import PYTHON, BenchError, Figure, Goal, Workspace
 from bench.peers import END, PROBE
-from orchestrator.protocol import MARKET_HWM, encode_bar
-from strategies.bar import Bar
+from multibot.market.bar import Bar
+from multibot.wire.protocol import MARKET_HWM, encode_bar
 
 SCENARIO = "fan-out to N workers"
 _ids = itertools.count()

@@ -40,9 +40,10 @@ from bench.common import (
     cpu_seconds,
     thread_cpu_seconds,
 )
-from orchestrator.broker.rules import bundled_rules, fmt
-from orchestrator.home import Home
-from orchestrator.protocol import (
+from multibot.market.bar import Bar
+from multibot.market.rules import bundled_rules, fmt
+from multibot.wire.home import Home
+from multibot.wire.protocol import (
     BarMessage,
     FillView,
     OrderUpdate,
@@ -62,7 +63,6 @@ from orchestrator.protocol import (
     heartbeat_frame,
 )
 from orchestrator.supervisor import worker_environment
-from strategies.bar import Bar
 
 SCENARIO = "bar -> order intent, 3 workers"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT")

@@ -317,7 +317,7 @@ class Workspace:
 def multibot_command() -> list[str]:
     """The console script users run (so its whole start-up is measured), else the module."""
     script = Path(PYTHON).with_name("multibot")
-    return [str(script)] if script.exists() else [PYTHON, "-m", "orchestrator.cli"]
+    return [str(script)] if script.exists() else [PYTHON, "-m", "multibot.cli.app"]
 
 
 class Fleet:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bench import backtest_figures, fork_profiles, profiles
 from bench.common import PYTHON, REPO, Workspace, bench_env
 from bench.report import Row, fmt
-from orchestrator.protocol import HEARTBEAT_S
+from multibot.wire.protocol import HEARTBEAT_S
 
 Section = Callable[["Facts"], str]
 

@@ -12,7 +12,7 @@ from bench.common import MB, PYTHON, Workspace, bench_env, memory
 _FORK_FLOOR = """
 import os, sys, time
 try:
-    import worker.preload  # what the orchestrator's forkserver preloads, then gc.freeze()
+    import orchestrator.preload  # what the orchestrator's forkserver preloads, then gc.freeze()
 except ImportError:  # an older layout: the same imports by hand
     import gc
     import worker.main
@@ -79,7 +79,7 @@ def loaded_after_fork(pid: int) -> list[str]:
 _MP_MAIN = """
 import time
 try:
-    import worker.preload
+    import orchestrator.preload
 except ImportError:
     import worker.main
 import runpy

@@ -43,11 +43,11 @@ def echo(endpoint: str) -> int:
 
 
 def _validator(mode: str, topic: str) -> Callable[[bytes], bool] | None:
-    """"decode": what a worker does with a market frame (orchestrator.protocol.decode_market
+    """"decode": what a worker does with a market frame (multibot.wire.protocol.decode_market
     and the checks of worker/main.py)."""
     if mode != "decode":
         return None
-    from orchestrator.protocol import BarMessage, ProtocolError, decode_market
+    from multibot.wire.protocol import BarMessage, ProtocolError, decode_market
 
     def valid(frame: bytes) -> bool:
         try:

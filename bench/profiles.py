@@ -62,7 +62,7 @@ def status_imports() -> str:
     if len(script) == 1:
         args = [script[0], "status", "--json", "--home", "/nonexistent-mbb"]
     else:
-        args = ["-m", "orchestrator.cli", "status", "--json", "--home", "/nonexistent-mbb"]
+        args = ["-m", "multibot.cli.app", "status", "--json", "--home", "/nonexistent-mbb"]
     return import_table(import_time(args), "`multibot status --json`")
 
 
@@ -80,7 +80,7 @@ def worker_start_cpu(reps: int = 5) -> float:
 
 def memory_by_import(ws: Workspace) -> str:
     """USS of idle interpreters that import more and more of what a worker imports."""
-    steps = ["", "zmq", "msgspec", "zmq, msgspec", "orchestrator.protocol", "worker.main"]
+    steps = ["", "zmq", "msgspec", "zmq, msgspec", "multibot.wire.protocol", "worker.main"]
     procs = [ws.idle_process(imports) for imports in steps]
     try:
         time.sleep(2.5)
@@ -106,7 +106,7 @@ def _timed_loop(count: int, body: object) -> float:
 def wire_costs(ws: Workspace, count: int = 50_000) -> str:
     """µs per bar of each step of the fan-out path, one process, PUB -> SUB over ipc."""
     from bench.bench_fanout import _bar
-    from orchestrator.protocol import decode_market, encode_bar
+    from multibot.wire.protocol import decode_market, encode_bar
 
     bar = _bar("S000USDT", 0)
     frame = encode_bar(bar)
@@ -148,8 +148,9 @@ def _bar_path(bars: int) -> Callable[[], None]:
     encode, each order answered with a fill (as in bench_latency; the fill is not timed
     there, but it is part of the worker's work per bar)."""
     from bench.bench_latency import _PRICES, _STRATEGY, _T0_MS
-    from orchestrator.broker.rules import bundled_rules, fmt
-    from orchestrator.protocol import (
+    from multibot.market.bar import Bar
+    from multibot.market.rules import bundled_rules, fmt
+    from multibot.wire.protocol import (
         BarMessage,
         FillView,
         OrderUpdate,
@@ -161,7 +162,6 @@ def _bar_path(bars: int) -> Callable[[], None]:
         encode,
         encode_bar,
     )
-    from strategies.bar import Bar
     from strategies.registry import create
     from worker.runner import Runner
 

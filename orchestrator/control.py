@@ -11,9 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq.asyncio
 
-from orchestrator.feeds.base import FeedError, UnknownSymbol
-from orchestrator.launch import check_plan
-from orchestrator.protocol import (
+from multibot.wire.protocol import (
     Down,
     Error,
     ErrorCode,
@@ -35,7 +33,9 @@ from orchestrator.protocol import (
     encode,
     error_reply,
 )
-from orchestrator.settings import SettingsError, normalize_symbols
+from multibot.wire.settings import SettingsError, normalize_symbols
+from orchestrator.feeds.base import FeedError, UnknownSymbol
+from orchestrator.plans import check_plan
 from orchestrator.status import StatusBuilder
 from orchestrator.supervisor import ACTIVE, State, WorkerHandle
 

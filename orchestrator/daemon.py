@@ -7,13 +7,17 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
 
-from orchestrator.home import Home, HomeError
-from orchestrator.protocol import Up
-from orchestrator.settings import FleetSettings, SettingsError
+from multibot.wire.home import Home, HomeError
+from multibot.wire.protocol import Up
+from multibot.wire.settings import FleetSettings, SettingsError
+
+if TYPE_CHECKING:
+    from orchestrator.live import DrawFrame
 
 EXIT_HOME_BUSY = 3
 EXIT_BAD_SETTINGS = 2
@@ -34,7 +38,8 @@ def configure_logging(home: Home, console: bool, live: bool = False) -> None:
 
 
 def run(home: Home, settings: FleetSettings, initial: Up | None = None,
-        live: bool = False) -> int:
+        live: DrawFrame | None = None) -> int:
+    """Run the fleet until it is stopped; ``live`` draws the foreground's live view."""
     try:
         settings.check()
     except SettingsError as exc:

@@ -20,14 +20,9 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from orchestrator.broker.journal import Journal, JournalError
-from orchestrator.broker.paper import PaperBroker
-from orchestrator.control import ControlHandlers
-from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
-from orchestrator.feeds.replay import ReplayFeed
-from orchestrator.feeds.synthetic import SyntheticFeed
-from orchestrator.home import Home, HomeError, HomeLock
-from orchestrator.protocol import (
+from multibot.market.bar import Bar
+from multibot.wire.home import Home, HomeError, HomeLock
+from multibot.wire.protocol import (
     HEARTBEAT_S,
     MARKET_HWM,
     ZMQ_MAX_MESSAGE_BYTES,
@@ -40,29 +35,27 @@ from orchestrator.protocol import (
     encode_bar,
     heartbeat_frame,
 )
+from multibot.wire.settings import FleetSettings
+from orchestrator.broker.journal import Journal, JournalError
+from orchestrator.broker.paper import PaperBroker
+from orchestrator.control import ControlHandlers
+from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
+from orchestrator.feeds.factory import make_feed
 from orchestrator.remote import bind_curve_router, start_authenticator
-from orchestrator.settings import FleetSettings
 from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
 from orchestrator.worker_link import WorkerLink
-from strategies.bar import Bar
 
 if TYPE_CHECKING:
     from orchestrator.exchange.broker import ExchangeBroker
     from orchestrator.exchange.client import ExchangeClient
     from orchestrator.feeds.binance import BinanceFeed
+    from orchestrator.live import DrawFrame
 
 log = logging.getLogger(__name__)
 
 _CURSOR_SAVE_S = 1.0
 
 _JOURNAL_BUSY_S = 0.25
-
-
-def make_feed(settings: FleetSettings, cursor: int | None) -> ClockedFeed:
-    """The feeds that need no exchange (the binance feed is made once the client is up)."""
-    if settings.feed == "synthetic":
-        return SyntheticFeed(settings.interval, settings.seed, cursor)
-    return ReplayFeed(settings.interval, cursor)
 
 
 class Fleet:
@@ -138,7 +131,7 @@ class Fleet:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def run(self, initial: Up | None = None, live: bool = False) -> None:
+    async def run(self, initial: Up | None = None, live: DrawFrame | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
@@ -162,10 +155,10 @@ class Fleet:
         self.publish_event("fleet", "", f"orchestrator {os.getpid()} started")
         if initial is not None:
             self.spawn(self._initial_up(initial))
-        if live:
+        if live is not None:
             from orchestrator.live import live_view
 
-            self.spawn(live_view(self))
+            self.spawn(live_view(self, live))
         await self._done.wait()
         await self._shutdown()
 

@@ -1,20 +1,16 @@
-"""Remote control over TCP: CURVE-encrypted, key-authenticated, never plaintext.
+"""The server side of remote control over TCP: CURVE-encrypted, key-authenticated.
 
-The only ways to a TCP control socket are ``bind_curve_router`` (server) and
-``remote_request`` (client): both always use CURVE, and the server refuses to bind unless a
-ZAP handler (``start_authenticator``) runs that admits only the keys authorized in
+``bind_curve_router`` is the only way to a TCP control socket, and it refuses to bind unless
+a ZAP handler (``start_authenticator``) runs that admits only the keys authorized in
 ``<home>/keys/authorized/`` (re-read on change: ``multibot keys revoke`` takes effect for
-the next connection). Key storage is ``orchestrator.keystore``, re-exported here.
+the next connection). The client side is ``multibot.remote``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -22,72 +18,21 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
-from orchestrator.client import exchange
-from orchestrator.home import Home
-from orchestrator.keystore import (
-    KeyInfo,
+from multibot.wire.endpoints import parse_tcp_endpoint, set_ipv6
+from multibot.wire.home import Home
+from multibot.wire.keystore import (
     KeyStoreError,
-    authorize,
     authorized_dir,
-    check_name,
-    check_public_key,
-    clients_dir,
     ensure_server_keys,
-    generate_client_key,
-    keys_dir,
-    list_keys,
-    load_keypair,
     load_public_key,
     private_dir,
-    revoke,
 )
-from orchestrator.protocol import (
-    ZMQ_MAX_MESSAGE_BYTES,
-    Message,
-)
-
-__all__ = [
-    "EndpointError", "KeyInfo", "KeyStoreError", "RemoteTarget", "authorize", "authorized_dir",
-    "bind_curve_router", "clients_dir", "ensure_server_keys", "generate_client_key",
-    "keys_dir", "list_keys", "parse_tcp_endpoint", "remote_request", "revoke",
-    "start_authenticator",
-]
+from multibot.wire.protocol import ZMQ_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "multibot-control"
 _DENIED_LOG_S = 60.0
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\*)$")
-
-
-class EndpointError(ValueError):
-    """Not a usable TCP endpoint (only ``tcp://HOST:PORT`` or ``HOST:PORT``, always CURVE)."""
-
-
-# --- endpoints ----------------------------------------------------------------------------
-
-
-def parse_tcp_endpoint(text: str, for_bind: bool = False) -> str:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` → ``tcp://HOST:PORT``; anything else is refused.
-    With ``for_bind``, HOST may be ``*`` and PORT ``*``/``0`` (any free port).
-    There is no plaintext variant: TCP sockets are only ever made with CURVE."""
-    raw = text.strip()
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        scheme, rest = "tcp", raw
-    if scheme.lower() != "tcp":
-        raise EndpointError(f"{text!r}: only tcp:// endpoints can be remote (always CURVE)")
-    host, colon, port = rest.rpartition(":")
-    if not colon or not _HOST.match(host) or (host == "*" and not for_bind):
-        raise EndpointError(f"{text!r}: expected tcp://HOST:PORT, e.g. tcp://10.0.0.5:7070")
-    if for_bind and port in ("*", "0"):
-        return f"tcp://{host}:*"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise EndpointError(f"{text!r}: the port must be 1-65535")
-    return f"tcp://{host}:{int(port)}"
-
-
-# --- server side --------------------------------------------------------------------------
 
 
 class _AuthorizedKeys:
@@ -185,11 +130,6 @@ def _require_authenticator(ctx: zmq.asyncio.Context) -> None:
                            "without it any CURVE key would be admitted")
 
 
-def _ipv6(sock: zmq.SyncSocket | zmq.asyncio.Socket, endpoint: str) -> None:
-    if endpoint.startswith("tcp://["):
-        sock.setsockopt(zmq.IPV6, 1)
-
-
 def bind_curve_router(ctx: zmq.asyncio.Context, home: Home, endpoint: str) -> zmq.asyncio.Socket:
     """A ROUTER on ``endpoint`` (TCP, CURVE server with this home's key, only authorized
     clients). Its actual address is ``sock.getsockopt(zmq.LAST_ENDPOINT)``."""
@@ -207,7 +147,7 @@ def bind_curve_router(ctx: zmq.asyncio.Context, home: Home, endpoint: str) -> zm
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
-        _ipv6(sock, address)
+        set_ipv6(sock, address)
         sock.bind(address)
     except BaseException:
         sock.close(0)
@@ -217,57 +157,3 @@ def bind_curve_router(ctx: zmq.asyncio.Context, home: Home, endpoint: str) -> zm
     return sock
 
 
-# --- client side --------------------------------------------------------------------------
-
-
-def remote_request(endpoint: str, server_public_key: bytes, client_key_file: Path,
-                   message: Message, timeout: float = 10.0) -> Message:
-    """One request/reply with a remote fleet over CURVE; Error replies raise ProtocolError,
-    no reply within ``timeout`` raises ProtocolError(TIMEOUT)."""
-    address = parse_tcp_endpoint(endpoint)
-    server_key = check_public_key(server_public_key)
-    public, secret = load_keypair(client_key_file)
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    try:
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
-        sock.curve_serverkey = server_key
-        sock.curve_publickey = public
-        sock.curve_secretkey = secret
-        _ipv6(sock, address)
-        sock.connect(address)
-        return exchange(
-            sock, message, timeout,
-            f"no reply from {address} within {timeout:g}s: the fleet may be down or "
-            "unreachable, or (most likely) the server key is wrong or this client key "
-            f"({public.decode()}) is not authorized there (`multibot keys authorize`)")
-    finally:
-        sock.close(0)
-
-
-@dataclass(frozen=True)
-class RemoteTarget:
-    """A remote fleet the CLI commands instead of the local one (``--connect``)."""
-
-    endpoint: str
-    server_public_key: bytes
-    client_key_file: Path
-
-    @classmethod
-    def resolve(cls, home: Home, connect: str, key: str, server_key: str) -> RemoteTarget:
-        """``key``: a client key name under ``<home>/keys/clients`` or a key file;
-        ``server_key``: the server's z85 public key or a file holding it."""
-        key_path = Path(key).expanduser()
-        with contextlib.suppress(KeyStoreError):  # a name, unless it is not one
-            named = clients_dir(home) / f"{check_name(key)}.key_secret"
-            key_path = named if named.exists() else key_path
-        load_keypair(key_path)  # fail now, with a clear message
-        server = Path(server_key).expanduser()
-        public = (load_public_key(server) if server.is_file()
-                  else check_public_key(server_key.encode()))
-        return cls(parse_tcp_endpoint(connect), public, key_path)
-
-    def request(self, message: Message, timeout: float = 10.0) -> Message:
-        return remote_request(self.endpoint, self.server_public_key, self.client_key_file,
-                              message, timeout)

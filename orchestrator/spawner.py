@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.home import Home
-from orchestrator.protocol import PARENT_FD_ENV
+from multibot.wire.home import Home
+from multibot.wire.protocol import PARENT_FD_ENV
 
 
 class WorkerProcess(Protocol):
@@ -111,7 +111,7 @@ class Spawner:
         """Start the forkserver now (with the workers' scrubbed environment), not on demand."""
         if self.mode != "forkserver":
             return
-        self._context.set_forkserver_preload(["worker.preload"])
+        self._context.set_forkserver_preload(["orchestrator.preload"])
         title = f"multibot-forkserver {self._home.root}"
         with _environment({**self._env, "MULTIBOT_FORKSERVER_TITLE": title}):
             multiprocessing.forkserver.ensure_running()

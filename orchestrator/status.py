@@ -7,8 +7,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from multibot.wire.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
 from orchestrator.procstat import CpuMeter, read_stat
-from orchestrator.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
 from orchestrator.supervisor import State, WorkerHandle
 
 if TYPE_CHECKING:

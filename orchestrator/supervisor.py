@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.home import Home
-from orchestrator.protocol import (
+from multibot.wire.home import Home
+from multibot.wire.protocol import (
     ErrorCode,
     Message,
     ProtocolError,

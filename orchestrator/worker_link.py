@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING
 import zmq
 import zmq.asyncio
 
-from orchestrator.broker.journal import JournalError
-from orchestrator.broker.paper import PaperBroker
-from orchestrator.protocol import (
+from multibot.wire.protocol import (
     CancelOrder,
     Error,
     ErrorCode,
@@ -34,6 +32,8 @@ from orchestrator.protocol import (
     encode,
     error_reply,
 )
+from orchestrator.broker.journal import JournalError
+from orchestrator.broker.paper import PaperBroker
 from orchestrator.supervisor import WorkerHandle
 
 if TYPE_CHECKING:

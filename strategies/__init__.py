@@ -1,14 +1,14 @@
-"""Strategies: per-symbol trading logic. Imports nothing from orchestrator/ or worker/."""
+"""Strategies: per-symbol trading logic. Imports only ``Bar`` and ``Signal`` of the market model."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-# Imported on first use (PEP 562): `from strategies.bar import Bar`, which the wire protocol
-# does in every process (the CLI's too), then costs one module, not every built-in strategy.
+# Imported on first use (PEP 562): `from strategies import SmaCross` costs that one module, not
+# every built-in strategy.
 _HOMES = {
-    "Bar": "bar", "Signal": "bar",
+    "Bar": "multibot.market.bar", "Signal": "multibot.market.bar",
     "INTERFACE_VERSION": "base", "Params": "base", "Strategy": "base",
     "StrategyError": "base", "safe_on_bar": "base",
     "Combiner": "combine",
@@ -24,7 +24,8 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'strategies' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"strategies.{home}"), name)
+    module = home if "." in home else f"strategies.{home}"
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = sorted(_HOMES)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 
 if TYPE_CHECKING:  # numpy stays out of workers: strategies.vector is for backtests only
     from strategies.vector import BarColumns, Events

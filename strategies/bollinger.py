@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
 from strategies.indicators import Crossover
 from strategies.volatility import BollingerBands

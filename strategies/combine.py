@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strategies.bar import Signal
+from multibot.market.bar import Signal
 
 __all__ = ["Combiner"]
 

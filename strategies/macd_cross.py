@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
 from strategies.indicators import MACD, Crossover
 from strategies.sma_cross import check_fast_slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
 from strategies.indicators import EMA, SMA, Crossover
 

@@ -46,7 +46,7 @@ def write_binance_csv(path: Path, closes: list[float], *, micros: bool = False,
 def strategy_file(directory: Path, name: str, body: str) -> Path:
     """A strategy module ``name``.py holding ``body`` (dedented) after the common imports."""
     head = (
-        "from strategies.bar import Bar, Signal\n"
+        "from multibot.market.bar import Bar, Signal\n"
         "from strategies.base import Strategy\n\n\n"
     )
     path = directory / f"{name}.py"

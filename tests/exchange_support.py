@@ -11,14 +11,14 @@ from typing import TypeVar
 
 import pytest
 
+from multibot.market.bar import Bar
+from multibot.wire.protocol import OrderUpdate, PlaceOrder
 from orchestrator.broker.journal import Journal
 from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeClient
 from orchestrator.exchange.credentials import load_credentials
 from orchestrator.exchange.endpoints import resolve_endpoints
 from orchestrator.exchange.venue import trading_rules
-from orchestrator.protocol import OrderUpdate, PlaceOrder
-from strategies.bar import Bar
 from tests.fakes.binance import FakeBinance
 
 KEY, SECRET = "broker-test-key", "broker-test-secret-77x"

@@ -10,12 +10,12 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 from strategies.base import Strategy, safe_on_bar
 
 LONG, FLAT = Signal.LONG, Signal.FLAT
 ROOT = Path(__file__).resolve().parents[1]
-KLINES = ROOT / "orchestrator" / "data" / "klines"
+KLINES = ROOT / "multibot" / "market" / "data" / "klines"
 
 
 MS = {"1m": 60_000, "1h": 3_600_000}

@@ -59,7 +59,7 @@ class FleetCli:
 
     def run(self, *args: str, timeout: float = 60.0, check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "orchestrator.cli", *args, "--home", str(self.home)]
+        cmd = [sys.executable, "-m", "multibot.cli.app", *args, "--home", str(self.home)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=env)
         if check and proc.returncode != 0:

@@ -18,13 +18,13 @@ import msgspec
 import numpy as np
 import pytest
 
-import orchestrator.backtest.engine as engine
-from orchestrator.backtest.data import load_csv
-from orchestrator.backtest.pool import run_jobs
-from orchestrator.backtest.progress import ProgressBar
-from orchestrator.backtest.session import Request, Result, prepare, run_backtest
-from orchestrator.backtest.shared import shareable
-from strategies.bar import Bar
+import multibot.backtest.engine as engine
+from multibot.backtest.data import load_csv
+from multibot.backtest.pool import run_jobs
+from multibot.backtest.progress import ProgressBar
+from multibot.backtest.session import Request, Result, prepare, run_backtest
+from multibot.backtest.shared import shareable
+from multibot.market.bar import Bar
 from strategies.registry import builtins, load_strategy_class
 from tests.backtest_support import (
     BUY_SELL,
@@ -141,7 +141,7 @@ def test_a_leaky_class_attribute_cannot_mix_state_across_symbols(tmp_path: Path)
 _REUSE_PROBE = """
 import resource, sys
 if sys.argv[1] == "keep":
-    from orchestrator.backtest.forkserver import keep_freed_memory
+    from multibot.backtest.forkserver import keep_freed_memory
     assert keep_freed_memory()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from orchestrator.backtest.command import register
+from multibot.backtest.command import register
 from tests.backtest_support import write_binance_csv, write_bundled_csv
 
 RANGE = ["--interval", "1h", "--from", "2021-06-01", "--to", "2021-06-12"]
@@ -139,8 +139,8 @@ def test_bad_input_is_exit_2_with_a_clear_error(tmp_path: Path, args: list[str],
 
 
 def test_the_command_module_imports_nothing_heavy() -> None:
-    code = ("import sys, orchestrator.backtest.command; "
-            "print(sorted(m for m in ('numpy', 'matplotlib', 'orchestrator.backtest.engine') "
+    code = ("import sys, multibot.backtest.command; "
+            "print(sorted(m for m in ('numpy', 'matplotlib', 'multibot.backtest.engine') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

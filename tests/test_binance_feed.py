@@ -19,10 +19,10 @@ import pytest
 from binance import AsyncClient, BinanceSocketManager
 from binance.ws.reconnecting_websocket import ReconnectingWebsocket
 
-from orchestrator.broker.rules import load_rules
+from multibot.market.bar import Bar
+from multibot.market.rules import load_rules
 from orchestrator.feeds.base import HISTORY_LIMIT, FeedError, UnknownSymbol
 from orchestrator.feeds.binance import BinanceFeed
-from strategies.bar import Bar
 from tests.fakes.binance import FakeBinance
 
 STEP = 1000

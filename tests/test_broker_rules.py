@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from orchestrator.broker import rules as rules_mod
-from orchestrator.broker.rules import (
+from multibot.market import rules as rules_mod
+from multibot.market.rules import (
     bundled_rules,
     check_order,
     fmt,
@@ -23,10 +23,11 @@ from orchestrator.broker.rules import (
     round_step_up,
     synthetic_rules,
 )
-from orchestrator.protocol import ErrorCode, ProtocolError, SymbolRules
+from multibot.wire.protocol import ErrorCode, ProtocolError, SymbolRules
 
 D = Decimal
-SNAPSHOT = Path(__file__).resolve().parents[1] / "orchestrator" / "data" / "exchange_info.json"
+SNAPSHOT = (Path(__file__).resolve().parents[1] / "multibot" / "market" / "data"
+            / "exchange_info.json")
 BTC = bundled_rules()["BTCUSDT"]
 XRP = bundled_rules()["XRPUSDT"]
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from multibot.market.bar import Bar, Signal
 from strategies import registry
-from strategies.bar import Bar, Signal
 from strategies.base import Strategy, StrategyError
 from strategies.bollinger import Bollinger, BollingerParams
 from strategies.ema_cross import EmaCross

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from orchestrator.client import pid_alive
+from multibot.client import pid_alive
 from tests.support import eventually
 
 

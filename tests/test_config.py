@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, parse_config, plan_for
-from orchestrator.launch import UpOptions, prepare_up
-from orchestrator.protocol import StrategySpec
-from orchestrator.settings import SettingsError
+from multibot.config import ConfigError, parse_config, plan_for
+from multibot.launch import UpOptions, prepare_up
+from multibot.wire.protocol import StrategySpec
+from multibot.wire.settings import SettingsError
 
 CONFIG = """
 [fleet]

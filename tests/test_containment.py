@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from strategies.bar import Bar
+from multibot.market.bar import Bar
 from strategies.registry import create
 from tests.support import FleetCli, eventually, where
 

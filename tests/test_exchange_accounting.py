@@ -6,11 +6,11 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+from multibot.market.bar import Bar, Signal
+from multibot.market.position import Position
+from multibot.market.rules import bundled_rules
+from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PositionView, WorkerConfig
 from orchestrator.broker.journal import SCHEMA_VERSION, Journal
-from orchestrator.broker.position import Position
-from orchestrator.broker.rules import bundled_rules
-from orchestrator.protocol import FillView, OrderUpdate, OrderView, PositionView, WorkerConfig
-from strategies.bar import Bar, Signal
 from strategies.base import Strategy
 from worker.runner import Runner
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from multibot.wire.protocol import ErrorCode, ProtocolError
 from orchestrator.exchange.watcher import watch
-from orchestrator.protocol import ErrorCode, ProtocolError
 from tests.exchange_support import (
     KEY,
     ORDER_PATH,

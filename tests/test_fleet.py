@@ -8,7 +8,7 @@ import signal
 import psutil
 import pytest
 
-from orchestrator.feeds.bundled import load_klines
+from multibot.market.bundled import load_klines
 from tests.support import FleetCli, eventually, where
 
 pytestmark = pytest.mark.process

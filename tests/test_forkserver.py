@@ -1,4 +1,4 @@
-"""The backtest's own fork server (orchestrator.backtest.forkserver and launcher): children
+"""The backtest's own fork server (multibot.backtest.forkserver and launcher): children
 start from it, report how they ended, and nothing outlives the caller or Ctrl-C."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import msgspec
 import psutil
 import pytest
 
-from orchestrator.backtest import launcher
-from orchestrator.backtest.engine import SymbolJob
-from orchestrator.backtest.pool import BacktestFailed, run_jobs
-from orchestrator.backtest.session import Request, prepare
+from multibot.backtest import launcher
+from multibot.backtest.engine import SymbolJob
+from multibot.backtest.pool import BacktestFailed, run_jobs
+from multibot.backtest.session import Request, prepare
 from tests.backtest_support import strategy_file
 from tests.support import eventually
 
@@ -121,9 +121,9 @@ def test_the_fork_server_reaps_every_child(linux: None) -> None:
 
 def test_the_fork_server_exits_with_its_caller(linux: None) -> None:
     code = textwrap.dedent("""
-        from orchestrator.backtest import launcher
-        from orchestrator.backtest.pool import run_jobs
-        from orchestrator.backtest.session import Request, prepare
+        from multibot.backtest import launcher
+        from multibot.backtest.pool import run_jobs
+        from multibot.backtest.session import Request, prepare
         jobs = prepare(Request(symbols=["BTCUSDT"], strategies=["sma_cross"], interval="1m",
                                start="2025-01-01", end="2025-01-02")).jobs
         run_jobs(jobs)
@@ -179,7 +179,7 @@ def _session(*argv: str) -> Iterator[subprocess.Popen[str]]:
 
 
 def _cli_session(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
-    return _session(sys.executable, "-m", "orchestrator.cli", *args)
+    return _session(sys.executable, "-m", "multibot.cli.app", *args)
 
 
 def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
@@ -198,7 +198,7 @@ def test_ctrl_c_stops_the_backtest_and_every_process_it_started(linux: None,
 def test_without_memfds_the_bars_go_with_the_assignment(monkeypatch: pytest.MonkeyPatch) -> None:
     jobs = _job("sma_cross:fast=5,slow=20")
     [shared] = run_jobs(jobs)
-    monkeypatch.setattr("orchestrator.backtest.pool.shareable", lambda: False)
+    monkeypatch.setattr("multibot.backtest.pool.shareable", lambda: False)
     [carried] = run_jobs(jobs)
     shared.run.seconds = carried.run.seconds = 0.0
     assert carried.run.fills
@@ -235,8 +235,8 @@ def test_children_do_not_outlive_a_killed_caller(linux: None, tmp_path: Path) ->
     socket close and stops the children still running, then exits."""
     path = _strategy(tmp_path, "slowest", "time.sleep(0.05)", "import time")
     code = textwrap.dedent(f"""
-        from orchestrator.backtest.pool import run_jobs
-        from orchestrator.backtest.session import Request, prepare
+        from multibot.backtest.pool import run_jobs
+        from multibot.backtest.session import Request, prepare
         jobs = prepare(Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["{path}:Test"],
                                interval="1m", start="2025-01-01", end="2025-01-02")).jobs
         run_jobs(jobs, workers=2)

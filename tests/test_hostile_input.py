@@ -10,9 +10,9 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from orchestrator import protocol as p
-from orchestrator.home import Home
-from strategies.bar import Bar
+from multibot.market.bar import Bar
+from multibot.wire import protocol as p
+from multibot.wire.home import Home
 from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process

@@ -35,7 +35,7 @@ from strategies.volatility import ATR, BollingerBands
 
 talib = pytest.importorskip("talib")
 
-KLINES = Path(__file__).resolve().parents[1] / "orchestrator" / "data" / "klines"
+KLINES = Path(__file__).resolve().parents[1] / "multibot" / "market" / "data" / "klines"
 SYMBOLS = ["BTCUSDT", "XRPUSDT", "ETHUSDT", "SOLUSDT"]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from multibot.wire.protocol import FillView, OrderView
 from orchestrator.broker.journal import SCHEMA_VERSION, Journal, JournalError
-from orchestrator.protocol import FillView, OrderView
 
 
 def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> OrderView:

@@ -11,11 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator import remote
-from orchestrator.home import Home
-from orchestrator.keys_command import register
-from orchestrator.keystore import load_keypair
-from orchestrator.protocol import Ping
+from multibot import remote as client_remote
+from multibot.cli.keys import register
+from multibot.wire import endpoints, keystore
+from multibot.wire.home import Home
+from multibot.wire.keystore import load_keypair
+from multibot.wire.protocol import Ping
 
 
 def _mode(path: Path) -> int:
@@ -24,9 +25,9 @@ def _mode(path: Path) -> int:
 
 def test_key_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
     home = Home(tmp_path / "h")
-    server_public, _ = remote.ensure_server_keys(home)
-    secret = remote.generate_client_key(home, "laptop")
-    keys = remote.keys_dir(home)
+    server_public, _ = keystore.ensure_server_keys(home)
+    secret = keystore.generate_client_key(home, "laptop")
+    keys = keystore.keys_dir(home)
     for directory in (keys, keys / "authorized", keys / "clients"):
         assert _mode(directory) == 0o700
     assert _mode(secret) == 0o600 and _mode(keys / "server.key_secret") == 0o600
@@ -34,51 +35,52 @@ def test_key_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
     assert "secret-key" not in authorized.read_text()
     assert "secret-key" not in secret.with_suffix(".key").read_text()
     before = secret.read_bytes()
-    with pytest.raises(remote.KeyStoreError, match="exists"):
-        remote.generate_client_key(home, "laptop", authorize=False)
-    with pytest.raises(remote.KeyStoreError, match="already authorized"):
-        remote.authorize(home, secret.with_suffix(".key"), "laptop-again")
+    with pytest.raises(keystore.KeyStoreError, match="exists"):
+        keystore.generate_client_key(home, "laptop", authorize=False)
+    with pytest.raises(keystore.KeyStoreError, match="already authorized"):
+        keystore.authorize(home, secret.with_suffix(".key"), "laptop-again")
     assert secret.read_bytes() == before
-    assert remote.ensure_server_keys(home)[0] == server_public  # stable, not regenerated
+    assert keystore.ensure_server_keys(home)[0] == server_public  # stable, not regenerated
     for bad in ["", "../x", ".hidden", "a/b", "x" * 65, "-rf", "with space", "é"]:
-        with pytest.raises(remote.KeyStoreError, match="bad key name"):
-            remote.generate_client_key(home, bad)
-    with pytest.raises(remote.KeyStoreError, match="cannot read"):
-        remote.authorize(home, tmp_path / "missing.key", "nope")
+        with pytest.raises(keystore.KeyStoreError, match="bad key name"):
+            keystore.generate_client_key(home, bad)
+    with pytest.raises(keystore.KeyStoreError, match="cannot read"):
+        keystore.authorize(home, tmp_path / "missing.key", "nope")
     (tmp_path / "junk.key").write_text('public-key = "too short"\n')
-    with pytest.raises(remote.KeyStoreError, match="not a CURVE public key"):
-        remote.authorize(home, tmp_path / "junk.key", "junk")
+    with pytest.raises(keystore.KeyStoreError, match="not a CURVE public key"):
+        keystore.authorize(home, tmp_path / "junk.key", "junk")
 
 
 def test_listing_and_client_side_never_expose_or_accept_bad_secrets(tmp_path: Path) -> None:
     home = Home(tmp_path / "h")
-    remote.ensure_server_keys(home)
-    laptop = remote.generate_client_key(home, "laptop")
-    remote.generate_client_key(home, "phone", authorize=False)
-    listed = remote.list_keys(home)
+    keystore.ensure_server_keys(home)
+    laptop = keystore.generate_client_key(home, "laptop")
+    keystore.generate_client_key(home, "phone", authorize=False)
+    listed = keystore.list_keys(home)
     assert {(k.kind, k.name) for k in listed} == {
         ("server", "server"), ("authorized", "laptop"), ("client", "laptop"),
         ("client", "phone")}
-    secrets = [load_keypair(p)[1].decode() for p in remote.keys_dir(home).rglob("*_secret")]
+    secrets = [load_keypair(p)[1].decode() for p in keystore.keys_dir(home).rglob("*_secret")]
     assert len(secrets) == 3 and all(s not in repr(listed) for s in secrets)
     assert all(k.path.suffix == ".key" for k in listed)
-    with pytest.raises(remote.KeyStoreError, match="no secret key"):
-        remote.remote_request("127.0.0.1:9", b"x" * 40, remote.authorized_dir(home) /
+    with pytest.raises(keystore.KeyStoreError, match="no secret key"):
+        client_remote.remote_request("127.0.0.1:9", b"x" * 40, keystore.authorized_dir(home) /
                               "laptop.key", Ping(), 0.1)
     os.chmod(laptop, 0o644)
-    with pytest.raises(remote.KeyStoreError, match="readable by other users"):
+    with pytest.raises(keystore.KeyStoreError, match="readable by other users"):
         load_keypair(laptop)
     os.chmod(laptop, 0o600)
-    with pytest.raises(remote.EndpointError):
-        remote.remote_request("ipc:///tmp/c.sock", b"x" * 40, laptop, Ping(), 0.1)
-    server_public = remote.ensure_server_keys(home)[0]
-    target = remote.RemoteTarget.resolve(home, "10.0.0.5:7070", "laptop", server_public.decode())
-    assert target == remote.RemoteTarget("tcp://10.0.0.5:7070", server_public, laptop)
-    by_file = remote.RemoteTarget.resolve(home, "tcp://h:1", str(laptop),
-                                          str(remote.keys_dir(home) / "server.key"))
+    with pytest.raises(endpoints.EndpointError):
+        client_remote.remote_request("ipc:///tmp/c.sock", b"x" * 40, laptop, Ping(), 0.1)
+    server_public = keystore.ensure_server_keys(home)[0]
+    target = client_remote.RemoteTarget.resolve(home, "10.0.0.5:7070", "laptop",
+                                                server_public.decode())
+    assert target == client_remote.RemoteTarget("tcp://10.0.0.5:7070", server_public, laptop)
+    by_file = client_remote.RemoteTarget.resolve(home, "tcp://h:1", str(laptop),
+                                          str(keystore.keys_dir(home) / "server.key"))
     assert by_file.server_public_key == server_public and by_file.client_key_file == laptop
-    with pytest.raises(remote.KeyStoreError):
-        remote.RemoteTarget.resolve(home, "h:1", "laptop", "not-a-key")
+    with pytest.raises(keystore.KeyStoreError):
+        client_remote.RemoteTarget.resolve(home, "h:1", "laptop", "not-a-key")
 
 
 def test_keys_cli(tmp_path: Path) -> None:
@@ -100,7 +102,7 @@ def test_keys_cli(tmp_path: Path) -> None:
     code, out = run("generate", "phone", "--no-authorize")
     assert code == 0 and "keys authorize phone.key --name phone" in out
     code, out = run("server")
-    server_public, server_secret = remote.ensure_server_keys(Home(home))
+    server_public, server_secret = keystore.ensure_server_keys(Home(home))
     assert code == 0 and server_public.decode() in out and server_secret.decode() not in out
     code, out = run("authorize", str(home / "keys" / "clients" / "phone.key"), "--name", "phone")
     assert code == 0 and (home / "keys" / "authorized" / "phone.key").exists()

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from multibot.market.bar import Bar
+from multibot.market.rules import bundled_rules
+from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
 from orchestrator.broker.journal import Journal, JournalError, OrderJournal
 from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker, client_order_id
-from orchestrator.broker.rules import bundled_rules
-from orchestrator.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
-from strategies.bar import Bar
 
 D = Decimal
 RULES = bundled_rules()

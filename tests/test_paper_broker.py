@@ -12,12 +12,12 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
+from multibot.market.bar import Bar
+from multibot.market.position import Position
+from multibot.market.rules import bundled_rules, synthetic_rules
+from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker, client_order_id, parse_seq
-from orchestrator.broker.position import Position
-from orchestrator.broker.rules import bundled_rules, synthetic_rules
-from orchestrator.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
-from strategies.bar import Bar
 
 D = Decimal
 RULES = bundled_rules()

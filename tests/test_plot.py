@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.backtest.plot import figure
-from orchestrator.backtest.session import Request, Result, run_backtest
+from multibot.backtest.plot import figure
+from multibot.backtest.session import Request, Result, run_backtest
 
 
 def _result(capital: str | None, symbols: list[str]) -> Result:

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from orchestrator import protocol as p
-from strategies.bar import Bar
+from multibot.market.bar import Bar
+from multibot.wire import protocol as p
 
 _text = st.text(max_size=40)
 _decimal_text = st.decimals(min_value=0, max_value=10**9, places=8, allow_nan=False).map(str)

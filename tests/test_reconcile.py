@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from multibot.wire.protocol import OrderView
 from orchestrator.exchange.reconcile import NotReconciled, reconcile
-from orchestrator.protocol import OrderView
 from tests.exchange_support import (
     Desk,
     assert_journal_matches_exchange,

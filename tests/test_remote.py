@@ -22,9 +22,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from orchestrator import remote
-from orchestrator.home import Home
-from orchestrator.protocol import (
+from multibot import remote as client_remote
+from multibot.wire import endpoints, keystore
+from multibot.wire.home import Home
+from multibot.wire.protocol import (
     Error,
     ErrorCode,
     Message,
@@ -35,6 +36,7 @@ from orchestrator.protocol import (
     decode,
     encode,
 )
+from orchestrator import remote as remote_server
 from tests.support import FleetCli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +80,7 @@ def test_home_and_sockets_are_private(fleet: FleetCli) -> None:
 _CHILD = r"""
 import json, os, sys
 import zmq
-from orchestrator import protocol as p
+from multibot.wire import protocol as p
 endpoint, path, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if uid:  # drop privileges for good, before any zmq thread exists
     os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
@@ -129,7 +131,7 @@ class CurveServer:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.endpoint = ""
-        self.auth: remote.CurveAuthenticator | None = None
+        self.auth: remote_server.CurveAuthenticator | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,10 +155,10 @@ class CurveServer:
         ctx = zmq.asyncio.Context()
         serving: asyncio.Task[None] | None = None
         try:
-            auth = remote.start_authenticator(ctx, self.home)
-            assert isinstance(auth, remote.CurveAuthenticator)
+            auth = remote_server.start_authenticator(ctx, self.home)
+            assert isinstance(auth, remote_server.CurveAuthenticator)
             self.auth = auth
-            sock = remote.bind_curve_router(ctx, self.home, "tcp://127.0.0.1:0")
+            sock = remote_server.bind_curve_router(ctx, self.home, "tcp://127.0.0.1:0")
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             serving = asyncio.create_task(self._serve(sock))
@@ -195,12 +197,12 @@ def server(tmp_path: Path) -> Iterator[CurveServer]:
 
 def _ask(srv: CurveServer, key: Path, message: Message | None = None, timeout: float = 5.0,
          server_key: bytes | None = None) -> Message:
-    public = server_key or remote.ensure_server_keys(srv.home)[0]
-    return remote.remote_request(srv.endpoint, public, key, message or Ping(), timeout)
+    public = server_key or keystore.ensure_server_keys(srv.home)[0]
+    return client_remote.remote_request(srv.endpoint, public, key, message or Ping(), timeout)
 
 
 def test_authorized_client_gets_replies(server: CurveServer) -> None:
-    key = remote.generate_client_key(server.home, "laptop")
+    key = keystore.generate_client_key(server.home, "laptop")
     for _ in range(2):
         reply = _ask(server, key)
         assert isinstance(reply, Pong) and reply.home == str(server.home.root)
@@ -211,12 +213,12 @@ def test_authorized_client_gets_replies(server: CurveServer) -> None:
 
 def test_unknown_key_or_wrong_server_key_gets_no_reply(server: CurveServer,
                                                        tmp_path: Path) -> None:
-    stranger = remote.generate_client_key(server.home, "stranger", authorize=False)
+    stranger = keystore.generate_client_key(server.home, "stranger", authorize=False)
     with pytest.raises(ProtocolError) as caught:
         _ask(server, stranger, timeout=1.0)
     assert caught.value.code is ErrorCode.TIMEOUT and "not authorized" in caught.value.reason
-    friend = remote.generate_client_key(server.home, "friend")
-    impostor = remote.ensure_server_keys(Home(tmp_path / "impostor"))[0]
+    friend = keystore.generate_client_key(server.home, "friend")
+    impostor = keystore.ensure_server_keys(Home(tmp_path / "impostor"))[0]
     with pytest.raises(ProtocolError, match="server key is wrong"):
         _ask(server, friend, timeout=1.0, server_key=impostor)
 
@@ -238,19 +240,19 @@ def test_plaintext_client_gets_no_reply(server: CurveServer, mechanism: str) -> 
 
 
 def test_revocation_applies_to_the_next_connection(server: CurveServer) -> None:
-    key = remote.generate_client_key(server.home, "phone")
+    key = keystore.generate_client_key(server.home, "phone")
     assert isinstance(_ask(server, key), Pong)
-    remote.revoke(server.home, "phone")
+    keystore.revoke(server.home, "phone")
     with pytest.raises(ProtocolError, match="not authorized"):
         _ask(server, key, timeout=1.0)
-    remote.authorize(server.home, key.with_suffix(".key"), "phone2")
+    keystore.authorize(server.home, key.with_suffix(".key"), "phone2")
     assert isinstance(_ask(server, key), Pong)
 
 
 def test_zap_errors_deny_and_are_logged_not_raised(server: CurveServer,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    key = remote.generate_client_key(server.home, "laptop")
-    (remote.authorized_dir(server.home) / "junk.key").write_text("not a key\n")
+    key = keystore.generate_client_key(server.home, "laptop")
+    (keystore.authorized_dir(server.home) / "junk.key").write_text("not a key\n")
     assert isinstance(_ask(server, key), Pong)  # a bad file is skipped, the rest works
     assert server.auth is not None
     keys, real = server.auth.keys, server.auth.keys.name_of
@@ -274,9 +276,9 @@ def test_no_curve_router_without_authenticator(tmp_path: Path) -> None:
         ctx = zmq.asyncio.Context()
         try:
             with pytest.raises(RuntimeError, match="start_authenticator"):
-                remote.bind_curve_router(ctx, Home(tmp_path / "h"), "127.0.0.1:0")
-            with pytest.raises(remote.EndpointError):
-                remote.bind_curve_router(ctx, Home(tmp_path / "h"), "ipc:///tmp/x.sock")
+                remote_server.bind_curve_router(ctx, Home(tmp_path / "h"), "127.0.0.1:0")
+            with pytest.raises(endpoints.EndpointError):
+                remote_server.bind_curve_router(ctx, Home(tmp_path / "h"), "ipc:///tmp/x.sock")
         finally:
             ctx.destroy(linger=0)
 
@@ -289,8 +291,8 @@ def test_no_curve_router_without_authenticator(tmp_path: Path) -> None:
     ("tcp://[::1]:7070", "tcp://[::1]:7070"),
 ])
 def test_parse_tcp_endpoint_accepts(text: str, expected: str) -> None:
-    assert remote.parse_tcp_endpoint(text) == expected
-    assert remote.parse_tcp_endpoint("*:0", for_bind=True) == "tcp://*:*"
+    assert endpoints.parse_tcp_endpoint(text) == expected
+    assert endpoints.parse_tcp_endpoint("*:0", for_bind=True) == "tcp://*:*"
 
 
 @pytest.mark.parametrize("text", [
@@ -299,8 +301,8 @@ def test_parse_tcp_endpoint_accepts(text: str, expected: str) -> None:
     "tcp://a b:1", "tcp://h;evil:1", "tcp://user@h:1", "tcp://h:1/x",
 ])
 def test_parse_tcp_endpoint_refuses(text: str) -> None:
-    with pytest.raises(remote.EndpointError):
-        remote.parse_tcp_endpoint(text)
+    with pytest.raises(endpoints.EndpointError):
+        endpoints.parse_tcp_endpoint(text)
 
 
 def test_a_real_fleet_is_commanded_over_curve_tcp_only_with_an_authorized_key(

@@ -3,11 +3,11 @@ finished order stays behind in the runner."""
 
 from __future__ import annotations
 
+from multibot.market.bar import Bar, Signal
+from multibot.market.rules import bundled_rules
+from multibot.wire.protocol import PlaceOrder, PositionView, WorkerConfig
 from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
-from orchestrator.broker.rules import bundled_rules
-from orchestrator.protocol import PlaceOrder, PositionView, WorkerConfig
-from strategies.bar import Bar, Signal
 from strategies.base import Strategy
 from worker.runner import Runner
 

@@ -11,11 +11,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from orchestrator.backtest.engine import SymbolJob, SymbolRun, run_symbol
-from orchestrator.backtest.pool import MIN_PART_BARS, run_jobs
-from orchestrator.backtest.session import Request, prepare
-from orchestrator.backtest.split import bounds, stances_before
-from orchestrator.backtest.stitch import stitch
+from multibot.backtest.engine import SymbolJob, SymbolRun, run_symbol
+from multibot.backtest.pool import MIN_PART_BARS, run_jobs
+from multibot.backtest.session import Request, prepare
+from multibot.backtest.split import bounds, stances_before
+from multibot.backtest.stitch import stitch
 from tests.backtest_support import strategy_file
 
 # Everything a run is made of (not its wall time, nor how many processes ran it)

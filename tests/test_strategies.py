@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from multibot.market.bar import Bar, Signal
 from strategies import registry
-from strategies.bar import Bar, Signal
 from strategies.base import INTERFACE_VERSION, Strategy, StrategyError, safe_on_bar
 from strategies.combine import Combiner
 from strategies.ema_cross import EmaCross
@@ -149,7 +149,7 @@ def test_every_builtin_factory_gives_fresh_isolated_instances(name: str) -> None
 
 LEAKY = """
 from strategies.base import Params, Strategy
-from strategies.bar import Bar, Signal
+from multibot.market.bar import Bar, Signal
 
 
 class LeakyParams(Params):

@@ -136,7 +136,7 @@ def test_foreground_ctrl_c_is_an_orderly_down(tmp_path: Path) -> None:
     home = tmp_path / "fg"
     cli = FleetCli(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "up", "BTCUSDT", "ETHUSDT",
+        [sys.executable, "-m", "multibot.cli.app", "up", "BTCUSDT", "ETHUSDT",
          "--foreground", "--home", str(home)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

@@ -14,9 +14,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from orchestrator.backtest.engine import SymbolRun, run_symbol
-from orchestrator.backtest.session import Request, prepare, run_backtest
-from orchestrator.feeds.bundled import load_klines
+from multibot.backtest.engine import SymbolRun, run_symbol
+from multibot.backtest.session import Request, prepare, run_backtest
+from multibot.market.bundled import load_klines
 from strategies import vector
 from strategies.base import Strategy
 from strategies.indicators import EMA, SMA, Crossover

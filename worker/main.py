@@ -20,8 +20,8 @@ from types import FrameType
 import msgspec
 import zmq
 
-from orchestrator.home import Home
-from orchestrator.protocol import (
+from multibot.wire.home import Home
+from multibot.wire.protocol import (
     HEARTBEAT_TOPIC,
     MARKET_HWM,
     PARENT_FD_ENV,

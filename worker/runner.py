@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
-from orchestrator.broker.rules import fmt, price_decimal, round_step_down
-from orchestrator.protocol import (
+from multibot.market.bar import Bar, Signal
+from multibot.market.rules import fmt, price_decimal, round_step_down
+from multibot.wire.protocol import (
     CancelOrder,
     Message,
     OrderUpdate,
@@ -25,7 +26,6 @@ from orchestrator.protocol import (
     WorkerHeartbeat,
     client_order_id,
 )
-from strategies.bar import Bar, Signal
 from strategies.base import Strategy
 from strategies.combine import Combiner
 
@@ -137,7 +137,7 @@ class Runner:
                stances: Sequence[Signal | None]) -> None:
         """Take up a backtest part after ``bars`` bars, at rest: flat, nothing in flight, the
         strategies' ``stances`` as their signals left them (None: not spoken yet, FLAT; see
-        orchestrator.backtest.split). Order ids start again at 1: stitching renumbers them."""
+        multibot.backtest.split). Order ids start again at 1: stitching renumbers them."""
         assert not self.open_orders and not self.pending and not self.position
         self.skip(bars, last_open_time, last_close)
         for i, stance in enumerate(stances):

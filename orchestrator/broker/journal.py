@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from orchestrator.protocol import FillView, OrderView
+from multibot.wire.protocol import FillView, OrderView
 
 __all__ = [
     "OPEN_STATUSES",

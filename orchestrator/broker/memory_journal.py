@@ -16,8 +16,8 @@ from pathlib import Path
 
 import msgspec
 
+from multibot.wire.protocol import FillView, OrderView
 from orchestrator.broker.journal import OPEN_STATUSES, JournalError, JournalEvent
-from orchestrator.protocol import FillView, OrderView
 
 __all__ = ["MemoryJournal"]
 

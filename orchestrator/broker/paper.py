@@ -17,9 +17,9 @@ from decimal import Decimal
 
 import msgspec
 
-from orchestrator.broker.journal import OrderJournal
-from orchestrator.broker.position import Position
-from orchestrator.broker.rules import (
+from multibot.market.bar import Bar
+from multibot.market.position import Position
+from multibot.market.rules import (
     check_order,
     decimal_of,
     fmt,
@@ -28,7 +28,7 @@ from orchestrator.broker.rules import (
     round_step_down,
     round_step_up,
 )
-from orchestrator.protocol import (
+from multibot.wire.protocol import (
     ErrorCode,
     FillView,
     OrderUpdate,
@@ -39,7 +39,7 @@ from orchestrator.protocol import (
     SymbolRules,
     client_order_id,
 )
-from strategies.bar import Bar
+from orchestrator.broker.journal import OrderJournal
 
 __all__ = ["PaperBroker", "check_client_order_id", "client_order_id", "parse_seq"]
 

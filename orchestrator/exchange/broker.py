@@ -24,10 +24,21 @@ from typing import Any
 
 import msgspec
 
+from multibot.market.bar import Bar
+from multibot.market.position import Position
+from multibot.market.rules import check_order, parse_decimal, price_decimal
+from multibot.wire.protocol import (
+    ErrorCode,
+    FillView,
+    OrderUpdate,
+    OrderView,
+    PlaceOrder,
+    PositionView,
+    ProtocolError,
+    SymbolRules,
+)
 from orchestrator.broker.journal import Journal
 from orchestrator.broker.paper import check_client_order_id, parse_seq
-from orchestrator.broker.position import Position
-from orchestrator.broker.rules import check_order, parse_decimal, price_decimal
 from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown, Rejected, Unavailable
 from orchestrator.exchange.orders import (
     FINAL_STATUSES,
@@ -39,17 +50,6 @@ from orchestrator.exchange.orders import (
     rejection_reason,
     status_of,
 )
-from orchestrator.protocol import (
-    ErrorCode,
-    FillView,
-    OrderUpdate,
-    OrderView,
-    PlaceOrder,
-    PositionView,
-    ProtocolError,
-    SymbolRules,
-)
-from strategies.bar import Bar
 
 log = logging.getLogger(__name__)
 

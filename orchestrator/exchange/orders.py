@@ -5,15 +5,15 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from orchestrator.broker.rules import (
+from multibot.market.rules import (
     decimal_of,
     fmt,
     parse_decimal,
     round_step_down,
     round_step_up,
 )
+from multibot.wire.protocol import ErrorCode, FillView, OrderView, PlaceOrder, SymbolRules
 from orchestrator.exchange.client import Rejected
-from orchestrator.protocol import ErrorCode, FillView, OrderView, PlaceOrder, SymbolRules
 
 FINAL_STATUSES = {"FILLED", "CANCELED", "REJECTED", "EXPIRED", "EXPIRED_IN_MATCH"}
 _REJECTION_CODES = {-2010: ErrorCode.INSUFFICIENT_BALANCE, -2011: ErrorCode.UNKNOWN_ORDER,

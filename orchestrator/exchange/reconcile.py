@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from orchestrator.broker.rules import fmt
+from multibot.market.rules import fmt
 from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.orders import describe, number

@@ -8,15 +8,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from multibot.market.rules import load_rules
+from multibot.wire.protocol import OrderUpdate, SymbolRules
+from multibot.wire.settings import FleetSettings
 from orchestrator.broker.journal import Journal
-from orchestrator.broker.rules import load_rules
 from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeClient, ExchangeError
 from orchestrator.exchange.credentials import load_credentials
 from orchestrator.exchange.endpoints import resolve_endpoints
 from orchestrator.feeds.binance import BinanceFeed
-from orchestrator.protocol import OrderUpdate, SymbolRules
-from orchestrator.settings import FleetSettings
 
 log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 20.0

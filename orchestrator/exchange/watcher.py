@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from multibot.wire.protocol import ProtocolError
 from orchestrator.exchange.broker import ExchangeBroker
-from orchestrator.protocol import ProtocolError
 
 __all__ = ["watch"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from orchestrator.protocol import SymbolRules
-from strategies.bar import Bar
+from multibot.market.bar import Bar
+from multibot.wire.protocol import SymbolRules
 
 HISTORY_LIMIT = 1000  # bars of warm-up history a worker may ask for
 

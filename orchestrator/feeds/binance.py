@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from binance import BinanceSocketManager
 
+from multibot.market.bar import Bar
+from multibot.market.intervals import BINANCE_INTERVAL_MS
+from multibot.wire.protocol import SymbolRules
 from orchestrator.feeds.base import HISTORY_LIMIT, FeedError, StreamingFeed, UnknownSymbol
 from orchestrator.feeds.binance_streams import Connection
-from orchestrator.feeds.intervals import BINANCE_INTERVAL_MS
-from orchestrator.protocol import SymbolRules
-from strategies.bar import Bar
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.broker.rules import bundled_rules
+from multibot.market.bar import Bar
+from multibot.market.bundled import INTERVAL_MS, catalog, load_klines, symbols_for
+from multibot.market.rules import bundled_rules
+from multibot.wire.protocol import SymbolRules
 from orchestrator.feeds.base import HISTORY_LIMIT, ClockedFeed, UnknownSymbol
-from orchestrator.feeds.bundled import INTERVAL_MS, catalog, load_klines, symbols_for
-from orchestrator.protocol import SymbolRules
-from strategies.bar import Bar
 
 
 def bars_from_array(symbol: str, rows: np.ndarray, step_ms: int) -> list[Bar]:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.broker.rules import bundled_rules, synthetic_rules
+from multibot.market.bar import Bar
+from multibot.market.bundled import INTERVAL_MS, catalog, load_klines
+from multibot.market.rules import bundled_rules, synthetic_rules
+from multibot.wire.protocol import SymbolRules
 from orchestrator.feeds.base import HISTORY_LIMIT, ClockedFeed, UnknownSymbol
-from orchestrator.feeds.bundled import INTERVAL_MS, catalog, load_klines
-from orchestrator.protocol import SymbolRules
-from strategies.bar import Bar
 
 QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BUSD", "BTC", "ETH", "BNB")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")

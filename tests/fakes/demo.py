@@ -29,7 +29,7 @@ def main() -> int:
                    MULTIBOT_BINANCE_TESTNET_API_KEY=KEY,
                    MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
         print(f"local Binance-protocol server on {fake.rest_url}", file=sys.stderr)
-        command = [sys.executable, "-m", "orchestrator.cli", "up", *args.symbols,
+        command = [sys.executable, "-m", "multibot.cli.app", "up", *args.symbols,
                    "--mode", "testnet", "--interval", "1s", "-s", "sma_cross:fast=3,slow=8",
                    "--home", args.home, "--foreground"]
         child = subprocess.Popen(command, env=env)

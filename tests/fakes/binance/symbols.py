@@ -19,7 +19,7 @@ _ZERO = Decimal(0)
 
 @functools.cache
 def bundled_exchange_info() -> dict[str, Any]:
-    raw = resources.files("orchestrator").joinpath("data", "exchange_info.json").read_text()
+    raw = resources.files("multibot.market").joinpath("data", "exchange_info.json").read_text()
     info: dict[str, Any] = json.loads(raw)
     return info
 
@@ -28,7 +28,7 @@ def bundled_exchange_info() -> dict[str, Any]:
 def bundled_last_close(symbol: str) -> float | None:
     """Last close of the bundled 1m (else 1h) klines; read straight from the file because
     loading the whole array (numpy) for one number would slow every fake's start-up."""
-    folder = resources.files("orchestrator").joinpath("data", "klines")
+    folder = resources.files("multibot.market").joinpath("data", "klines")
     for interval in ("1m", "1h", "1d"):
         entry = folder.joinpath(f"{symbol}-{interval}.csv.gz")
         if not entry.is_file():

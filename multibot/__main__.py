@@ -1,0 +1,5 @@
+"""``python -m multibot``: the CLI."""
+
+from multibot.cli.app import main
+
+main()

@@ -1,0 +1,379 @@
+"""`multibot`: start, inspect and stop a fleet of per-symbol trading processes."""
+
+# No `from __future__ import annotations`: typer reads every command's annotations on each
+# run, and as strings they would be compiled and evaluated each time (~6% of a `status`).
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from multibot.backtest.command import register as register_backtest
+from multibot.cli.keys import register as register_keys
+from multibot.client import DaemonStartError, FleetNotRunning, request, start_daemon
+from multibot.wire.home import Home
+from multibot.wire.protocol import (
+    Down,
+    Kill,
+    KillResult,
+    Ping,
+    Pong,
+    ProtocolError,
+    Status,
+    StatusReport,
+    SymbolResult,
+    Up,
+    UpResult,
+)
+from multibot.wire.settings import DEFAULT_SPEED, FleetSettings, SettingsError, normalize_symbols
+
+if TYPE_CHECKING:
+    from multibot.remote import RemoteTarget
+
+app = typer.Typer(
+    help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+register_keys(app)
+_connect: tuple[str, str | None, str | None] | None = None  # --connect, --key, --server-key
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Fleet state directory [env MULTIBOT_HOME; default "
+                 "~/.local/state/multibot]", show_default=False),
+]
+SymbolsArg = Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT",
+                                                 show_default=False)]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _global_options(
+    connect: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_CONNECT", help="command a remote fleet at tcp://HOST:PORT (CURVE "
+        "encrypted and key-authenticated; see `multibot keys`)", show_default=False)] = None,
+    key: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_KEY", help="with --connect: your client key (a name from `multibot "
+        "keys generate` or a .key_secret file)", show_default=False)] = None,
+    server_key: Annotated[str | None, typer.Option(
+        envvar="MULTIBOT_SERVER_KEY", help="with --connect: the fleet's public key (`multibot "
+        "keys server` on its machine) or a file holding it", show_default=False)] = None,
+) -> None:
+    global _connect
+    _connect = (connect, key, server_key) if connect else None
+
+
+def _remote_target(home: Home) -> "RemoteTarget":
+    from multibot.remote import RemoteTarget
+    from multibot.wire.endpoints import EndpointError
+    from multibot.wire.keystore import KeyStoreError
+
+    assert _connect is not None
+    connect, key, server_key = _connect
+    if not key or not server_key:
+        _fail("--connect needs --key and --server-key", EXIT_USAGE)
+    try:
+        return RemoteTarget.resolve(home, connect, key, server_key)
+    except (EndpointError, KeyStoreError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _remote_pong(home: Home) -> Pong:
+    reply = _request(home, Ping(), timeout=5.0)
+    assert isinstance(reply, Pong)
+    return reply
+
+
+def _request(home: Home, message: object, timeout: float = 10.0) -> object:
+    try:
+        if _connect is not None:
+            return _remote_target(home).request(message, timeout)  # type: ignore[arg-type]
+        return request(home, message, timeout)  # type: ignore[arg-type]
+    except FleetNotRunning as exc:
+        _fail(f"{exc}; start one with `multibot up SYMBOL`")
+    except ProtocolError as exc:
+        usage = {"unknown_symbol", "bad_config", "conflict", "not_running", "not_available"}
+        _fail(f"{exc.reason} [{exc.code.value}]",
+              EXIT_USAGE if exc.code.value in usage else EXIT_FAILED)
+
+
+def _print_results(results: list[SymbolResult]) -> bool:
+    ok = True
+    for r in results:
+        line = f"{r.symbol:<12} {r.state:<9} pid {r.pid or '-'}"
+        if r.error:
+            line += f"  ({r.error})"
+        typer.echo(line)
+        ok = ok and r.state in ("RUNNING", "STOPPED")
+    return ok
+
+
+@app.command()
+def up(
+    symbols: Annotated[list[str] | None, typer.Argument(
+        help="Symbols, e.g. BTCUSDT ETHUSDT (default: the config's [symbol.X] sections)",
+        show_default=False)] = None,
+    home: HomeOption = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML file: [fleet], [defaults], [symbol.X] sections")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="paper (default: simulated fills) | testnet | live (real orders on Binance)")
+    ] = None,
+    feed: Annotated[str | None, typer.Option(
+        help="replay (paper default: bundled real klines) | synthetic (any symbol) | binance "
+             "(live klines; the default with testnet/live)")] = None,
+    interval: Annotated[str | None, typer.Option(help="bar interval (default 1m)")] = None,
+    speed: Annotated[float | None, typer.Option(
+        help=f"bars per second (default {DEFAULT_SPEED:g})")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(
+        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross); see "
+        "`multibot strategies`")] = None,
+    stake: Annotated[str | None, typer.Option(help="quote amount per entry (default 100)")
+                     ] = None,
+    order_type: Annotated[str | None, typer.Option(help="MARKET (default) | LIMIT")] = None,
+    seed: Annotated[int | None, typer.Option(help="synthetic feed seed (default 7)")] = None,
+    foreground: Annotated[bool, typer.Option(
+        help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
+    live: Annotated[bool | None, typer.Option(
+        help="with --foreground: redraw status and events every second (default: on a "
+             "terminal)")] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
+    max_restarts: Annotated[int | None, typer.Option(
+        help="a symbol whose worker exits more often than this within --restart-window "
+             "is marked FAILED (default 5)")] = None,
+    restart_window: Annotated[float | None, typer.Option(help="seconds (default 60)")] = None,
+    control_tcp: Annotated[str, typer.Option(
+        help="also accept remote control on tcp://HOST:PORT: CURVE only, keys authorized "
+             "with `multibot keys`")] = "",
+    rest_url: Annotated[str | None, typer.Option(
+        help="Binance REST endpoint, e.g. http://127.0.0.1:9000/api [env "
+             "MULTIBOT_BINANCE_REST_URL; default: the network's own]", show_default=False)
+    ] = None,
+    stream_url: Annotated[str | None, typer.Option(
+        help="Binance stream endpoint [env MULTIBOT_BINANCE_STREAM_URL]", show_default=False)
+    ] = None,
+    key_file: Annotated[str | None, typer.Option(
+        help="TOML file (mode 0600) with network, api_key, api_secret [default: env "
+             "MULTIBOT_BINANCE[_TESTNET]_API_KEY/_SECRET]", show_default=False)] = None,
+    confirm_live: Annotated[bool, typer.Option(
+        "--confirm-live", help="required with --mode live: real orders, real money")] = False,
+) -> None:
+    """Start symbols (starting the fleet if needed, else hot-adding them)."""
+    from multibot.client import ping
+    from multibot.launch import ConfigError, UpOptions, prepare_up
+
+    fleet_home = Home.at(home)
+    options = UpOptions(
+        symbols=symbols or [], config=config, mode=mode, feed=feed, interval=interval,
+        speed=speed, seed=seed, strategies=strategy, stake=stake,
+        order_type=order_type.upper() if order_type else None, max_restarts=max_restarts,
+        restart_window=restart_window, wait=wait, control_tcp=control_tcp,
+        rest_url=rest_url, stream_url=stream_url, key_file=key_file, confirm_live=confirm_live,
+    )
+    try:
+        settings, message = prepare_up(options)
+    except (SettingsError, ConfigError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if _connect is not None and foreground:
+        _fail("--foreground runs a fleet on this machine; drop --connect", EXIT_USAGE)
+    running = ping(fleet_home) if _connect is None else _remote_pong(fleet_home)  # hot-add
+    if running is None:
+        _validate_symbols(settings, message.symbols)
+        if foreground:
+            _run_foreground(fleet_home, settings, message,
+                            sys.stdout.isatty() if live is None else live)
+            return
+        try:
+            pid = start_daemon(fleet_home, settings)
+        except DaemonStartError as exc:
+            _fail(str(exc))
+        pace = "live" if settings.feed == "binance" else f"@ {settings.speed:g} bars/s"
+        typer.echo(f"started orchestrator pid {pid} ({settings.mode}, {settings.feed} "
+                   f"{settings.interval} {pace}) home {fleet_home.root}")
+    elif foreground:
+        _fail(f"a fleet already runs on {fleet_home.root} (pid {running.pid})", EXIT_USAGE)
+    try:
+        reply = _request(fleet_home, message, timeout=wait + 15)
+    except typer.Exit:
+        if running is None:  # we started it for this request only: do not leave it behind
+            with contextlib.suppress(typer.Exit):
+                _request(fleet_home, Down(flatten=False), timeout=60.0)
+        raise
+    assert isinstance(reply, UpResult)
+    if not _print_results(reply.results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
+    from orchestrator.feeds.base import UnknownSymbol
+    from orchestrator.feeds.factory import make_feed
+
+    if settings.feed == "binance":
+        return  # checked against the exchange's own exchangeInfo by the orchestrator
+    try:
+        feed = make_feed(settings, None)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    errors = []
+    for name in names:
+        try:
+            feed.validate(name)
+        except UnknownSymbol as exc:
+            errors.append(str(exc))
+    if errors:
+        _fail("\n".join(errors), EXIT_USAGE)
+
+
+def _run_foreground(home: Home, settings: FleetSettings, message: Up, live: bool) -> None:
+    from multibot.cli.render import live_frame
+    from orchestrator.daemon import configure_logging, run
+
+    configure_logging(home, console=True, live=live)
+    typer.echo(f"orchestrator pid {os.getpid()} in the foreground; Ctrl-C stops the fleet",
+               err=True)
+    code = run(home, settings, initial=message, live=live_frame if live else None)
+    if live:
+        typer.echo(f"fleet stopped; journal kept in {home.journal_path}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable (stable schema)")] = False,
+    watch: Annotated[bool, typer.Option(help="refresh until Ctrl-C")] = False,
+    every: Annotated[float, typer.Option(help="refresh period with --watch")] = 1.0,
+) -> None:
+    """One row per symbol: process facts and trading facts."""
+    import msgspec
+
+    from multibot.cli.render import status_table
+
+    fleet_home = Home.at(home)
+    while True:
+        report = _request(fleet_home, Status(), timeout=10.0)
+        assert isinstance(report, StatusReport)
+        if json:
+            typer.echo(msgspec.json.format(msgspec.json.encode(report), indent=2).decode())
+        else:
+            if watch:
+                typer.echo("\x1b[H\x1b[2J", nl=False)
+            typer.echo(status_table(report))
+        if not watch:
+            return
+        try:
+            time.sleep(every)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def kill(
+    symbols: SymbolsArg,
+    home: HomeOption = None,
+    flatten: Annotated[bool, typer.Option(help="also close the position")] = False,
+) -> None:
+    """Stop symbols gracefully (open orders cancelled); the others keep trading."""
+    try:
+        names = normalize_symbols(symbols)
+    except SettingsError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    reply = _request(Home.at(home), Kill(symbols=names, flatten=flatten), timeout=60.0)
+    assert isinstance(reply, KillResult)
+    if not _print_results(reply.results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def down(
+    home: HomeOption = None,
+    flatten: Annotated[bool, typer.Option(help="close every position first")] = False,
+) -> None:
+    """Stop every worker, then the orchestrator; returns when nothing is left."""
+    from multibot.client import pid_alive
+
+    fleet_home = Home.at(home)
+    pid = fleet_home.read_pid() if _connect is None else None
+    _request(fleet_home, Down(flatten=flatten), timeout=120.0)
+    if _connect is not None:
+        typer.echo(f"remote fleet on {_connect[0]} is stopping")
+        return
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        _fail(f"orchestrator pid {pid} is still alive")
+    typer.echo(f"fleet on {fleet_home.root} stopped")
+
+
+@app.command()
+def logs(
+    symbol: Annotated[str, typer.Argument(help="a symbol, or 'orchestrator'")],
+    home: HomeOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
+) -> None:
+    """Print a symbol's log (or the orchestrator's)."""
+    from multibot.cli.logs import follow_file, last_lines
+
+    fleet_home = Home.at(home)
+    name = symbol.strip()
+    path = (fleet_home.orchestrator_log if name.lower() == "orchestrator"
+            else fleet_home.worker_log(name.upper()))
+    if not path.exists():
+        known = sorted(p.stem for p in fleet_home.logs_dir.glob("*.log"))
+        _fail(f"no log for {name} in {fleet_home.logs_dir}; available: "
+              f"{', '.join(known) or 'none'}")
+    sys.stdout.write(last_lines(path, lines))
+    sys.stdout.flush()
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            follow_file(path, sys.stdout)
+
+
+@app.command()
+def symbols() -> None:
+    """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
+    from multibot.market.bundled import catalog
+
+    for interval, names in sorted(catalog().items()):
+        typer.echo(f"{interval:<4} {' '.join(names)}")
+
+
+@app.command("strategies")
+def list_strategies() -> None:
+    """Built-in strategies with their parameters and defaults."""
+    import msgspec
+
+    from strategies.registry import builtins, describe
+
+    for name, cls in builtins().items():
+        params = ", ".join(
+            f"{p}: {t}" + ("" if d is msgspec.NODEFAULT else f" = {d!r}")
+            for p, t, d in describe(cls)
+        )
+        typer.echo(f"{name:<12} {cls.description}")
+        typer.echo(f"{'':<12} {params or '(no parameters)'}")
+    typer.echo("\nuse: multibot up BTCUSDT -s NAME[:param=value,...]   (repeatable); your own: "
+               "-s path/to/file.py:Class or -s package.module:Class")
+
+
+register_backtest(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
