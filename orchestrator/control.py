@@ -34,6 +34,7 @@ from multibot.wire.protocol import (
     error_reply,
 )
 from multibot.wire.settings import SettingsError, normalize_symbols
+from orchestrator.broker.base import NotReconciled
 from orchestrator.feeds.base import FeedError, UnknownSymbol
 from orchestrator.plans import check_plan
 from orchestrator.status import StatusBuilder
@@ -207,12 +208,8 @@ class ControlHandlers:
             return f"no market data: {exc}"
         fleet.rules[symbol] = rules
         fleet.broker.add_rules(rules)
-        if fleet.exchange_broker is None:
-            return ""
-        from orchestrator.exchange.reconcile import NotReconciled, reconcile
-
         try:
-            await reconcile(fleet.exchange_broker, symbol)
+            await fleet.broker.reconcile(symbol)
         except NotReconciled as exc:
             fleet.feed.remove(symbol)
             return f"not reconciled with the exchange: {exc}"

@@ -36,6 +36,7 @@ from multibot.wire.protocol import (
     heartbeat_frame,
 )
 from multibot.wire.settings import FleetSettings
+from orchestrator.broker.base import Broker
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control import ControlHandlers
@@ -46,7 +47,6 @@ from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
 from orchestrator.worker_link import WorkerLink
 
 if TYPE_CHECKING:
-    from orchestrator.exchange.broker import ExchangeBroker
     from orchestrator.exchange.client import ExchangeClient
     from orchestrator.feeds.binance import BinanceFeed
     from orchestrator.live import DrawFrame
@@ -70,12 +70,11 @@ class Fleet:
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self.journal_error = ""  # non-empty while the journal cannot be written
         self._check_mode()
-        self.broker: PaperBroker | ExchangeBroker = PaperBroker(
+        self.broker: Broker = PaperBroker(
             self.journal, {}, fee_rate=Decimal(settings.fee_rate),
             slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
         self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
-        self.exchange_broker: ExchangeBroker | None = None  # testnet and live
         saved = self.journal.get_meta(self._cursor_key)
         self.feed: Feed = (make_feed(settings, int(saved) if saved else None)
                            if settings.feed != "binance" else PendingFeed())
@@ -169,7 +168,7 @@ class Fleet:
         venue = await open_venue(self.settings, self.journal, self._exchange_update)
         self.exchange, self.feed, self.binance_feed = venue.client, venue.feed, venue.feed
         if venue.broker is not None:
-            self.broker = self.exchange_broker = venue.broker
+            self.broker = venue.broker
             self.spawn(watch(venue.broker))
 
     def _exchange_update(self, update: OrderUpdate) -> None:
@@ -199,9 +198,9 @@ class Fleet:
 
     async def _stop_everything(self, flatten: bool = False) -> None:
         await self.supervisor.stop_all(flatten)
-        if self.exchange_broker is not None:  # nothing may rest on the exchange unwatched
+        if self.broker.on_exchange:  # nothing may rest on the exchange unwatched
             for symbol in list(self.supervisor.handles):
-                await self._cancel_on_exchange(symbol)
+                await self._cancel_all(symbol)
         self._done.set()
 
     async def stop_for_down(self, flatten: bool) -> None:
@@ -325,21 +324,12 @@ class Fleet:
 
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
-        if self.exchange_broker is not None:
-            if not self.shutting_down:  # else _stop_everything cancels every symbol itself
-                self.spawn(self._cancel_on_exchange(symbol))
-            return
-        assert isinstance(self.broker, PaperBroker)
-        try:
-            for update in self.broker.cancel_all(symbol):
-                self.order_event(update)
-        except JournalError as exc:
-            log.error("%s: could not cancel open orders: %s", symbol, exc)
+        if not (self.shutting_down and self.broker.on_exchange):  # else _stop_everything does
+            self.spawn(self._cancel_all(symbol))
 
-    async def _cancel_on_exchange(self, symbol: str) -> None:
-        assert self.exchange_broker is not None
+    async def _cancel_all(self, symbol: str) -> None:
         try:
-            for update in await self.exchange_broker.cancel_all(symbol):
+            for update in await self.broker.cancel_all(symbol):
                 self.order_event(update)
         except JournalError as exc:
             log.error("%s: could not cancel open orders: %s", symbol, exc)

@@ -46,7 +46,7 @@ class StatusBuilder:
         stats = fleet.binance_feed.stats if fleet.binance_feed is not None else None
         return ExchangeStatus(
             endpoint=client.endpoints.host, network=client.endpoints.network,
-            trading=fleet.exchange_broker is not None, used_weight_1m=limits.used_weight,
+            trading=fleet.broker.on_exchange, used_weight_1m=limits.used_weight,
             weight_limit=limits.weight_limit, rate_limited_s=limits.blocked_s,
             throttled=limits.throttled,
             stream_connections=stats.connections if stats else 0,

@@ -33,7 +33,6 @@ from multibot.wire.protocol import (
     error_reply,
 )
 from orchestrator.broker.journal import JournalError
-from orchestrator.broker.paper import PaperBroker
 from orchestrator.supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -119,19 +118,9 @@ class WorkerLink:
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 f"{message.TYPE!r} is not a worker request")
         fleet.journal_guard()
-        exchange = fleet.exchange_broker
-        if exchange is not None:
-            if isinstance(message, PlaceOrder):
-                return exchange.place(symbol, message)
-            return exchange.cancel(symbol, message.client_order_id)
-        paper = fleet.broker
-        assert isinstance(paper, PaperBroker)
         if isinstance(message, PlaceOrder):
-            update = paper.place(symbol, message)
-        else:
-            update = paper.cancel(symbol, message.client_order_id)
-        fleet.order_event(update)
-        return update
+            return fleet.broker.place(symbol, message)
+        return fleet.broker.cancel(symbol, message.client_order_id)
 
     def _welcome(self, handle: WorkerHandle) -> Welcome:
         fleet, symbol = self._fleet, handle.symbol

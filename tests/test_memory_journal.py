@@ -161,19 +161,19 @@ def scenario(journal: AnyJournal,
                 close, wick = D(a) / 10_000, abs(D(b)) / 100_000
                 answers.append(broker.on_bar(bar("XRPUSDT", close, close - wick, close + wick)))
             elif kind in ("BUY", "SELL"):
-                answers.append(broker.place("XRPUSDT", PlaceOrder(
+                answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=coid, side=kind, type="MARKET", quantity=qty)))
             elif kind in ("LBUY", "LSELL"):
                 price = str(max(last + D(b) / 10_000, D("0.01")))
-                answers.append(broker.place("XRPUSDT", PlaceOrder(
+                answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=coid, side=kind[1:], type="LIMIT", quantity=qty,
                     price=price)))
             elif kind == "cancel":
                 opened = broker.open_orders("XRPUSDT")
                 target = opened[a % len(opened)].client_order_id if opened else "none"
-                answers.append(broker.cancel("XRPUSDT", target))
+                answers.append(broker.cancel_now("XRPUSDT", target))
             elif kind == "resend":  # an id used before: answered from the journal
-                answers.append(broker.place("XRPUSDT", PlaceOrder(
+                answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=client_order_id("XRPUSDT", max(1, seq - 1 - a % 3)),
                     side="BUY", type="MARKET", quantity=qty)))
         except ProtocolError as exc:

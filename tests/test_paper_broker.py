@@ -64,7 +64,7 @@ def broker(journal: Journal) -> PaperBroker:
 
 def test_market_fill_price_has_slippage_on_the_tick_and_a_fee(broker: PaperBroker) -> None:
     broker.on_bar(bar("BTCUSDT", "50001.23"))
-    update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    update = broker.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     assert update.order.status == "FILLED" and update.order.executed_qty == "0.001"
     [fill] = update.fills
     # 50001.23 * 1.0002 = 50011.230246 -> up to the 0.01 tick; fee 0.1% of 50.01124 USDT
@@ -73,16 +73,16 @@ def test_market_fill_price_has_slippage_on_the_tick_and_a_fee(broker: PaperBroke
     assert update.position.qty == "0.001" and update.position.avg_entry == "50011.24"
     assert update.position.realized_pnl == "-0.05001124"
     # a sell is pushed down: 50001.23 * 0.9998 = 49991.229754 -> 49991.22
-    sell = broker.place("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.001"))
+    sell = broker.place_now("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.001"))
     assert sell.fills[0].price == "49991.22"
 
 
 def test_round_trip_realized_pnl_is_net_of_both_fees(broker: PaperBroker) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
-    broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.002"))
+    broker.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.002"))
     assert broker.unrealized_pnl("BTCUSDT") == D("0.002") * (D("50000") - D("50010"))
     broker.on_bar(bar("BTCUSDT", "51000"))
-    update = broker.place("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.002"))
+    update = broker.place_now("BTCUSDT", market("mb-BTCUSDT-2", "SELL", "0.002"))
     buy_fee, sell_fee = D("0.002") * D("50010") / 1000, D("0.002") * D("50989.80") / 1000
     expected = D("0.002") * (D("50989.80") - D("50010")) - buy_fee - sell_fee
     position = update.position
@@ -94,7 +94,7 @@ def test_round_trip_realized_pnl_is_net_of_both_fees(broker: PaperBroker) -> Non
 
 def test_limit_rests_until_a_bar_crosses_it(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("XRPUSDT", "0.52"))
-    placed = broker.place("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.5"))
+    placed = broker.place_now("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.5"))
     assert placed.order.status == "NEW" and placed.fills == []
     assert status(journal, "mb-XRPUSDT-1") == "NEW"  # committed before any fill
     assert broker.on_bar(bar("XRPUSDT", "0.51", low="0.5001")) == []
@@ -102,7 +102,7 @@ def test_limit_rests_until_a_bar_crosses_it(broker: PaperBroker, journal: Journa
     assert update.order.status == "FILLED" and update.order.client_order_id == "mb-XRPUSDT-1"
     assert [(f.price, f.qty, f.fee) for f in update.fills] == [("0.5", "20", "0.01")]
     assert update.position.qty == "20" and broker.open_orders("XRPUSDT") == []
-    broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.55"))
+    broker.place_now("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.55"))
     assert broker.on_bar(bar("XRPUSDT", "0.54", high="0.5499")) == []
     [sold] = broker.on_bar(bar("XRPUSDT", "0.54", high="0.55"))
     assert sold.fills[0].price == "0.55" and sold.position.qty == "0"
@@ -111,36 +111,38 @@ def test_limit_rests_until_a_bar_crosses_it(broker: PaperBroker, journal: Journa
 
 def test_a_marketable_limit_fills_at_once_at_the_market(broker: PaperBroker) -> None:
     broker.on_bar(bar("XRPUSDT", "0.52"))
-    update = broker.place("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.53"))
+    update = broker.place_now("XRPUSDT", limit("mb-XRPUSDT-1", "BUY", "20", "0.53"))
     assert update.order.status == "FILLED" and update.fills[0].price == "0.52"
-    update = broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.51"))
+    update = broker.place_now("XRPUSDT", limit("mb-XRPUSDT-2", "SELL", "20", "0.51"))
     assert update.order.status == "FILLED" and update.fills[0].price == "0.52"
 
 
 def test_same_client_order_id_twice_trades_once(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
-    first = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
-    again = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    first = broker.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    again = broker.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     assert again.order == first.order and again.fills == first.fills
     assert again.position == first.position and first.position.qty == "0.001"
     assert len(journal.orders()) == 1 and len(journal.fills()) == 1
     # a resend after an orchestrator restart is just as harmless
     restarted = PaperBroker(journal, RULES)
     restarted.on_bar(bar("BTCUSDT", "40000"))
-    assert restarted.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001")).order == first.order
+    again = restarted.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    assert again.order == first.order
     assert len(journal.fills()) == 1 and restarted.position("BTCUSDT").qty == "0.001"
 
 
 def test_oversell_is_insufficient_balance(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("XRPUSDT", "2"))
-    naked = broker.place("XRPUSDT", market("mb-XRPUSDT-1", "SELL", "10"))
+    naked = broker.place_now("XRPUSDT", market("mb-XRPUSDT-1", "SELL", "10"))
     assert naked.order.status == "REJECTED"
     assert naked.order.reason.startswith("insufficient_balance: ")
-    broker.place("XRPUSDT", market("mb-XRPUSDT-2", "BUY", "10"))
-    assert broker.place("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "6", "3")).order.status == "NEW"
-    over = broker.place("XRPUSDT", market("mb-XRPUSDT-4", "SELL", "5"))
+    broker.place_now("XRPUSDT", market("mb-XRPUSDT-2", "BUY", "10"))
+    resting = broker.place_now("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "6", "3"))
+    assert resting.order.status == "NEW"
+    over = broker.place_now("XRPUSDT", market("mb-XRPUSDT-4", "SELL", "5"))
     assert over.order.status == "REJECTED" and "4 is free" in over.order.reason
-    assert broker.place("XRPUSDT", market("mb-XRPUSDT-5", "SELL", "4")).order.status == "FILLED"
+    assert broker.place_now("XRPUSDT", market("mb-XRPUSDT-5", "SELL", "4")).order.status == "FILLED"
     assert status(journal, "mb-XRPUSDT-4") == "REJECTED"
     assert broker.position("XRPUSDT").qty == "6"
 
@@ -162,7 +164,7 @@ def test_rejections_are_journaled_and_returned_not_raised(
 ) -> None:
     broker.on_bar(bar("BTCUSDT", "45000"))
     broker.on_bar(bar("XRPUSDT", "0.5"))
-    update = broker.place(symbol, order)
+    update = broker.place_now(symbol, order)
     assert update.order.status == "REJECTED" and update.fills == []
     assert update.order.reason.startswith(reason), update.order.reason
     assert journal.get_order(order.client_order_id) == update.order
@@ -170,36 +172,36 @@ def test_rejections_are_journaled_and_returned_not_raised(
 
 
 def test_market_order_without_a_price_is_rejected(broker: PaperBroker) -> None:
-    update = broker.place("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
+    update = broker.place_now("BTCUSDT", market("mb-BTCUSDT-1", "BUY", "0.001"))
     assert update.order.status == "REJECTED" and "no market price yet" in update.order.reason
-    resting = broker.place("BTCUSDT", limit("mb-BTCUSDT-2", "BUY", "0.001", "50000"))
+    resting = broker.place_now("BTCUSDT", limit("mb-BTCUSDT-2", "BUY", "0.001", "50000"))
     assert resting.order.status == "NEW"
 
 
 def test_bad_or_foreign_client_order_ids_raise(broker: PaperBroker, journal: Journal) -> None:
     for coid in ["", "x" * 37, "has space", "semi;colon", "ok\n"]:
         with pytest.raises(ProtocolError) as info:
-            broker.place("XRPUSDT", limit(coid, "BUY", "20", "0.5"))
+            broker.place_now("XRPUSDT", limit(coid, "BUY", "20", "0.5"))
         assert info.value.code == "bad_body"  # codes are stable strings scripts match on
     assert journal.orders() == []
-    broker.place("XRPUSDT", limit("shared-1", "BUY", "20", "0.5"))
+    broker.place_now("XRPUSDT", limit("shared-1", "BUY", "20", "0.5"))
     with pytest.raises(ProtocolError) as info:
-        broker.place("BTCUSDT", limit("shared-1", "BUY", "0.001", "50000"))
+        broker.place_now("BTCUSDT", limit("shared-1", "BUY", "0.001", "50000"))
     assert info.value.code == "conflict"
 
 
 def test_cancel_and_cancel_all(broker: PaperBroker, journal: Journal) -> None:
     for seq in (1, 2, 3):
-        broker.place("XRPUSDT", limit(client_order_id("XRPUSDT", seq), "BUY", "20", "0.5"))
-    canceled = broker.cancel("XRPUSDT", "mb-XRPUSDT-2")
+        broker.place_now("XRPUSDT", limit(client_order_id("XRPUSDT", seq), "BUY", "20", "0.5"))
+    canceled = broker.cancel_now("XRPUSDT", "mb-XRPUSDT-2")
     assert canceled.order.status == "CANCELED"
     assert status(journal, "mb-XRPUSDT-2") == "CANCELED"
     # already canceled, another symbol's, never placed
     for coid, symbol in [("mb-XRPUSDT-2", "XRPUSDT"), ("mb-XRPUSDT-1", "BTCUSDT"), ("x", "XRP")]:
         with pytest.raises(ProtocolError) as info:
-            broker.cancel(symbol, coid)
+            broker.cancel_now(symbol, coid)
         assert info.value.code == "unknown_order"
-    canceled_all = [u.order.client_order_id for u in broker.cancel_all("XRPUSDT")]
+    canceled_all = [u.order.client_order_id for u in broker.cancel_all_now("XRPUSDT")]
     assert canceled_all == ["mb-XRPUSDT-1", "mb-XRPUSDT-3"]
     assert broker.open_orders("XRPUSDT") == [] and journal.orders(open_only=True) == []
     assert broker.on_bar(bar("XRPUSDT", "0.1")) == []
@@ -210,10 +212,10 @@ def test_a_new_broker_on_the_same_journal_resumes_exactly(path: Path) -> None:
     old = PaperBroker(journal, RULES)
     old.on_bar(bar("XRPUSDT", "0.6"))
     old.on_bar(bar("BTCUSDT", "50000"))
-    old.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "30"))
-    old.place("XRPUSDT", market("mb-XRPUSDT-2", "SELL", "10"))
-    old.place("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "15", "0.7"))
-    old.place("BTCUSDT", limit("mb-BTCUSDT-7", "BUY", "0.001", "49000"))
+    old.place_now("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "30"))
+    old.place_now("XRPUSDT", market("mb-XRPUSDT-2", "SELL", "10"))
+    old.place_now("XRPUSDT", limit("mb-XRPUSDT-3", "SELL", "15", "0.7"))
+    old.place_now("BTCUSDT", limit("mb-BTCUSDT-7", "BUY", "0.001", "49000"))
     journal.close()  # the orchestrator dies
 
     journal = Journal(path)
@@ -223,7 +225,7 @@ def test_a_new_broker_on_the_same_journal_resumes_exactly(path: Path) -> None:
         assert new.open_orders(symbol) == old.open_orders(symbol)
     assert new.next_seq("XRPUSDT") == 4 and new.next_seq("BTCUSDT") == 8
     assert new.last_price("XRPUSDT") is None  # prices come back with the next bar
-    over = new.place("XRPUSDT", limit("mb-XRPUSDT-4", "SELL", "8", "0.7"))
+    over = new.place_now("XRPUSDT", limit("mb-XRPUSDT-4", "SELL", "8", "0.7"))
     assert "insufficient_balance" in over.order.reason  # 15 of 20 still locked after restart
     [update] = new.on_bar(bar("XRPUSDT", "0.69", high="0.71"))
     assert update.order.client_order_id == "mb-XRPUSDT-3" and update.position.qty == "5"
@@ -232,7 +234,7 @@ def test_a_new_broker_on_the_same_journal_resumes_exactly(path: Path) -> None:
 
 def test_orphaned_market_order_expires_on_restart(broker: PaperBroker, journal: Journal) -> None:
     broker.on_bar(bar("BTCUSDT", "50000"))
-    broker.place("BTCUSDT", limit("keep", "BUY", "0.001", "40000"))
+    broker.place_now("BTCUSDT", limit("keep", "BUY", "0.001", "40000"))
     # what a crash between "journal the order" and "journal its fill" leaves behind
     orphan = OrderView(
         client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="1"
@@ -241,7 +243,7 @@ def test_orphaned_market_order_expires_on_restart(broker: PaperBroker, journal: 
     restarted = PaperBroker(journal, RULES)
     assert status(journal, "mb-BTCUSDT-9") == "EXPIRED"
     assert [o.client_order_id for o in restarted.open_orders("BTCUSDT")] == ["keep"]
-    resend = restarted.place("BTCUSDT", market("mb-BTCUSDT-9", "BUY", "1"))
+    resend = restarted.place_now("BTCUSDT", market("mb-BTCUSDT-9", "BUY", "1"))
     assert resend.order.status == "EXPIRED" and journal.fills() == []
 
 
@@ -252,16 +254,16 @@ def test_client_order_ids_carry_the_sequence(broker: PaperBroker, journal: Journ
     assert parse_seq("BTCUSDT", "mb-BTCUSDT-x1") == 0
     assert parse_seq("BTCUSDT", "mb-BTCUSDT-" + "9" * 19) == 0  # beyond SQLite INTEGER
     assert broker.next_seq("BTCUSDT") == 1
-    broker.place("BTCUSDT", limit("mb-BTCUSDT-41", "BUY", "0.001", "50000"))
-    broker.place("BTCUSDT", limit("custom", "BUY", "0.001", "50000"))
+    broker.place_now("BTCUSDT", limit("mb-BTCUSDT-41", "BUY", "0.001", "50000"))
+    broker.place_now("BTCUSDT", limit("custom", "BUY", "0.001", "50000"))
     assert broker.next_seq("BTCUSDT") == 42 and journal.max_seq("BTCUSDT") == 41
 
 
 def test_hot_added_symbols_trade_with_their_rules(broker: PaperBroker) -> None:
     broker.on_bar(bar("PEPEUSDT", "0.00001234"))
-    assert broker.place("PEPEUSDT", market("p1", "BUY", "1000000")).order.status == "REJECTED"
+    assert broker.place_now("PEPEUSDT", market("p1", "BUY", "1000000")).order.status == "REJECTED"
     broker.add_rules(synthetic_rules("PEPEUSDT", 0.00001234))
-    update = broker.place("PEPEUSDT", market("p2", "BUY", "1000000"))
+    update = broker.place_now("PEPEUSDT", market("p2", "BUY", "1000000"))
     assert update.order.status == "FILLED" and update.fills[0].fee_asset == "USDT"
 
 
@@ -293,17 +295,17 @@ def test_journal_errors_propagate_and_leave_no_phantom_state(path: Path) -> None
     blocker.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(JournalError):
-            broker.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20"))
+            broker.place_now("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20"))
         with pytest.raises(JournalError):
-            broker.place("XRPUSDT", limit("mb-XRPUSDT-2", "BUY", "20", "0.4"))
+            broker.place_now("XRPUSDT", limit("mb-XRPUSDT-2", "BUY", "20", "0.4"))
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert broker.position("XRPUSDT").qty == "0" and broker.open_orders("XRPUSDT") == []
-    assert broker.place("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20")).order.status == "FILLED"
+    assert broker.place_now("XRPUSDT", market("mb-XRPUSDT-1", "BUY", "20")).order.status == "FILLED"
     journal.close()
     with pytest.raises(JournalError):
-        broker.place("XRPUSDT", market("mb-XRPUSDT-3", "BUY", "20"))
+        broker.place_now("XRPUSDT", market("mb-XRPUSDT-3", "BUY", "20"))
 
 
 # --- property: positions are a pure function of the journaled fills --------------------------
@@ -336,19 +338,20 @@ def test_positions_rebuilt_from_journal_fills_equal_the_live_broker(
                 low, high = str(close - wick), str(close + wick)
                 updates += broker.on_bar(bar("XRPUSDT", str(close), low, high))
             elif kind in ("BUY", "SELL"):
-                updates.append(broker.place("XRPUSDT", market(coid, kind, qty)))
+                updates.append(broker.place_now("XRPUSDT", market(coid, kind, qty)))
             elif kind in ("LBUY", "LSELL"):
                 price = str(max(last + D(b) / 10_000, D("0.01")))
-                updates.append(broker.place("XRPUSDT", limit(coid, kind[1:], qty, price)))
+                updates.append(broker.place_now("XRPUSDT", limit(coid, kind[1:], qty, price)))
             elif kind == "cancel" and broker.open_orders("XRPUSDT"):
                 opened = broker.open_orders("XRPUSDT")
-                updates.append(broker.cancel("XRPUSDT", opened[a % len(opened)].client_order_id))
+                target = opened[a % len(opened)].client_order_id
+                updates.append(broker.cancel_now("XRPUSDT", target))
             assert D(broker.position("XRPUSDT").qty) >= 0  # spot never goes short
         if flatten:  # close out (it may be rejected, e.g. below min notional: also fine)
-            updates += broker.cancel_all("XRPUSDT")
+            updates += broker.cancel_all_now("XRPUSDT")
             held = broker.position("XRPUSDT").qty
             if held != "0":
-                updates.append(broker.place("XRPUSDT", market("flat", "SELL", held)))
+                updates.append(broker.place_now("XRPUSDT", market("flat", "SELL", held)))
 
         fills = journal.fills()
         assert sorted(f.trade_id for u in updates for f in u.fills) == [f.trade_id for f in fills]
@@ -383,9 +386,9 @@ def test_an_intent_journaled_before_a_failed_fill_is_completed_once_on_resend(
     with monkeypatch.context() as patch:  # the intent commits, the fill's write fails
         patch.setattr(journal, "record_fill", disk_full)
         with pytest.raises(JournalError):
-            broker.place("BTCUSDT", order)
+            broker.place_now("BTCUSDT", order)
     assert status(journal, "mb-BTCUSDT-1") == "NEW" and journal.fills() == []
-    first = broker.place("BTCUSDT", order)  # the worker resends the same id
-    again = broker.place("BTCUSDT", order)
+    first = broker.place_now("BTCUSDT", order)  # the worker resends the same id
+    again = broker.place_now("BTCUSDT", order)
     assert first.order.status == again.order.status == "FILLED"
     assert len(journal.fills()) == 1 and broker.position("BTCUSDT").qty == "0.001"

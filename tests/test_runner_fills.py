@@ -53,7 +53,7 @@ def _trade(strategies: list[Strategy], bars: int, order_type: str = "MARKET") ->
             runner.on_update(update)
         for action in runner.on_bar(bar):
             assert isinstance(action, PlaceOrder)
-            runner.on_update(broker.place("BTCUSDT", action))
+            runner.on_update(broker.place_now("BTCUSDT", action))
     return runner
 
 

@@ -340,10 +340,10 @@ def _execute(broker: PaperBroker, runner: Runner, result: SymbolRun, index: int,
             result.decisions.append(Decision(bar_time, "PLACE", action.client_order_id,
                                              action.side, action.type, action.quantity,
                                              action.price))
-            update = broker.place(runner.symbol, action)
+            update = broker.place_now(runner.symbol, action)
         elif isinstance(action, CancelOrder):
             result.decisions.append(Decision(bar_time, "CANCEL", action.client_order_id))
-            update = broker.cancel(runner.symbol, action.client_order_id)
+            update = broker.cancel_now(runner.symbol, action.client_order_id)
         else:
             raise TypeError(f"the runner asked for {action!r}")
     except ProtocolError as exc:  # the fleet answers these with an Error message

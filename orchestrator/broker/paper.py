@@ -188,7 +188,23 @@ class PaperBroker:
 
     # --- orders ------------------------------------------------------------------------------
 
-    def place(self, symbol: str, order: PlaceOrder) -> OrderUpdate:
+    @property
+    def on_exchange(self) -> bool:
+        return False
+
+    async def place(self, symbol: str, order: PlaceOrder) -> OrderUpdate:
+        return self.place_now(symbol, order)
+
+    async def cancel(self, symbol: str, client_order_id: str) -> OrderUpdate:
+        return self.cancel_now(symbol, client_order_id)
+
+    async def cancel_all(self, symbol: str) -> list[OrderUpdate]:
+        return self.cancel_all_now(symbol)
+
+    async def reconcile(self, symbol: str) -> None:
+        """The journal is the paper venue: nothing to agree with."""
+
+    def place_now(self, symbol: str, order: PlaceOrder) -> OrderUpdate:
         """Place (or, for a known client_order_id, look up) an order.
 
         Raises ProtocolError only for an unusable client_order_id (BAD_BODY) or one already
@@ -341,7 +357,7 @@ class PaperBroker:
         )
         return OrderUpdate(order=done, fills=[fill], position=position.view())
 
-    def cancel(self, symbol: str, client_order_id: str) -> OrderUpdate:
+    def cancel_now(self, symbol: str, client_order_id: str) -> OrderUpdate:
         """Cancel an open order of ``symbol``; UNKNOWN_ORDER (Binance -2013) otherwise."""
         order = self._open.get(symbol, {}).get(client_order_id)
         if order is None:
@@ -356,5 +372,5 @@ class PaperBroker:
         canceled = msgspec.structs.replace(order, status="CANCELED", updated_ns=now)
         return OrderUpdate(order=canceled, position=self.position(symbol))
 
-    def cancel_all(self, symbol: str) -> list[OrderUpdate]:
-        return [self.cancel(symbol, o.client_order_id) for o in self.open_orders(symbol)]
+    def cancel_all_now(self, symbol: str) -> list[OrderUpdate]:
+        return [self.cancel_now(symbol, o.client_order_id) for o in self.open_orders(symbol)]

@@ -124,6 +124,15 @@ class ExchangeBroker:
         last, position = self._last.get(symbol), self._positions.get(symbol)
         return position.unrealized(last) if last is not None and position else _ZERO
 
+    @property
+    def on_exchange(self) -> bool:
+        return True
+
+    async def reconcile(self, symbol: str) -> None:
+        from orchestrator.exchange.reconcile import reconcile
+
+        await reconcile(self, symbol)
+
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
         """Prices only: fills come from the exchange."""
         if bar.close > 0:

@@ -17,15 +17,12 @@ import logging
 from decimal import Decimal
 
 from multibot.market.rules import fmt
+from orchestrator.broker.base import NotReconciled
 from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.orders import describe, number
 
 log = logging.getLogger(__name__)
-
-
-class NotReconciled(Exception):
-    """The symbol's journal and the exchange disagree in a way we must not trade through."""
 
 
 async def reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
