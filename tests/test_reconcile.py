@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from multibot.wire.protocol import OrderView
-from orchestrator.exchange.reconcile import NotReconciled, reconcile
+from orchestrator.broker.base import NotReconciled
+from orchestrator.exchange.reconcile import reconcile
 from tests.exchange_support import (
     Desk,
     assert_journal_matches_exchange,
