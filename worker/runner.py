@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from multibot.market.bar import Bar, Signal
+from multibot.market.orders import OPEN_STATUSES
 from multibot.market.rules import fmt, price_decimal, round_step_down
 from multibot.wire.protocol import (
     CancelOrder,
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_STRATEGY_ERRORS = 10  # a strategy that raised this often is disabled (stance forced FLAT)
 RESEND_AFTER_S = 5.0  # an unanswered order is resent with the SAME id (the broker dedupes)
-# PENDING_NEW: sent, outcome not known yet: it counts as open, so nothing is sent twice
-_OPEN = ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
 _LONG = Signal.LONG  # looked up once: attribute access on an enum class is slow
 
 
@@ -65,7 +64,7 @@ class Runner:
         # stance changes), so a bar without a new signal skips recomputing the target
         self._stale_target = False
         self.position = Decimal(position.qty)
-        self.open_orders = {o.client_order_id: o for o in open_orders if o.status in _OPEN}
+        self.open_orders = {o.client_order_id: o for o in open_orders if o.status in OPEN_STATUSES}
         self._placed_at_bar: dict[str, int] = {}  # LIMIT orders' bar count when sent
         # on_fill is called only on strategies that define it (most do not)
         self._fill_listeners = [
@@ -281,7 +280,7 @@ class Runner:
         order = update.order
         coid = order.client_order_id
         self.pending.pop(coid, None)
-        if order.status in _OPEN:
+        if order.status in OPEN_STATUSES:
             self.open_orders[coid] = order
         else:
             self._cancelling.discard(coid)

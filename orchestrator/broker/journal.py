@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from multibot.market.orders import OPEN_STATUSES
 from multibot.wire.protocol import FillView, OrderView
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orders (
@@ -272,7 +272,7 @@ class Journal:
         where, params = self._filter(symbol)
         if open_only:
             where.append(f"status IN ({', '.join('?' * len(OPEN_STATUSES))})")
-            params.extend(OPEN_STATUSES)
+            params.extend(sorted(OPEN_STATUSES))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders{clause} ORDER BY rowid"
         return [_order(row) for row in self._read("read orders", sql, tuple(params))]

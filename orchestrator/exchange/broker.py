@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from multibot.market.bar import Bar
+from multibot.market.orders import FINAL_STATUSES
 from multibot.market.position import Position
 from multibot.market.rules import check_order, parse_decimal, price_decimal
 from multibot.wire.protocol import (
@@ -41,7 +42,6 @@ from orchestrator.broker.journal import Journal
 from orchestrator.broker.paper import check_client_order_id, parse_seq
 from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown, Rejected, Unavailable
 from orchestrator.exchange.orders import (
-    FINAL_STATUSES,
     fill_from_response,
     fill_from_trade,
     matches_intent,

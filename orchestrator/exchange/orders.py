@@ -15,7 +15,6 @@ from multibot.market.rules import (
 from multibot.wire.protocol import ErrorCode, FillView, OrderView, PlaceOrder, SymbolRules
 from orchestrator.exchange.client import Rejected
 
-FINAL_STATUSES = {"FILLED", "CANCELED", "REJECTED", "EXPIRED", "EXPIRED_IN_MATCH"}
 _REJECTION_CODES = {-2010: ErrorCode.INSUFFICIENT_BALANCE, -2011: ErrorCode.UNKNOWN_ORDER,
                     -2013: ErrorCode.UNKNOWN_ORDER, -1121: ErrorCode.UNKNOWN_SYMBOL}
 
