@@ -10,10 +10,10 @@ import time
 import msgspec
 import zmq
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     Error,
-    ErrorCode,
     Message,
     Ping,
     Pong,
@@ -28,12 +28,16 @@ from orchestrator.procstat import read_stat
 EXIT_HOME_BUSY = 3  # another orchestrator owns the home (e.g. a concurrent `up`): use it
 
 
-class FleetNotRunning(Exception):
-    pass
+class FleetNotRunning(MultibotError):
+    """No orchestrator answers for this home."""
+
+    CODE = ErrorCode.NOT_RUNNING
 
 
-class DaemonStartError(Exception):
-    pass
+class DaemonStartError(MultibotError):
+    """The orchestrator did not come up; the message says why (its log's tail)."""
+
+    CODE = ErrorCode.NOT_AVAILABLE
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.wire.protocol import StrategySpec, SymbolPlan
 
 DEFAULT_STAKE = "100"
@@ -43,8 +44,10 @@ DEFAULT_ORDER_TYPE = "MARKET"
 DEFAULT_STRATEGIES = ("sma_cross",)
 
 
-class ConfigError(ValueError):
+class ConfigError(MultibotError, ValueError):
     """The config file is unreadable or wrong; the message names the file, key and line."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 class SymbolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

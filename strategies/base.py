@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar, Signal
 
 if TYPE_CHECKING:  # numpy stays out of workers: strategies.vector is for backtests only
@@ -22,8 +23,10 @@ __all__ = ["INTERFACE_VERSION", "Params", "Strategy", "StrategyError", "safe_on_
 INTERFACE_VERSION = 1
 
 
-class StrategyError(Exception):
+class StrategyError(MultibotError):
     """A strategy could not be found, configured or run; the message is meant for a CLI user."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

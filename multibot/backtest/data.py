@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bundled import INTERVAL_MS, KLINE_DTYPE, catalog, load_klines
 
 __all__ = [
@@ -45,8 +46,10 @@ _MICROS = 10**14  # open_time above this is in microseconds (ms reach it in the 
 _MILLIS = 10**11  # ... and below this it is not milliseconds either (1973)
 
 
-class DataError(ValueError):
+class DataError(MultibotError, ValueError):
     """The data cannot be used; the message is meant for a CLI user."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 @dataclass(frozen=True)

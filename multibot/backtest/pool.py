@@ -29,6 +29,7 @@ from multibot.backtest.engine import SymbolJob, SymbolRun, run_symbol
 from multibot.backtest.launcher import Child, ServerGone, launch
 from multibot.backtest.shared import Counters, SharedBars, shareable
 from multibot.backtest.stitch import stitch
+from multibot.errors import ErrorCode, MultibotError
 
 __all__ = ["BacktestFailed", "Finished", "run_jobs"]
 
@@ -38,8 +39,10 @@ _POLL_S = 0.1
 MIN_PART_BARS = 10_000
 
 
-class BacktestFailed(RuntimeError):
+class BacktestFailed(MultibotError):
     """A symbol's run raised or its process died; the message names the symbol."""
+
+    CODE = ErrorCode.INTERNAL
 
 
 def run_jobs(

@@ -23,6 +23,7 @@ from multibot.backtest.metrics import Curve, Metrics, combine, curve_of, metrics
 from multibot.backtest.pool import run_jobs
 from multibot.backtest.report import SymbolOutcome, build_report, strategy_label
 from multibot.config import ConfigError, ConfigFile, load_config, plan_for
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.rules import bundled_rules, fmt, synthetic_rules
 from multibot.wire.protocol import StrategySpec, WorkerConfig
 from multibot.wire.settings import SettingsError, normalize_symbols, parse_decimal
@@ -33,8 +34,10 @@ __all__ = ["Request", "Result", "UsageError", "planned_bars", "prepare", "run_ba
            "write_outputs"]
 
 
-class UsageError(ValueError):
+class UsageError(MultibotError, ValueError):
     """Bad input (symbol, option, file, range); the CLI exits with code 2."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,15 @@ import re
 import zmq
 import zmq.asyncio
 
+from multibot.errors import ErrorCode, MultibotError
+
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\*)$")
 
 
-class EndpointError(ValueError):
+class EndpointError(MultibotError, ValueError):
     """Not a usable TCP endpoint (only ``tcp://HOST:PORT`` or ``HOST:PORT``, always CURVE)."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 def parse_tcp_endpoint(text: str, for_bind: bool = False) -> str:

@@ -8,13 +8,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from multibot.errors import ErrorCode, MultibotError
+
 # ipc:// paths are limited to ~107 bytes (sun_path); keep a margin for the longest name.
 _MAX_SOCKET_PATH = 100
 _SOCKET_NAMES = ("control", "events", "market", "broker")
 
 
-class HomeError(Exception):
+class HomeError(MultibotError):
     """The home directory is unusable or already owned by another orchestrator."""
+
+    CODE = ErrorCode.NOT_AVAILABLE
 
 
 def default_home() -> Path:

@@ -25,6 +25,7 @@ from typing import Literal
 import zmq.auth
 from zmq.utils import z85
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.wire.home import Home
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ _Z85 = re.compile(rb"^[" + re.escape(z85.Z85CHARS) + rb"]{40}$")
 KeyKind = Literal["server", "authorized", "client"]
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(MultibotError):
     """A key is missing, malformed, already exists, or its file is not private enough."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 @dataclass(frozen=True)

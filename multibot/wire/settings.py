@@ -7,6 +7,8 @@ from decimal import Decimal, InvalidOperation
 
 import msgspec
 
+from multibot.errors import ErrorCode, MultibotError
+
 MODES = ("paper", "testnet", "live")
 FEEDS = ("replay", "synthetic", "binance")
 ORDER_TYPES = ("MARKET", "LIMIT")
@@ -14,8 +16,10 @@ DEFAULT_SPEED = 10.0  # replay bars per second: with 1m bars, trades show up wit
 _SYMBOL_TEXT = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
-class SettingsError(ValueError):
+class SettingsError(MultibotError, ValueError):
     """Bad fleet settings or arguments; the message says which and why."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

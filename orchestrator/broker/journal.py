@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.orders import OPEN_STATUSES
 from multibot.wire.protocol import FillView, OrderView
 
@@ -86,8 +87,10 @@ _INSERT_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, seq) VALUES ({_ORDER_MAR
 _INSERT_FILL = f"INSERT INTO fills ({_FILL_COLUMNS}) VALUES ({_FILL_MARKS})"
 
 
-class JournalError(Exception):
+class JournalError(MultibotError):
     """The journal could not be read or written; the message names the file and the action."""
+
+    CODE = ErrorCode.JOURNAL_UNAVAILABLE
 
 
 class JournalEvent(msgspec.Struct, frozen=True, kw_only=True):

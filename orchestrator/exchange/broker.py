@@ -352,7 +352,7 @@ class ExchangeBroker:
             try:
                 data = await self.client.cancel_order(symbol, client_order_id)
             except Rejected as exc:
-                if exc.code not in (-2011, -2013):
+                if exc.binance_code not in (-2011, -2013):
                     raise ProtocolError(ErrorCode.ORDER_REJECTED, exc.message) from None
                 # already final (filled, say): journal what it became
                 update = await self.look_up(order)

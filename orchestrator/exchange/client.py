@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from multibot.errors import ErrorCode, MultibotError
 from orchestrator.exchange.credentials import Credentials
 from orchestrator.exchange.endpoints import Endpoints
 from orchestrator.exchange.ratelimit import RateLimiter, RateLimitWait
@@ -34,10 +35,14 @@ _MAX_RATE_WAIT_S = {"read": 130.0, "order": 15.0}
 UNKNOWN_CODES = {-1006, -1007}  # "unexpected response" / "timeout": execution status unknown
 
 
-class ExchangeError(Exception):
-    def __init__(self, message: str, code: int = 0, status: int = 0) -> None:
+class ExchangeError(MultibotError):
+    """An exchange request failed; ``binance_code`` is Binance's own (-2010, ...), 0 if none."""
+
+    CODE = ErrorCode.NOT_AVAILABLE
+
+    def __init__(self, message: str, binance_code: int = 0, status: int = 0) -> None:
         super().__init__(message)
-        self.code = code
+        self.binance_code = binance_code
         self.status = status
         self.message = message
 
@@ -224,7 +229,7 @@ class ExchangeClient:
                 "get_order", max_wait_s=max_wait_s, symbol=symbol,
                 origClientOrderId=client_order_id)
         except Rejected as exc:
-            if exc.code == -2013:
+            if exc.binance_code == -2013:
                 return None
             raise
         return order

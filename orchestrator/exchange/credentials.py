@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from multibot.errors import ErrorCode, MultibotError
+
 ENV_NAMES = {
     "live": ("MULTIBOT_BINANCE_API_KEY", "MULTIBOT_BINANCE_API_SECRET"),
     "testnet": ("MULTIBOT_BINANCE_TESTNET_API_KEY", "MULTIBOT_BINANCE_TESTNET_API_SECRET"),
@@ -22,8 +24,10 @@ KEY_FILE_ENV = {"live": "MULTIBOT_BINANCE_KEY_FILE",
                 "testnet": "MULTIBOT_BINANCE_TESTNET_KEY_FILE"}
 
 
-class CredentialsError(ValueError):
+class CredentialsError(MultibotError, ValueError):
     """Keys missing, unreadable, too readable, or for the other network. Never holds a key."""
+
+    CODE = ErrorCode.BAD_CONFIG
 
 
 class Secret:

@@ -39,8 +39,8 @@ def status_of(data: dict[str, Any]) -> str:
 
 def rejection_reason(exc: Rejected) -> str:
     """"insufficient_balance: binance -2010: Account has insufficient balance ..."."""
-    code = _REJECTION_CODES.get(exc.code, ErrorCode.ORDER_REJECTED)
-    if exc.code == -2010 and "Duplicate order" in exc.message:  # -2010 is not only balance
+    code = _REJECTION_CODES.get(exc.binance_code, ErrorCode.ORDER_REJECTED)
+    if exc.binance_code == -2010 and "Duplicate order" in exc.message:  # -2010 is not only balance
         code = ErrorCode.ORDER_REJECTED
     return f"{code.value}: {exc.message}"
 

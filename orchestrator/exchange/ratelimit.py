@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from multibot.errors import ErrorCode, MultibotError
+
 log = logging.getLogger(__name__)
 
 _INTERVAL_S = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
@@ -67,8 +69,10 @@ DEFAULT_LIMITS = [
 ]
 
 
-class RateLimitWait(Exception):
+class RateLimitWait(MultibotError):
     """Waiting for the limits would take longer than the caller allows."""
+
+    CODE = ErrorCode.BUSY
 
 
 class RateLimiter:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.rules import load_rules
 from multibot.wire.protocol import OrderUpdate, SymbolRules
 from multibot.wire.settings import FleetSettings
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 20.0
 
 
-class VenueError(Exception):
+class VenueError(MultibotError):
     """The exchange could not be reached or configured; the fleet does not start."""
+
+    CODE = ErrorCode.NOT_AVAILABLE
 
 
 @dataclass

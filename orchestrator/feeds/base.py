@@ -10,18 +10,23 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
+from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar
 from multibot.wire.protocol import SymbolRules
 
 HISTORY_LIMIT = 1000  # bars of warm-up history a worker may ask for
 
 
-class UnknownSymbol(Exception):
+class UnknownSymbol(MultibotError):
     """The feed has no data for this symbol; the message lists what is available."""
 
+    CODE = ErrorCode.UNKNOWN_SYMBOL
 
-class FeedError(Exception):
+
+class FeedError(MultibotError):
     """The feed could not serve a symbol right now (e.g. the exchange did not answer)."""
+
+    CODE = ErrorCode.NOT_AVAILABLE
 
 
 class Feed(abc.ABC):
