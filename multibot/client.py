@@ -43,8 +43,8 @@ class DaemonStartError(MultibotError):
 def pid_alive(pid: int | None) -> bool:
     """True for a running process; a zombie (exited, not yet reaped) counts as gone.
 
-    From /proc/<pid>/stat, not psutil: importing psutil alone took ~30 ms of every command
-    that talks to a fleet."""
+    From /proc/<pid>/stat, not psutil: importing psutil would slow every command that talks
+    to a fleet."""
     if pid is None or pid <= 0:
         return False
     try:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from multibot.market.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
+from strategies.checks import Stance, check_int, check_number
 from strategies.indicators import Crossover
 from strategies.volatility import BollingerBands
 
@@ -36,18 +36,12 @@ class Bollinger(Strategy):
         super().__init__(params)
         self.bands = BollingerBands(self.params.period, self.params.k)
         self.cross = Crossover()
-        self.long = False
+        self.stance = Stance()
 
     def validate(self) -> None:
         p = self.params
-        if isinstance(p.period, bool) or not isinstance(p.period, int) or p.period < 2:
-            raise StrategyError(
-                f"strategy {self.name!r}: period must be an int >= 2, got {p.period!r}"
-            )
-        if isinstance(p.k, bool) or not (
-            isinstance(p.k, int | float) and math.isfinite(p.k) and p.k > 0
-        ):
-            raise StrategyError(f"strategy {self.name!r}: k must be a number > 0, got {p.k!r}")
+        check_int(self.name, "period", p.period, 2)
+        check_number(self.name, "k", p.k, above=0)
         if p.exit not in ("middle", "upper"):
             raise StrategyError(
                 f"strategy {self.name!r}: exit must be 'middle' or 'upper', got {p.exit!r}"
@@ -63,10 +57,5 @@ class Bollinger(Strategy):
             return None
         back_inside = self.cross.update(bar.close, bands.lower) > 0
         target = bands.middle if self.params.exit == "middle" else bands.upper
-        if self.long and bar.close >= target:
-            self.long = False
-            return Signal.FLAT
-        if not self.long and back_inside and bar.close < target:
-            self.long = True
-            return Signal.LONG
-        return None
+        return self.stance.update(enter=back_inside and bar.close < target,
+                                  leave=bar.close >= target)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from multibot.market.bar import Bar, Signal
-from strategies.base import Params, Strategy, StrategyError
+from strategies.base import Params, Strategy
+from strategies.checks import check_fast_slow, check_int
 from strategies.indicators import MACD, Crossover
-from strategies.sma_cross import check_fast_slow
 
 
 class MacdCrossParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,9 +33,7 @@ class MacdCross(Strategy):
 
     def validate(self) -> None:
         check_fast_slow(self.name, self.params.fast, self.params.slow)
-        sig = self.params.signal
-        if isinstance(sig, bool) or not isinstance(sig, int) or sig < 1:
-            raise StrategyError(f"strategy {self.name!r}: signal must be an int >= 1, got {sig!r}")
+        check_int(self.name, "signal", self.params.signal, 1)
 
     @property
     def warmup(self) -> int:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 from multibot.market.bar import Bar, Signal
 from strategies.base import Params, Strategy, StrategyError
+from strategies.checks import Stance, check_int, check_number
 from strategies.indicators import RSI, Crossover
 
 
@@ -37,22 +36,13 @@ class RsiRevert(Strategy):
         self.rsi = RSI(self.params.period)
         self.entry = Crossover()
         self.exit = Crossover()
-        self.long = False
+        self.stance = Stance()
 
     def validate(self) -> None:
         p = self.params
-        if isinstance(p.period, bool) or not isinstance(p.period, int) or p.period < 2:
-            raise StrategyError(
-                f"strategy {self.name!r}: period must be an int >= 2, got {p.period!r}"
-            )
-        for key, val in (("oversold", p.oversold), ("overbought", p.overbought)):
-            if isinstance(val, bool) or not (
-                isinstance(val, int | float) and math.isfinite(val) and 0 < val < 100
-            ):
-                raise StrategyError(
-                    f"strategy {self.name!r}: {key} must be a number between 0 and 100 "
-                    f"(exclusive), got {val!r}"
-                )
+        check_int(self.name, "period", p.period, 2)
+        check_number(self.name, "oversold", p.oversold, above=0, below=100)
+        check_number(self.name, "overbought", p.overbought, above=0, below=100)
         if p.oversold >= p.overbought:
             raise StrategyError(
                 f"strategy {self.name!r}: oversold ({p.oversold}) must be less than "
@@ -69,10 +59,4 @@ class RsiRevert(Strategy):
             return None
         up = self.entry.update(rsi, self.params.oversold) > 0
         over = self.exit.update(rsi, self.params.overbought) > 0
-        if self.long and over:
-            self.long = False
-            return Signal.FLAT
-        if not self.long and up and not over:
-            self.long = True
-            return Signal.LONG
-        return None
+        return self.stance.update(enter=up and not over, leave=over)

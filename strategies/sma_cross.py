@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from multibot.market.bar import Bar, Signal
-from strategies.base import Params, Strategy, StrategyError
+from strategies.base import Params, Strategy
+from strategies.checks import check_fast_slow
 from strategies.indicators import EMA, SMA, Crossover
 
 if TYPE_CHECKING:
@@ -59,12 +60,3 @@ class SmaCross(Strategy):
 
         fast, slow = self.average.series_many(bars.close, (self.params.fast, self.params.slow))
         return crossover_events(fast, slow)
-
-
-def check_fast_slow(strategy: str, fast: int, slow: int) -> None:
-    """Raise StrategyError unless 1 <= fast < slow (shared by the crossover strategies)."""
-    for key, val in (("fast", fast), ("slow", slow)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise StrategyError(f"strategy {strategy!r}: {key} must be an int >= 1, got {val!r}")
-    if fast >= slow:
-        raise StrategyError(f"strategy {strategy!r}: fast ({fast}) must be less than slow ({slow})")

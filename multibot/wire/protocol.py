@@ -227,8 +227,8 @@ class _VersionOnly(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _version_decoder = msgspec.msgpack.Decoder(_VersionOnly)
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
-# Made on first use: building all of them took ~9 ms of every CLI command's start-up, for the
-# one or two types a command decodes (orchestrator.preload builds them all, for every worker).
+# Made on first use: a CLI command decodes one or two types and should not pay for all of
+# them at start-up (orchestrator.preload builds them all once, shared by every worker).
 _body_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
 
 
