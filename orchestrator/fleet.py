@@ -26,7 +26,7 @@ from multibot.wire.protocol import (
     HEARTBEAT_S,
     MARKET_HWM,
     ZMQ_MAX_MESSAGE_BYTES,
-    Event,
+    EventKind,
     Message,
     OrderUpdate,
     SymbolRules,
@@ -39,17 +39,21 @@ from multibot.wire.settings import FleetSettings
 from orchestrator.broker.base import Broker
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker
-from orchestrator.control import ControlHandlers
+from orchestrator.control.base import ControlPorts
+from orchestrator.control.server import ControlServer
+from orchestrator.events import FleetEvents, JournalHealth
 from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
 from orchestrator.feeds.factory import make_feed
+from orchestrator.live import DrawFrame, live_view
+from orchestrator.ports import Trading
 from orchestrator.remote import bind_curve_router, start_authenticator
+from orchestrator.status import StatusBuilder, StatusSources
 from orchestrator.supervisor import Policy, Supervisor, WorkerHandle
-from orchestrator.worker_link import WorkerLink
+from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
 
 if TYPE_CHECKING:
     from orchestrator.exchange.client import ExchangeClient
     from orchestrator.feeds.binance import BinanceFeed
-    from orchestrator.live import DrawFrame
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,6 @@ class Fleet:
         self._lock.acquire()  # raises HomeError when another orchestrator owns the home
         # A short busy timeout: a locked journal must not stall the loop (and heartbeats).
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
-        self.journal_error = ""  # non-empty while the journal cannot be written
         self._check_mode()
         self.broker: Broker = PaperBroker(
             self.journal, {}, fee_rate=Decimal(settings.fee_rate),
@@ -84,14 +87,13 @@ class Fleet:
         self.supervisor = Supervisor(home, policy, self.send_to_worker, self._on_state,
                                      self._on_gone)
         self.supervisor.spawner.start()  # ~0.3 s once, so the first `up` forks at once
-        self.control = ControlHandlers(self)
-        self.worker_link = WorkerLink(self)
         self.shutting_down = False
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ctx = zmq.asyncio.Context()
         self._control = self._bind(zmq.ROUTER, "control")
-        self._events = self._bind(zmq.PUB, "events")
+        self.events = FleetEvents(self._bind(zmq.PUB, "events"), self.journal)
+        self.journal_health = JournalHealth(self.events)
         self._market = self._bind(zmq.PUB, "market")
         self._market.setsockopt(zmq.SNDHWM, MARKET_HWM)
         # The PUB only sends: a plain (non-asyncio) view of it skips a future per message.
@@ -140,26 +142,44 @@ class Fleet:
             except BaseException:
                 await self._shutdown()
                 raise
+        self._start(initial, live)
+        await self._done.wait()
+        await self._shutdown()
+
+    def _start(self, initial: Up | None, live: DrawFrame | None) -> None:
+        """Serve the sockets and run the feed; each part gets the few capabilities it uses."""
         feed = self.feed
         feed_task = (feed.run(self._publish_bars) if isinstance(feed, StreamingFeed)
                      else self._feed_loop())
-        for coro in (self.control.serve(self._control, self.spawn),
-                     self.worker_link.serve(self._broker), feed_task, self._housekeeping_loop()):
+        trading = Trading(broker=self.broker, feed=feed, rules=self.rules)  # the venue is open
+        status = self._status_sources(trading)
+        control = ControlServer(ControlPorts(
+            home=str(self.home.root), settings=self.settings, supervisor=self.supervisor,
+            trading=trading, status=StatusBuilder(status).report,
+            shutting_down=lambda: self.shutting_down, down=self.stop_for_down))
+        worker_link = WorkerLink(WorkerLinkPorts(
+            supervisor=self.supervisor, trading=trading, journal=self.journal_health,
+            order_event=self.events.order_update, spawn=self.spawn))
+        for coro in (control.serve(self._control, self.spawn),
+                     worker_link.serve(self._broker), feed_task, self._housekeeping_loop()):
             self.spawn(coro)
         if self._remote is not None:
-            self.spawn(self.control.serve(self._remote, self.spawn))
+            self.spawn(control.serve(self._remote, self.spawn))
         log.info("orchestrator pid %d up on %s (%s, feed %s %s @ %g bars/s)", os.getpid(),
                  self.home.root, self.settings.mode, self.settings.feed, self.settings.interval,
                  self.settings.speed)
-        self.publish_event("fleet", "", f"orchestrator {os.getpid()} started")
+        self.events.publish(EventKind.FLEET, "", f"orchestrator {os.getpid()} started")
         if initial is not None:
-            self.spawn(self._initial_up(initial))
+            self.spawn(self._initial_up(control, initial))
         if live is not None:
-            from orchestrator.live import live_view
+            self.spawn(live_view(StatusBuilder(status).report, self.journal, live))
 
-            self.spawn(live_view(self, live))
-        await self._done.wait()
-        await self._shutdown()
+    def _status_sources(self, trading: Trading) -> StatusSources:
+        return StatusSources(
+            home=str(self.home.root), settings=self.settings, started_ns=self.started_ns,
+            started_mono=self.started_mono, supervisor=self.supervisor, trading=trading,
+            journal=self.journal_health, exchange=self.exchange,
+            binance_feed=self.binance_feed)
 
     async def _open_exchange(self) -> None:
         from orchestrator.exchange.venue import open_venue
@@ -174,10 +194,11 @@ class Fleet:
     def _exchange_update(self, update: OrderUpdate) -> None:
         """An order changed on the exchange by itself (a resting order filled, say)."""
         self.send_to_worker(update.order.symbol, update)
-        self.order_event(update)
+        self.events.order_update(update)
 
-    async def _initial_up(self, up: Up) -> None:
-        reply = await self.control.handle(up)
+    @staticmethod
+    async def _initial_up(control: ControlServer, up: Up) -> None:
+        reply = await control.handle(up)
         log.info("initial up: %s", reply)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -209,7 +230,7 @@ class Fleet:
 
     async def _shutdown(self) -> None:
         self._save_cursor()
-        self.publish_event("fleet", "", "orchestrator stopped")
+        self.events.publish(EventKind.FLEET, "", "orchestrator stopped")
         await asyncio.sleep(0.05)  # let the last replies and events flush
         for task in list(self._tasks):
             task.cancel()
@@ -254,15 +275,15 @@ class Fleet:
         """Closed bars to the broker (resting paper orders fill), then to the workers."""
         for bar in bars:
             updates: list[OrderUpdate] = []
-            if not self.journal_error:  # no fill may happen that cannot be journaled
+            if not self.journal_health.error:  # no fill may happen that cannot be journaled
                 try:
                     updates = self.broker.on_bar(bar)
                 except JournalError as exc:
-                    self.journal_failed(exc)
+                    self.journal_health.failed(exc)
             self._market_out.send(encode_bar(bar))
             for update in updates:
                 self.send_to_worker(bar.symbol, update)
-                self.order_event(update)
+                self.events.order_update(update)
 
     # --- housekeeping -------------------------------------------------------------------------
 
@@ -287,40 +308,14 @@ class Fleet:
         try:
             self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
         except JournalError as exc:
-            self.journal_failed(exc)
+            self.journal_health.failed(exc)
             return
-        if self.journal_error:
-            log.warning("journal writable again: trading resumes")
-            self.journal_error = ""
-            self._event("fleet", "", "journal writable again: trading resumes")
+        self.journal_health.written()
 
-    # --- journal faults -----------------------------------------------------------------------
-
-    def journal_guard(self) -> None:
-        """Fail fast while halted instead of waiting on a broken journal for every request."""
-        if self.journal_error:
-            raise JournalError(self.journal_error)
-
-    def journal_failed(self, exc: JournalError) -> None:
-        if not self.journal_error:
-            log.error("journal unavailable, trading halted: %s", exc)
-            self.publish_event("fleet", "", f"trading halted, journal unavailable: {exc}")
-        self.journal_error = str(exc) or type(exc).__name__
-
-    # --- events -------------------------------------------------------------------------------
-
-    def publish_event(self, kind: str, symbol: str, detail: str) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._events.send_multipart(
-                [kind.encode(), encode(Event(kind=kind, symbol=symbol, detail=detail))],
-                flags=zmq.NOBLOCK,
-            )
+    # --- supervision --------------------------------------------------------------------------
 
     def _on_state(self, handle: WorkerHandle) -> None:
-        detail = handle.state.value
-        if handle.state.value in ("BACKOFF", "FAILED") and handle.last_error:
-            detail += f": {handle.last_error}"
-        self._event("state", handle.symbol, detail)
+        self.events.worker_state(handle)
 
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
@@ -330,22 +325,7 @@ class Fleet:
     async def _cancel_all(self, symbol: str) -> None:
         try:
             for update in await self.broker.cancel_all(symbol):
-                self.order_event(update)
+                self.events.order_update(update)
         except JournalError as exc:
             log.error("%s: could not cancel open orders: %s", symbol, exc)
-
-    def order_event(self, update: OrderUpdate) -> None:
-        order = update.order
-        for fill in update.fills:
-            self._event("fill", order.symbol, f"{fill.side} {fill.qty} @ {fill.price} "
-                        f"fee {fill.fee} {fill.fee_asset} ({order.client_order_id})")
-        if order.status in ("REJECTED", "CANCELED", "EXPIRED"):
-            self._event("order", order.symbol,
-                        f"{order.client_order_id} {order.status} {order.reason}".strip())
-
-    def _event(self, kind: str, symbol: str, detail: str) -> None:
-        """Published for subscribers and journaled for the record."""
-        self.publish_event(kind, symbol, detail)
-        with contextlib.suppress(JournalError):
-            self.journal.add_event(kind, symbol, detail)
 

@@ -5,48 +5,68 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from multibot.wire.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
+from multibot.wire.settings import FleetSettings
+from orchestrator.events import JournalHealth
+from orchestrator.ports import Trading
 from orchestrator.procstat import CpuMeter, read_stat
-from orchestrator.supervisor import State, WorkerHandle
+from orchestrator.supervisor import State, Supervisor, WorkerHandle
 
 if TYPE_CHECKING:
-    from orchestrator.fleet import Fleet
+    from orchestrator.exchange.client import ExchangeClient
+    from orchestrator.feeds.binance import BinanceFeed
+
+
+@dataclass(frozen=True)
+class StatusSources:
+    """What a status report reads of the fleet, and nothing else."""
+
+    home: str  # the fleet's home directory
+    settings: FleetSettings
+    started_ns: int  # wall clock
+    started_mono: float  # monotonic clock, for the uptime
+    supervisor: Supervisor
+    trading: Trading
+    journal: JournalHealth
+    exchange: ExchangeClient | None  # with a binance feed or broker
+    binance_feed: BinanceFeed | None  # the same feed as ``trading.feed``, for its stream stats
 
 
 class StatusBuilder:
-    def __init__(self, fleet: Fleet) -> None:
-        self._fleet = fleet
+    def __init__(self, sources: StatusSources) -> None:
+        self._sources = sources
         self._cpu = CpuMeter()
 
     def report(self) -> StatusReport:
-        fleet = self._fleet
-        settings = fleet.settings
+        sources = self._sources
+        settings, feed = sources.settings, sources.trading.feed
         orchestrator = OrchestratorStatus(
-            pid=os.getpid(), home=str(fleet.home.root), mode=settings.mode, feed=settings.feed,
+            pid=os.getpid(), home=sources.home, mode=settings.mode, feed=settings.feed,
             interval=settings.interval, speed=settings.speed,
-            uptime_s=round(time.monotonic() - fleet.started_mono, 3),
-            started_ns=fleet.started_ns, feed_time=fleet.feed.cursor,
-            feed_ended=fleet.feed.ended, journal_error=fleet.journal_error,
+            uptime_s=round(time.monotonic() - sources.started_mono, 3),
+            started_ns=sources.started_ns, feed_time=feed.cursor,
+            feed_ended=feed.ended, journal_error=sources.journal.error,
             exchange=self._exchange(),
         )
-        handles = sorted(fleet.supervisor.handles.values(), key=lambda h: h.symbol)
+        handles = sorted(sources.supervisor.handles.values(), key=lambda h: h.symbol)
         live_pids = {h.pid for h in handles if h.pid is not None}
         self._cpu.keep_only(live_pids)
         return StatusReport(orchestrator=orchestrator,
                             workers=[self._worker(h) for h in handles])
 
     def _exchange(self) -> ExchangeStatus | None:
-        fleet = self._fleet
-        client = fleet.exchange
+        sources = self._sources
+        client = sources.exchange
         if client is None:
             return None
         limits = client.limiter.snapshot()
-        stats = fleet.binance_feed.stats if fleet.binance_feed is not None else None
+        stats = sources.binance_feed.stats if sources.binance_feed is not None else None
         return ExchangeStatus(
             endpoint=client.endpoints.host, network=client.endpoints.network,
-            trading=fleet.broker.on_exchange, used_weight_1m=limits.used_weight,
+            trading=sources.trading.broker.on_exchange, used_weight_1m=limits.used_weight,
             weight_limit=limits.weight_limit, rate_limited_s=limits.blocked_s,
             throttled=limits.throttled,
             stream_connections=stats.connections if stats else 0,
@@ -69,7 +89,8 @@ class StatusBuilder:
         return self._cpu.percent(pid, stat), stat.rss_bytes
 
     def _worker(self, handle: WorkerHandle) -> WorkerStatus:
-        broker = self._fleet.broker
+        broker = self._sources.trading.broker
+        journal_error = self._sources.journal.error
         symbol = handle.symbol
         now = time.monotonic()
         position = broker.position(symbol)
@@ -97,8 +118,7 @@ class StatusBuilder:
             unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
             open_orders=len(broker.open_orders(symbol)), trades=position.trades,
             last_error=handle.last_error or stats.last_error,
-            halted=f"journal unavailable: {self._fleet.journal_error}"
-            if self._fleet.journal_error else "",
+            halted=f"journal unavailable: {journal_error}" if journal_error else "",
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
         )

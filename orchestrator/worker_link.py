@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
@@ -33,18 +33,28 @@ from multibot.wire.protocol import (
     error_reply,
 )
 from orchestrator.broker.journal import JournalError
-from orchestrator.supervisor import WorkerHandle
-
-if TYPE_CHECKING:
-    from orchestrator.fleet import Fleet
+from orchestrator.events import JournalHealth
+from orchestrator.ports import Spawn, Trading
+from orchestrator.supervisor import Supervisor, WorkerHandle
 
 _DRAIN_BATCH = 256
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class WorkerLinkPorts:
+    """What the worker link may use of the fleet, and nothing else."""
+
+    supervisor: Supervisor
+    trading: Trading
+    journal: JournalHealth
+    order_event: Callable[[OrderUpdate], None]  # an order changed: events and journal
+    spawn: Spawn
+
+
 class WorkerLink:
-    def __init__(self, fleet: Fleet) -> None:
-        self._fleet = fleet
+    def __init__(self, ports: WorkerLinkPorts) -> None:
+        self._ports = ports
 
     async def serve(self, sock: zmq.asyncio.Socket) -> None:
         # After each awaited message, take what else has arrived without an asyncio future
@@ -74,12 +84,12 @@ class WorkerLink:
         except JournalError as exc:  # trading halts; the worker resends the same id later
             reply, msg_id = self._halted(exc), ""
         if inspect.isawaitable(reply):  # the exchange answers later: others go on meanwhile
-            self._fleet.spawn(self._reply_later(sock, identity, msg_id, reply))
+            self._ports.spawn(self._reply_later(sock, identity, msg_id, reply))
         elif reply is not None:
             _send(sock, identity, reply, msg_id)
 
     def _halted(self, exc: JournalError) -> Error:
-        self._fleet.journal_failed(exc)
+        self._ports.journal.failed(exc)
         return Error(code=ErrorCode.JOURNAL_UNAVAILABLE,
                      reason=f"trading halted, journal unavailable: {exc}")
 
@@ -88,7 +98,7 @@ class WorkerLink:
         reply: Message
         try:
             update = await pending
-            self._fleet.order_event(update)
+            self._ports.order_event(update)
             reply = update
         except ProtocolError as exc:
             reply = error_reply(exc)
@@ -100,8 +110,7 @@ class WorkerLink:
         _send(sock, identity, reply, msg_id)
 
     def _serve(self, symbol: str, message: Message) -> Message | Awaitable[OrderUpdate] | None:
-        fleet = self._fleet
-        supervisor = fleet.supervisor
+        supervisor = self._ports.supervisor
         if isinstance(message, Register):
             if message.symbol != symbol:
                 raise ProtocolError(ErrorCode.NOT_ALLOWED, "register under your own symbol")
@@ -117,20 +126,21 @@ class WorkerLink:
         if not isinstance(message, PlaceOrder | CancelOrder):
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 f"{message.TYPE!r} is not a worker request")
-        fleet.journal_guard()
+        self._ports.journal.guard()
+        broker = self._ports.trading.broker
         if isinstance(message, PlaceOrder):
-            return fleet.broker.place(symbol, message)
-        return fleet.broker.cancel(symbol, message.client_order_id)
+            return broker.place(symbol, message)
+        return broker.cancel(symbol, message.client_order_id)
 
     def _welcome(self, handle: WorkerHandle) -> Welcome:
-        fleet, symbol = self._fleet, handle.symbol
+        trading, symbol = self._ports.trading, handle.symbol
         return Welcome(
             config=handle.config,
-            rules=fleet.rules[symbol],
-            position=fleet.broker.position(symbol),
-            open_orders=fleet.broker.open_orders(symbol),
-            next_seq=fleet.broker.next_seq(symbol),
-            history=fleet.feed.history(symbol, handle.warmup + 1),
+            rules=trading.rules[symbol],
+            position=trading.broker.position(symbol),
+            open_orders=trading.broker.open_orders(symbol),
+            next_seq=trading.broker.next_seq(symbol),
+            history=trading.feed.history(symbol, handle.warmup + 1),
         )
 
 

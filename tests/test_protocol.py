@@ -37,7 +37,7 @@ MESSAGES = st.one_of(
     st.builds(p.OrderUpdate, order=_order, position=_position),
     st.builds(p.WorkerHeartbeat, bars=st.integers(0, 2**62), last_error=_text),
     st.builds(p.BarMessage, bar=_bar),
-    st.builds(p.Event, kind=_text, symbol=_text, detail=_text),
+    st.builds(p.Event, kind=st.sampled_from(p.EventKind), symbol=_text, detail=_text),
 )
 
 

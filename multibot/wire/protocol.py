@@ -8,6 +8,7 @@ Imported by the orchestrator, the worker and the CLI.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from typing import Any, ClassVar
@@ -195,9 +196,19 @@ class BarMessage(Message, frozen=True, kw_only=True):
     bar: Bar
 
 
+class EventKind(enum.StrEnum):
+    """What an event is about; also its topic on the events socket."""
+
+    STATE = "state"  # a worker's supervision state changed
+    FILL = "fill"  # an order (partly) filled
+    ORDER = "order"  # an order ended unfilled: rejected, canceled, expired
+    ERROR = "error"  # in the documented vocabulary; nothing in the fleet publishes it
+    FLEET = "fleet"  # the orchestrator itself: started, stopped, trading halted or resumed
+
+
 class Event(Message, frozen=True, kw_only=True):
     TYPE = "event"
-    kind: str  # state, fill, order, error, fleet
+    kind: EventKind
     symbol: str = ""
     detail: str = ""
 
