@@ -5,7 +5,7 @@ and ``FillReport``).
 The parsers here are the only code that reads python-binance's dicts; the client
 (orchestrator.exchange.client) returns their reports, so nothing past it sees a dict. Decimals
 arrive as the journal writes them ("0.001", not Binance's "0.00100000"); a document that is
-not what Binance sends raises ValueError.
+not what Binance sends raises ValueError (KeyError when a field it must have is missing).
 """
 
 from __future__ import annotations
