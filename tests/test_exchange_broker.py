@@ -73,7 +73,7 @@ def test_5xx_after_the_exchange_accepted_leaves_exactly_one_order(
 def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
         fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
-    monkeypatch.setattr("orchestrator.exchange.broker.SETTLE_NS", 500_000_000)
+    monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_NS", 500_000_000)
 
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")

@@ -43,12 +43,12 @@ def test_an_order_that_filled_while_we_were_away_is_journaled(
         desk = await Desk.open(fake, path)
         try:
             assert [o.status for o in desk.broker.open_orders("BTCUSDT")] == ["NEW"]
-            changes = await reconcile(desk.broker, "BTCUSDT")
+            changes = await reconcile(desk.broker.ledger, "BTCUSDT")
             assert changes and "NEW -> FILLED" in changes[0]
             assert not desk.broker.open_orders("BTCUSDT")
             assert desk.order_status("mb-BTCUSDT-1") == "FILLED"
             assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
-            assert await reconcile(desk.broker, "BTCUSDT") == []  # settled: nothing more
+            assert await reconcile(desk.broker.ledger, "BTCUSDT") == []  # settled: nothing more
         finally:
             await desk.close()
 
@@ -69,8 +69,8 @@ def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
             with pytest.raises(NotReconciled, match=r"web_manual_7.*not placed by this multibot"):
-                await reconcile(desk.broker, "ETHUSDT")
-            assert await reconcile(desk.broker, "BTCUSDT") == []  # another symbol is fine
+                await reconcile(desk.broker.ledger, "ETHUSDT")
+            assert await reconcile(desk.broker.ledger, "BTCUSDT") == []  # another symbol is fine
         finally:
             await desk.close()
 
@@ -81,7 +81,7 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
-        now = desk.broker.now_ns()
+        now = desk.broker.ledger.now_ns()
         try:  # journaled, then the process died before (or while) sending
             for seq, age_s in ((1, 20), (2, 1)):
                 desk.journal.insert_order(OrderView(
@@ -94,7 +94,7 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         try:
             # the recent one may still reach the exchange (within its recvWindow): wait
             with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .* try again in 1[34]s"):
-                await reconcile(desk.broker, "BTCUSDT")
+                await reconcile(desk.broker.ledger, "BTCUSDT")
             assert desk.order_status("mb-BTCUSDT-1") == "EXPIRED"
             assert desk.order_status("mb-BTCUSDT-2") == "PENDING_NEW"
         finally:
@@ -109,12 +109,12 @@ def test_another_homes_order_is_refused_and_so_is_a_shortfall(
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
             bought = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
-            assert await reconcile(desk.broker, "BTCUSDT") == []
+            assert await reconcile(desk.broker.ledger, "BTCUSDT") == []
             # our id scheme, but not in this journal: another home on the same account
             far = str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
             fake.place_external_order("BTCUSDT", "BUY", "LIMIT", "0.002", far, "mb-BTCUSDT-2")
             with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .*not placed by this"):
-                await reconcile(desk.broker, "BTCUSDT")
+                await reconcile(desk.broker.ledger, "BTCUSDT")
             assert desk.journal.get_order("mb-BTCUSDT-2") is None  # never adopted
             await desk.client.cancel_order("BTCUSDT", "mb-BTCUSDT-2")
             # the BTC leaves the account behind the bot's back: it cannot sell what is gone
@@ -122,7 +122,7 @@ def test_another_homes_order_is_refused_and_so_is_a_shortfall(
             fake.place_external_order("BTCUSDT", "SELL", "MARKET", str(held)[:7], None,
                                       "web_sell_1")
             with pytest.raises(NotReconciled, match="the account has only"):
-                await reconcile(desk.broker, "BTCUSDT")
+                await reconcile(desk.broker.ledger, "BTCUSDT")
         finally:
             await desk.close()
 

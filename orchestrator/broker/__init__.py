@@ -1,1 +1,2 @@
-"""Brokers: exchange rules, position accounting, the SQLite journal and the paper broker."""
+"""Brokers: the ``Broker`` protocol, the book both brokers keep, the SQLite journal (and its
+in-memory twin) and the paper broker."""

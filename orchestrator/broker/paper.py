@@ -10,15 +10,16 @@ journaled state and never trades twice. JournalError always propagates.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 import msgspec
 
+from multibot.errors import ErrorCode, ProtocolError
 from multibot.market.bar import Bar
-from multibot.market.position import Position
+from multibot.market.orders import OrderStatus, OrderType, Side
+from multibot.market.records import FillView, OrderView, PositionView, SymbolRules
 from multibot.market.rules import (
     check_order,
     decimal_of,
@@ -28,43 +29,17 @@ from multibot.market.rules import (
     round_step_down,
     round_step_up,
 )
-from multibot.wire.protocol import (
-    ErrorCode,
-    FillView,
-    OrderUpdate,
-    OrderView,
-    PlaceOrder,
-    PositionView,
-    ProtocolError,
-    SymbolRules,
-    client_order_id,
-)
+from multibot.wire.protocol import OrderUpdate, PlaceOrder, client_order_id
+from orchestrator.broker.book import Book, BookQueries
 from orchestrator.broker.journal import OrderJournal
+from orchestrator.broker.order_ids import check_client_order_id, parse_seq
 
 __all__ = ["PaperBroker", "check_client_order_id", "client_order_id", "parse_seq"]
 
-_COID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
-_SEQ_DIGITS = 18  # a seq fits SQLite's signed 64-bit INTEGER
-_ZERO = Decimal(0)
-
-
-def parse_seq(symbol: str, coid: str) -> int:
-    """``seq`` of an id made by :func:`client_order_id` for ``symbol``; 0 for any other id."""
-    prefix = f"mb-{symbol}-"
-    if not coid.startswith(prefix):
-        return 0
-    rest = coid[len(prefix) :]
-    # 1 to 18 ASCII digits (isdigit alone would also take other scripts' digits)
-    return int(rest) if len(rest) <= _SEQ_DIGITS and rest.isascii() and rest.isdigit() else 0
-
-
-def check_client_order_id(coid: str) -> None:
-    """BAD_BODY unless ``coid`` is an id Binance accepts."""
-    if not _COID_RE.fullmatch(coid):
-        raise ProtocolError(
-            ErrorCode.BAD_BODY,
-            f"client_order_id {coid!r} must be 1-36 characters from A-Z a-z 0-9 _ -",
-        )
+# Looked up once: attribute access on an enum class is slow, and these are per bar and order.
+_BUY, _SELL = Side.BUY, Side.SELL
+_LIMIT, _MARKET = OrderType.LIMIT, OrderType.MARKET
+_NEW, _FILLED = OrderStatus.NEW, OrderStatus.FILLED
 
 
 def _price(value: float) -> Decimal | None:
@@ -75,7 +50,7 @@ def _price(value: float) -> Decimal | None:
 _INF = math.inf  # 0 < x < _INF holds exactly when _price(x) is not None
 
 
-class PaperBroker:
+class PaperBroker(BookQueries):
     def __init__(
         self,
         journal: OrderJournal,
@@ -86,78 +61,40 @@ class PaperBroker:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._journal = journal
-        self._rules = dict(rules)
+        self.book = Book(journal, rules)  # paper fees are all in the quote asset
         self._fee_rate = Decimal(fee_rate)
         self._slippage = Decimal(slippage_bps) / 10_000
         self._buy_slip, self._sell_slip = 1 + self._slippage, 1 - self._slippage
         self._clock = clock
-        self._positions: dict[str, Position] = {}
-        self._open: dict[str, dict[str, OrderView]] = {}  # symbol -> coid -> order, by age
-        self._last: dict[str, Decimal] = {}
-        # Bar closes not yet converted to Decimal (that is done when a price is needed): most
-        # bars fill nothing, and repr() + Decimal() per bar dominated a backtest's time.
-        self._last_close: dict[str, float] = {}
-        for fill in journal.fills():
-            self._position(fill.symbol).apply(fill)
         for order in journal.orders(open_only=True):
-            if order.type == "LIMIT":
-                self._open.setdefault(order.symbol, {})[order.client_order_id] = order
+            if order.type == _LIMIT:
+                self.book.track(order)
             else:
                 # Journaled, then the process died before the fill: it never executed. Say so
                 # instead of leaving it NEW forever (a resend then sees EXPIRED).
                 journal.update_order(
                     order.client_order_id,
-                    "EXPIRED",
+                    OrderStatus.EXPIRED,
                     order.executed_qty,
                     "expired: the broker restarted before this MARKET order filled",
                     clock(),
                 )
 
-    def add_rules(self, rules: SymbolRules) -> None:
-        """Make (or update) a symbol tradable, e.g. one hot-added with synthetic rules."""
-        self._rules[rules.symbol] = rules
-
-    # --- queries -----------------------------------------------------------------------------
-
-    def _position(self, symbol: str) -> Position:
-        position = self._positions.get(symbol)
-        if position is None:
-            position = self._positions[symbol] = Position(symbol)
-        return position
-
-    def position(self, symbol: str) -> PositionView:
-        position = self._positions.get(symbol)
-        return position.view() if position else PositionView(symbol=symbol)
+    # --- queries beyond the Broker protocol's ------------------------------------------------
 
     def positions(self) -> dict[str, PositionView]:
         """Every symbol that ever traded."""
-        return {symbol: pos.view() for symbol, pos in self._positions.items()}
-
-    def unrealized_pnl(self, symbol: str) -> Decimal:
-        last, position = self.last_price(symbol), self._positions.get(symbol)
-        return position.unrealized(last) if last is not None and position else _ZERO
-
-    def last_price(self, symbol: str) -> Decimal | None:
-        close = self._last_close.pop(symbol, None)
-        if close is not None:
-            self._last[symbol] = price_decimal(close)
-        return self._last.get(symbol)
-
-    def open_orders(self, symbol: str) -> list[OrderView]:
-        return list(self._open.get(symbol, {}).values())
+        return self.book.position_views()
 
     def has_open(self, symbol: str) -> bool:
         """Whether an order of ``symbol`` rests (so a bar could fill it)."""
-        return bool(self._open.get(symbol))
+        return self.book.has_open(symbol)
 
     def flat(self, symbol: str) -> bool:
         """Nothing of ``symbol`` held (no quantity, no cost) and no order of it resting."""
-        position = self._positions.get(symbol)
+        position = self.book.positions.get(symbol)
         return not self.has_open(symbol) and (position is None or not (position.qty or
                                                                        position.cost))
-
-    def next_seq(self, symbol: str) -> int:
-        return self._journal.max_seq(symbol) + 1
 
     # --- market data -------------------------------------------------------------------------
 
@@ -167,22 +104,21 @@ class PaperBroker:
         # 0.0, not 0: float-to-float comparisons are the fast ones
         if not (0.0 < low < _INF and 0.0 < high < _INF and 0.0 < close < _INF):
             return []  # a corrupt bar must not move prices or fill anything
-        symbol = bar.symbol
-        if not self._open.get(symbol):  # nothing can fill: keep the close, convert it later
-            self._last_close[symbol] = close
+        symbol, book = bar.symbol, self.book
+        if not book.open.get(symbol):  # nothing can fill: keep the close, convert it later
+            book.closes[symbol] = close
             return []
         dlow, dhigh, dclose = _price(low), _price(high), _price(close)
         assert dlow is not None and dhigh is not None and dclose is not None
-        self._last_close.pop(symbol, None)
-        self._last[symbol] = dclose
-        if symbol not in self._rules:
+        book.set_last(symbol, dclose)
+        if symbol not in book.rules:
             return []  # restored orders of a symbol not (yet) re-added wait for its rules
         updates = []
-        for order in self.open_orders(symbol):
+        for order in book.open_orders(symbol):
             if order.price is None:
                 continue
             limit = Decimal(order.price)
-            if (dlow <= limit) if order.side == "BUY" else (dhigh >= limit):
+            if (dlow <= limit) if order.side == _BUY else (dhigh >= limit):
                 updates.append(self._fill(order, limit))
         return updates
 
@@ -220,7 +156,7 @@ class PaperBroker:
                     ErrorCode.CONFLICT,
                     f"client_order_id {coid} is already used by a {existing.symbol} order",
                 )
-            if existing.type == "MARKET" and existing.status == "NEW":
+            if existing.type == _MARKET and existing.status == _NEW:
                 # Journaled, then the fill's write failed: finish the intent, exactly once.
                 price = self._taker_price(existing, None, self.last_price(symbol))
                 if price is not None:
@@ -239,7 +175,7 @@ class PaperBroker:
                 type=order.type,
                 quantity=order.quantity,
                 price=order.price,
-                status="REJECTED",
+                status=OrderStatus.REJECTED,
                 reason=f"{exc.code.value}: {exc.reason}",
                 created_ns=now,
                 updated_ns=now,
@@ -253,14 +189,14 @@ class PaperBroker:
             type=order.type,
             quantity=fmt(qty),
             price=None if price is None else fmt(price),
-            status="NEW",
+            status=_NEW,
             created_ns=now,
             updated_ns=now,
         )
         # Committed before any fill: a crash in between leaves a NEW order, never a lone fill.
         self._journal.insert_order(accepted, seq)
-        if accepted.type == "LIMIT":
-            self._open.setdefault(symbol, {})[coid] = accepted
+        if accepted.type == _LIMIT:
+            self.book.track(accepted)
         fill_price = self._taker_price(accepted, price, last)
         if fill_price is None:
             return OrderUpdate(order=accepted, position=self.position(symbol))
@@ -270,28 +206,16 @@ class PaperBroker:
                   last: Decimal | None) -> tuple[Decimal, Decimal | None]:
         """Binance's checks in Binance's order: body, filters (-1013), then balance (-2010);
         ``last`` is the symbol's last price."""
-        rules = self._rules.get(symbol)
+        rules = self.book.rules.get(symbol)
         if rules is None:
             raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, f"no exchange rules for {symbol}")
         qty = parse_decimal(order.quantity, "quantity")
         price = None if order.price is None else parse_decimal(order.price, "price")
         check_order(rules, order.side, order.type, qty, price, last)
-        if order.type == "MARKET" and last is None:
+        if order.type == _MARKET and last is None:
             raise ProtocolError(ErrorCode.NOT_AVAILABLE, f"no market price yet for {symbol}")
-        if order.side == "SELL":
-            held = self._positions[symbol].qty if symbol in self._positions else _ZERO
-            reserved = (
-                sum(
-                    (
-                        Decimal(o.quantity) - Decimal(o.executed_qty)
-                        for o in self.open_orders(symbol)
-                        if o.side == "SELL"
-                    ),
-                    _ZERO,
-                )
-                if self._open.get(symbol)
-                else _ZERO
-            )
+        if order.side == _SELL:
+            held, reserved = self.book.sell_balance(symbol)
             if qty > held - reserved:
                 raise ProtocolError(
                     ErrorCode.INSUFFICIENT_BALANCE,
@@ -306,8 +230,8 @@ class PaperBroker:
         rests (or has no market)."""
         if last is None:
             return None
-        tick = decimal_of(self._rules[order.symbol].tick_size)
-        buy = order.side == "BUY"
+        tick = decimal_of(self.book.rules[order.symbol].tick_size)
+        buy = order.side == _BUY
         if limit is None:  # MARKET: slippage against the taker, then onto the tick grid
             if buy:
                 return round_step_up(last * self._buy_slip, tick)
@@ -323,7 +247,8 @@ class PaperBroker:
               quantity: Decimal | None = None) -> OrderUpdate:
         """Fill the rest of ``order`` at ``price``: journal first, then memory. ``now`` and
         ``quantity`` (the order's, nothing executed yet) when the caller has them at hand."""
-        rules = self._rules[order.symbol]
+        book = self.book
+        rules = book.rules[order.symbol]
         if now is None:
             now = self._clock()
         if quantity is None or order.executed_qty != "0":
@@ -347,29 +272,29 @@ class PaperBroker:
             fee_asset=rules.quote_asset,
             time_ns=now,
         )
-        self._journal.record_fill(fill, "FILLED", executed)
-        position = self._position(order.symbol)
+        self._journal.record_fill(fill, _FILLED, executed)
+        position = book.position_of(order.symbol)
         # the values the fill's text was made from (fmt is exact): no parsing back
         position.add(fill.trade_id, order.side, price, qty, fee, rules.quote_asset)
-        self._open.get(order.symbol, {}).pop(order.client_order_id, None)
         done = msgspec.structs.replace(
-            order, status="FILLED", executed_qty=executed, updated_ns=now
+            order, status=_FILLED, executed_qty=executed, updated_ns=now
         )
+        book.track(done)
         return OrderUpdate(order=done, fills=[fill], position=position.view())
 
     def cancel_now(self, symbol: str, client_order_id: str) -> OrderUpdate:
         """Cancel an open order of ``symbol``; UNKNOWN_ORDER (Binance -2013) otherwise."""
-        order = self._open.get(symbol, {}).get(client_order_id)
+        order = self.book.open_order(symbol, client_order_id)
         if order is None:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_ORDER, f"{symbol} has no open order {client_order_id!r}"
             )
         now = self._clock()
         self._journal.update_order(
-            client_order_id, "CANCELED", order.executed_qty, order.reason, now
+            client_order_id, OrderStatus.CANCELED, order.executed_qty, order.reason, now
         )
-        del self._open[symbol][client_order_id]
-        canceled = msgspec.structs.replace(order, status="CANCELED", updated_ns=now)
+        canceled = msgspec.structs.replace(order, status=OrderStatus.CANCELED, updated_ns=now)
+        self.book.track(canceled)
         return OrderUpdate(order=canceled, position=self.position(symbol))
 
     def cancel_all_now(self, symbol: str) -> list[OrderUpdate]:

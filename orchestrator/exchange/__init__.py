@@ -1,2 +1,3 @@
-"""Binance: endpoints, credentials, the rate-limited client, the exchange broker and the
-start-up reconciliation. python-binance is imported lazily, only in the orchestrator."""
+"""Binance: endpoints, credentials, the rate-limited client and the typed reports it returns,
+the exchange broker with its ledger and watcher, and the start-up reconciliation.
+python-binance is imported lazily, only in the orchestrator."""

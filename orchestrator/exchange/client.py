@@ -5,7 +5,8 @@ makes every call wait for the account-wide ``RateLimiter``, honours Retry-After 
 resyncs the clock on -1021, retries idempotent reads, and turns failures into three kinds the
 broker can act on: ``Rejected`` (the exchange refused; nothing happened), ``OutcomeUnknown``
 (5xx, -1007 or a timeout after the request went out: look the order up, never resend blindly)
-and ``Unavailable`` (the request never reached the exchange).
+and ``Unavailable`` (the request never reached the exchange). Orders, trades and the account
+come back as typed reports (orchestrator.exchange.reports).
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from multibot.errors import ErrorCode, MultibotError
 from orchestrator.exchange.credentials import Credentials
 from orchestrator.exchange.endpoints import Endpoints
 from orchestrator.exchange.ratelimit import RateLimiter, RateLimitWait
+from orchestrator.exchange.reports import (
+    AccountReport,
+    FillReport,
+    OrderRequest,
+    OrderStatusReport,
+    account_report,
+    order_report,
+    trade_report,
+)
 
 if TYPE_CHECKING:
     from binance import AsyncClient
@@ -216,38 +226,41 @@ class ExchangeClient:
         rows: list[list[Any]] = await self.call("get_klines", weight=weight, **params)
         return rows
 
-    async def create_order(self, **params: Any) -> dict[str, Any]:
-        order: dict[str, Any] = await self.call("create_order", orders=1, idempotent=False,
-                                                **params)
-        return order
+    async def create_order(self, request: OrderRequest) -> OrderStatusReport:
+        """Send a new order (its FULL response: the fills come with it)."""
+        params: dict[str, Any] = {
+            "symbol": request.symbol, "side": request.side.value, "type": request.type.value,
+            "quantity": request.quantity, "newClientOrderId": request.client_order_id,
+            "newOrderRespType": "FULL",
+        }
+        if request.price is not None:
+            params.update(price=request.price, timeInForce="GTC")
+        return order_report(await self.call("create_order", orders=1, idempotent=False,
+                                            **params))
 
     async def get_order(self, symbol: str, client_order_id: str,
-                        max_wait_s: float | None = None) -> dict[str, Any] | None:
+                        max_wait_s: float | None = None) -> OrderStatusReport | None:
         """The order, or None when the exchange says it does not exist (-2013)."""
         try:
-            order: dict[str, Any] = await self.call(
-                "get_order", max_wait_s=max_wait_s, symbol=symbol,
-                origClientOrderId=client_order_id)
+            order = await self.call("get_order", max_wait_s=max_wait_s, symbol=symbol,
+                                    origClientOrderId=client_order_id)
         except Rejected as exc:
             if exc.binance_code == -2013:
                 return None
             raise
-        return order
+        return order_report(order)
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            "cancel_order", idempotent=False, symbol=symbol, origClientOrderId=client_order_id)
-        return result
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderStatusReport:
+        return order_report(await self.call("cancel_order", idempotent=False, symbol=symbol,
+                                            origClientOrderId=client_order_id))
 
-    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
-        orders: list[dict[str, Any]] = await self.call("get_open_orders", symbol=symbol)
-        return orders
+    async def open_orders(self, symbol: str) -> list[OrderStatusReport]:
+        return [order_report(order)
+                for order in await self.call("get_open_orders", symbol=symbol)]
 
-    async def my_trades(self, symbol: str, order_id: int) -> list[dict[str, Any]]:
-        trades: list[dict[str, Any]] = await self.call("get_my_trades", symbol=symbol,
-                                                       orderId=order_id, limit=1000)
-        return trades
+    async def my_trades(self, symbol: str, order_id: int) -> list[FillReport]:
+        return [trade_report(trade) for trade in await self.call(
+            "get_my_trades", symbol=symbol, orderId=order_id, limit=1000)]
 
-    async def account(self) -> dict[str, Any]:
-        account: dict[str, Any] = await self.call("get_account")
-        return account
+    async def account(self) -> AccountReport:
+        return account_report(await self.call("get_account"))

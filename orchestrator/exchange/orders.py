@@ -1,10 +1,10 @@
-"""Pure conversions between Binance's order and trade documents and the journal's records."""
+"""Pure conversions between multibot's orders and fills and the exchange's reports."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-from typing import Any
-
+from multibot.errors import ErrorCode
+from multibot.market.orders import OrderStatus, OrderType, Side
+from multibot.market.records import FillView, OrderView, SymbolRules
 from multibot.market.rules import (
     decimal_of,
     fmt,
@@ -12,29 +12,20 @@ from multibot.market.rules import (
     round_step_down,
     round_step_up,
 )
-from multibot.wire.protocol import ErrorCode, FillView, OrderView, PlaceOrder, SymbolRules
+from multibot.wire.protocol import PlaceOrder
 from orchestrator.exchange.client import Rejected
+from orchestrator.exchange.reports import FillReport, OrderStatusReport
 
 _REJECTION_CODES = {-2010: ErrorCode.INSUFFICIENT_BALANCE, -2011: ErrorCode.UNKNOWN_ORDER,
                     -2013: ErrorCode.UNKNOWN_ORDER, -1121: ErrorCode.UNKNOWN_SYMBOL}
 
 
-def order_time_ns(data: dict[str, Any]) -> int:
-    """When the exchange says an order was placed (its clock), ns; 0 if it does not say."""
-    return int(data.get("time") or data.get("transactTime") or 0) * 1_000_000
-
-
-def number(value: Any) -> str:
-    """Binance's "0.00100000" as the journal's "0.001"."""
-    try:
-        return fmt(Decimal(str(value)))
-    except InvalidOperation:
-        raise ValueError(f"not a decimal from the exchange: {value!r}") from None
-
-
-def status_of(data: dict[str, Any]) -> str:
-    status = str(data.get("status", ""))
-    return "EXPIRED" if status == "EXPIRED_IN_MATCH" else status
+def journal_status(report: OrderStatusReport) -> OrderStatus | None:
+    """The status to journal (self-trade prevention's expiry is an expiry); None if the
+    report gives none."""
+    if report.status == OrderStatus.EXPIRED_IN_MATCH:
+        return OrderStatus.EXPIRED
+    return report.status
 
 
 def rejection_reason(exc: Rejected) -> str:
@@ -45,58 +36,43 @@ def rejection_reason(exc: Rejected) -> str:
     return f"{code.value}: {exc.message}"
 
 
-def order_params(order: PlaceOrder, rules: SymbolRules) -> dict[str, Any]:
-    """create_order parameters with quantity and price rounded onto the exchange's grid
-    (quantity down, a BUY limit down and a SELL limit up: never a worse trade)."""
+def on_grid(order: PlaceOrder, rules: SymbolRules) -> tuple[str, str | None]:
+    """The order's quantity and (LIMIT only) price rounded onto the exchange's grid (quantity
+    down, a BUY limit down and a SELL limit up: never a worse trade)."""
     qty = round_step_down(parse_decimal(order.quantity, "quantity"), decimal_of(rules.step_size))
-    params: dict[str, Any] = {
-        "symbol": rules.symbol, "side": order.side, "type": order.type, "quantity": fmt(qty),
-        "newClientOrderId": order.client_order_id, "newOrderRespType": "FULL",
-    }
-    if order.type == "LIMIT" and order.price is not None:
-        tick = decimal_of(rules.tick_size)
-        price = parse_decimal(order.price, "price")
-        rounded = (round_step_down if order.side == "BUY" else round_step_up)(price, tick)
-        params.update(price=fmt(rounded), timeInForce="GTC")
-    return params
+    if order.type != OrderType.LIMIT or order.price is None:
+        return fmt(qty), None
+    price = parse_decimal(order.price, "price")
+    rounded = (round_step_down if order.side == Side.BUY else round_step_up)(
+        price, decimal_of(rules.tick_size))
+    return fmt(qty), fmt(rounded)
 
 
-def fill_from_response(symbol: str, coid: str, side: str, raw: dict[str, Any],
-                       trade_id: int, time_ns: int) -> FillView:
-    """One entry of a FULL response's ``fills``."""
-    return FillView(trade_id=trade_id, client_order_id=coid, symbol=symbol, side=side,
-                    price=number(raw["price"]), qty=number(raw["qty"]),
-                    fee=number(raw.get("commission", "0")),
-                    fee_asset=str(raw.get("commissionAsset", "")), time_ns=time_ns,
-                    exchange_trade_id=int(raw["tradeId"]))
+def fill_view(coid: str, fill: FillReport, trade_id: int, now_ns: int) -> FillView:
+    """The journal's fill of one of the exchange's trades; ``now_ns`` dates a trade that
+    carries no time (a response's fills)."""
+    return FillView(trade_id=trade_id, client_order_id=coid, symbol=fill.symbol,
+                    side=fill.side, price=fill.price, qty=fill.qty, fee=fill.commission,
+                    fee_asset=fill.commission_asset,
+                    time_ns=now_ns if fill.time_ms is None else fill.time_ms * 1_000_000,
+                    exchange_trade_id=fill.trade_id)
 
 
-def fill_from_trade(coid: str, raw: dict[str, Any], trade_id: int) -> FillView:
-    """One entry of ``myTrades``."""
-    return FillView(trade_id=trade_id, client_order_id=coid, symbol=str(raw["symbol"]),
-                    side="BUY" if raw.get("isBuyer") else "SELL", price=number(raw["price"]),
-                    qty=number(raw["qty"]), fee=number(raw.get("commission", "0")),
-                    fee_asset=str(raw.get("commissionAsset", "")),
-                    time_ns=int(raw.get("time", 0)) * 1_000_000,
-                    exchange_trade_id=int(raw["id"]))
-
-
-def matches_intent(order: OrderView, data: dict[str, Any], tolerance_ns: int,
+def matches_intent(order: OrderView, report: OrderStatusReport, tolerance_ns: int,
                    server_offset_ns: int = 0) -> bool:
-    """Is ``data`` (found by client order id) the order we journaled, and not an older one
+    """Is ``report`` (found by client order id) the order we journaled, and not an older one
     that reused the id (client ids are unique only among OPEN orders)? ``created_ns`` is on
     our clock, the exchange's time on its own: ``server_offset_ns`` = its minus ours."""
-    created = order_time_ns(data)
+    created = report.time_ms * 1_000_000
     return (
-        data.get("side") == order.side and data.get("type") == order.type
-        and number(data.get("origQty", "0")) == order.quantity
+        report.side == order.side and report.type == order.type
+        and report.orig_qty == order.quantity
         and (not created or created >= order.created_ns + server_offset_ns - tolerance_ns)
     )
 
 
-def describe(data: dict[str, Any]) -> str:
+def describe(report: OrderStatusReport) -> str:
     """"web_1 (orderId 7: BUY LIMIT 0.001 @ 50000)" for messages about an order."""
-    price = number(data.get("price", "0"))
-    at = f" @ {price}" if price != "0" else ""
-    return (f"{data.get('clientOrderId')} (orderId {data.get('orderId')}: {data.get('side')} "
-            f"{data.get('type')} {number(data.get('origQty', '0'))}{at})")
+    at = f" @ {report.price}" if report.price != "0" else ""
+    return (f"{report.client_order_id} (orderId {report.order_id}: {report.side} "
+            f"{report.type} {report.orig_qty}{at})")

@@ -14,55 +14,56 @@ symbol; the other symbols are not affected.
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 
+from multibot.market.orders import OrderStatus
 from multibot.market.rules import fmt
 from orchestrator.broker.base import NotReconciled
-from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeError
-from orchestrator.exchange.orders import describe, number
+from orchestrator.exchange.ledger import Ledger
+from orchestrator.exchange.orders import describe
 
 log = logging.getLogger(__name__)
 
 
-async def reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
+async def reconcile(ledger: Ledger, symbol: str) -> list[str]:
     """Settle ``symbol``; returns what was changed (for the log), raises NotReconciled."""
     try:
-        async with broker.lock(symbol):
-            return await _reconcile(broker, symbol)
+        async with ledger.lock(symbol):
+            return await _reconcile(ledger, symbol)
     except ExchangeError as exc:
         raise NotReconciled(f"could not ask the exchange: {exc.message}") from None
 
 
-async def _reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
+async def _reconcile(ledger: Ledger, symbol: str) -> list[str]:
+    book = ledger.book
     changes: list[str] = []
     problems: list[str] = []
-    for order in broker.open_orders(symbol):
+    for order in book.open_orders(symbol):
         coid = order.client_order_id
-        data = await broker.exchange_copy(order)
-        if data is not None:
-            update = await broker.apply(order, data)
+        report = await ledger.exchange_copy(order)
+        if report is not None:
+            update = await ledger.apply(order, report)
             if update.order.status != order.status or update.fills:
                 changes.append(f"{coid}: {order.status} -> {update.order.status} "
                                f"({len(update.fills)} new fills)")
-        elif order.status != "PENDING_NEW":
+        elif order.status != OrderStatus.PENDING_NEW:
             problems.append(f"journaled open order {coid} is unknown to the exchange")
-        elif broker.settled(order):  # journaled, then the send failed or never happened
-            broker.expire_unsent(order)
+        elif ledger.settled(order):  # journaled, then the send failed or never happened
+            ledger.expire_unsent(order)
             changes.append(f"{coid}: never reached the exchange -> EXPIRED")
         else:
-            sent = (broker.now_ns() - order.created_ns) / 1e9
+            sent = (ledger.now_ns() - order.created_ns) / 1e9
             problems.append(f"order {coid} was sent {sent:.0f}s ago and its outcome is not "
-                            f"final yet: try again in {broker.settles_in_s(order):.0f}s")
-    mine = {o.client_order_id for o in broker.open_orders(symbol)}
-    for data in await broker.client.open_orders(symbol):
-        if str(data.get("clientOrderId", "")) not in mine:
+                            f"final yet: try again in {ledger.settles_in_s(order):.0f}s")
+    mine = {o.client_order_id for o in book.open_orders(symbol)}
+    for report in await ledger.client.open_orders(symbol):
+        if report.client_order_id not in mine:
             problems.append(
-                f"open order {describe(data)} was not placed by this multibot home: cancel it "
+                f"open order {describe(report)} was not placed by this multibot home: cancel it "
                 "(or trade this symbol from one place only), then `multibot up` it again")
-    rules = broker.rules[symbol]
-    held = await _account_holds(broker, rules.base_asset)
-    journaled = broker.held(rules.base_asset)
+    rules = book.rules[symbol]
+    held = (await ledger.client.account()).holds(rules.base_asset)
+    journaled = book.held(rules.base_asset)
     if held < journaled:
         problems.append(f"the journal says this bot holds {fmt(journaled)} {rules.base_asset} "
                         f"but the account has only {fmt(held)}")
@@ -71,12 +72,3 @@ async def _reconcile(broker: ExchangeBroker, symbol: str) -> list[str]:
     for change in changes:
         log.info("%s: reconciled: %s", symbol, change)
     return changes
-
-
-async def _account_holds(broker: ExchangeBroker, asset: str) -> Decimal:
-    account = await broker.client.account()
-    for balance in account.get("balances", []):
-        if balance.get("asset") == asset:
-            return Decimal(number(balance.get("free", "0"))) + Decimal(
-                number(balance.get("locked", "0")))
-    return Decimal(0)

@@ -64,7 +64,7 @@ async def open_venue(settings: FleetSettings, journal: Journal,
         rules = trading_rules(client.exchange_info_at_connect)
         if credentials is not None:
             account = await client.account()  # proves the keys work before anything trades
-            if not account.get("canTrade", False):
+            if not account.can_trade:
                 raise VenueError(f"the {settings.network} account of these keys cannot trade")
     except ExchangeError as exc:
         await client.close()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from multibot.wire.protocol import ProtocolError
+from multibot.errors import ProtocolError
+from multibot.market.orders import OrderStatus
 from orchestrator.exchange.broker import ExchangeBroker
 
 __all__ = ["watch"]
@@ -21,7 +22,7 @@ async def watch(broker: ExchangeBroker, period_s: float = 1.0) -> None:
     """Forever: retry failed cancels, then look up every open order, within a quarter of the
     weight limit. One order's failure never stops the watching of the others."""
     while True:
-        orders = broker.resting()
+        orders = broker.book.resting()
         cost_per_s = broker.client.limiter.weight_budget_per_s()
         await asyncio.sleep(max(period_s, len(orders) * 4 / cost_per_s))
         for symbol, coid in list(broker.failed_cancels):
@@ -31,21 +32,22 @@ async def watch(broker: ExchangeBroker, period_s: float = 1.0) -> None:
 
 
 async def _watch_one(broker: ExchangeBroker, symbol: str, coid: str, cancel: bool) -> None:
-    if broker.lock(symbol).locked():
+    book, ledger = broker.book, broker.ledger
+    if ledger.lock(symbol).locked():
         return  # a request of that symbol is under way: it will tell
     try:
         if cancel:
-            wanted = broker.open_order(symbol, coid)
+            wanted = book.open_order(symbol, coid)
             if wanted is None:
                 broker.failed_cancels.discard((symbol, coid))
-            elif wanted.status != "PENDING_NEW":  # (else: looked up first, below)
+            elif wanted.status != OrderStatus.PENDING_NEW:  # (else: looked up first, below)
                 broker.notify(await broker.cancel(symbol, coid))
             return
-        async with broker.lock(symbol):
-            current = broker.open_order(symbol, coid)
+        async with ledger.lock(symbol):
+            current = book.open_order(symbol, coid)
             if current is None:
                 return
-            update = await broker.look_up(current, _MAX_WAIT_S)
+            update = await ledger.look_up(current, _MAX_WAIT_S)
         if update is not None and (update.fills or update.order.status != current.status
                                    or update.order.executed_qty != current.executed_qty):
             broker.notify(update)
