@@ -1,4 +1,11 @@
-"""The TOML config file (`--config`): fleet settings and per-symbol strategies.
+"""A command's configuration, layered once: declared defaults < config file < environment < CLI.
+
+``up``, ``backtest`` and any later command call ``configure(options, path)`` with the CLI
+options the user gave (None = not given) and read what they need from the ``Configuration``:
+``fleet_settings()`` (defaults declared by ``FleetSettings``) and ``plan(symbol)`` (CLI, then
+the symbol's section, then ``[defaults]``, then ``DEFAULT_PLAN``).
+
+The config file (``--config``):
 
 ```toml
 [fleet]                      # optional; CLI options win
@@ -25,12 +32,19 @@ fast = 5
 slow = 20
 ```
 Unknown keys are errors that name the key and its line.
+
+The environment (``ENVIRONMENT``): ``MULTIBOT_BINANCE_REST_URL`` and
+``MULTIBOT_BINANCE_STREAM_URL`` set the endpoints of ``[binance]``. The orchestrator's
+``resolve_endpoints`` reads them again and puts them before the settings it was given.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +52,16 @@ import msgspec
 
 from multibot.errors import ErrorCode, MultibotError
 from multibot.wire.protocol import StrategySpec, SymbolPlan
+from multibot.wire.settings import DEFAULT_PLAN, FleetSettings, SettingsError, settings_from
+from orchestrator.exchange.endpoints import REST_ENV, STREAM_ENV
 
-DEFAULT_STAKE = "100"
-DEFAULT_ORDER_TYPE = "MARKET"
-DEFAULT_STRATEGIES = ("sma_cross",)
+# which fleet settings a config file may set, by table
+SETTINGS_SECTIONS = {
+    "fleet": ("mode", "feed", "interval", "speed", "seed", "max_restarts", "restart_window"),
+    "binance": ("rest_url", "stream_url", "key_file"),
+}
+ENVIRONMENT = {REST_ENV: "rest_url", STREAM_ENV: "stream_url"}  # variable -> setting
+PLAN_OPTIONS = SymbolPlan.__struct_fields__  # the CLI options that are a symbol's, not the fleet's
 
 
 class ConfigError(MultibotError, ValueError):
@@ -57,45 +77,28 @@ class SymbolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     strategy: list[dict[str, Any]] = []
 
 
-class FleetSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    mode: str | None = None
-    feed: str | None = None
-    interval: str | None = None
-    speed: float | None = None
-    seed: int | None = None
-    max_restarts: int | None = None
-    restart_window: float | None = None
-
-
-class BinanceSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where Binance is and where the keys are (never the keys themselves)."""
-
-    rest_url: str | None = None
-    stream_url: str | None = None
-    key_file: str | None = None
-
-
 class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    fleet: FleetSection = FleetSection()
-    binance: BinanceSection = BinanceSection()
+    fleet: dict[str, Any] = {}  # fleet settings by name (SETTINGS_SECTIONS), checked on parse
+    binance: dict[str, Any] = {}
     defaults: SymbolSection = SymbolSection()
     symbol: dict[str, SymbolSection] = {}
 
-
-def _fields(cls: type[msgspec.Struct]) -> set[str]:
-    return set(cls.__struct_fields__)
+    def settings(self) -> dict[str, Any]:
+        """The fleet settings this file gives, by name."""
+        return {**self.fleet, **self.binance}
 
 
 def _unknown_key(raw: dict[str, Any]) -> tuple[list[str], str] | None:
     """(table path, key) of the first key no section knows, walking the raw TOML."""
-    tables: list[tuple[list[str], Any, set[str]]] = [([], raw, _fields(ConfigFile))]
-    tables.append((["fleet"], raw.get("fleet"), _fields(FleetSection)))
-    tables.append((["defaults"], raw.get("defaults"), _fields(SymbolSection)))
-    tables.append((["binance"], raw.get("binance"), _fields(BinanceSection)))
+    symbol_keys = set(SymbolSection.__struct_fields__)
+    tables: list[tuple[list[str], Any, set[str]]] = [
+        ([], raw, set(ConfigFile.__struct_fields__)),
+        (["defaults"], raw.get("defaults"), symbol_keys),
+    ]
+    tables += [([name], raw.get(name), set(keys)) for name, keys in SETTINGS_SECTIONS.items()]
     symbols = raw.get("symbol")
     if isinstance(symbols, dict):
-        tables += [(["symbol", name], section, _fields(SymbolSection))
-                   for name, section in symbols.items()]
+        tables += [(["symbol", name], section, symbol_keys) for name, section in symbols.items()]
     for path, table, known in tables:
         if isinstance(table, dict):
             for key in table:
@@ -133,6 +136,11 @@ def parse_config(text: str, source: str = "<config>") -> ConfigFile:
         config = msgspec.convert(raw, type=ConfigFile)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    for section in SETTINGS_SECTIONS:
+        try:
+            settings_from(getattr(config, section))
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{source}: {exc}".replace("`$.", f"`$.{section}.")) from None
     for name in config.symbol:
         if name != name.upper():
             raise ConfigError(f"{source}: symbol sections are upper case: [symbol.{name}]")
@@ -147,44 +155,85 @@ def load_config(path: Path) -> ConfigFile:
     return parse_config(text, str(path))
 
 
-def _section_specs(section: SymbolSection) -> list[StrategySpec]:
+def overlay(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Layers merged, lowest first: each name takes the last value given (None = not given)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update((name, value) for name, value in layer.items() if value is not None)
+    return merged
+
+
+def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings the environment gives (``ENVIRONMENT``; an empty variable is not set)."""
+    env = os.environ if environ is None else environ
+    return {name: env[variable] for variable, name in ENVIRONMENT.items() if env.get(variable)}
+
+
+def _specs(texts: list[str], error: type[MultibotError]) -> list[StrategySpec]:
     from strategies.base import StrategyError
     from strategies.registry import parse_spec
 
     specs = []
-    for text in section.strategies:
+    for text in texts:
         try:
             name, params = parse_spec(text)
         except StrategyError as exc:
-            raise ConfigError(str(exc)) from None
+            raise error(str(exc)) from None
         specs.append(StrategySpec(name=name, params=params))
+    return specs
+
+
+def _plan_layer(section: SymbolSection) -> dict[str, Any]:
+    specs = _specs(section.strategies, ConfigError)
     for table in section.strategy:
         params = dict(table)
         name = params.pop("name", None)
         if not isinstance(name, str):
             raise ConfigError("each [[...strategy]] table needs name = \"...\"")
         specs.append(StrategySpec(name=name, params=params))
-    return specs
+    stake = None if section.stake is None else str(section.stake)
+    return {"strategies": specs or None, "stake": stake, "order_type": section.order_type or None}
 
 
-def plan_for(
-    config: ConfigFile | None,
-    symbol: str,
-    *,
-    strategies: list[StrategySpec] | None = None,
-    stake: str | None = None,
-    order_type: str | None = None,
-) -> SymbolPlan:
-    """CLI options beat the symbol's section, which beats [defaults], which beats built-ins."""
-    sections = [SymbolSection()]
-    if config is not None:
-        sections = [s for s in (config.symbol.get(symbol), config.defaults) if s is not None]
-    specs = strategies or next(
-        (found for s in sections if (found := _section_specs(s))),
-        [StrategySpec(name=n) for n in DEFAULT_STRATEGIES],
-    )
-    chosen_stake = stake or next(
-        (str(s.stake) for s in sections if s.stake is not None), DEFAULT_STAKE)
-    chosen_type = order_type or next(
-        (s.order_type for s in sections if s.order_type), DEFAULT_ORDER_TYPE)
-    return SymbolPlan(strategies=specs, stake=chosen_stake, order_type=chosen_type.upper())
+@dataclass(frozen=True)
+class Configuration:
+    """The layers of one command's configuration (see the module's docstring)."""
+
+    file: ConfigFile
+    given: Mapping[str, Any]  # fleet settings given by the file, the environment or the CLI
+    plan_options: Mapping[str, Any]  # the CLI's strategies (spec strings), stake, order type
+
+    @classmethod
+    def layer(cls, file: ConfigFile | None = None, options: Mapping[str, Any] | None = None,
+              environ: Mapping[str, str] | None = None) -> Configuration:
+        """``options``: the CLI's, by setting name (FleetSettings' or PLAN_OPTIONS)."""
+        cli = dict(options or {})
+        plan = {name: cli.pop(name, None) or None for name in PLAN_OPTIONS}
+        file = file or ConfigFile()
+        return cls(file, overlay(file.settings(), environment(environ), cli), plan)
+
+    def fleet_settings(self) -> FleetSettings:
+        """Types checked; what only ``FleetSettings.check()`` sees is left to the command."""
+        try:
+            return settings_from(self.given)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def plan(self, symbol: str) -> SymbolPlan:
+        """CLI options beat the symbol's section, which beats [defaults], which beats
+        DEFAULT_PLAN."""
+        sections = (self.file.defaults, self.file.symbol.get(symbol))
+        cli = dict(self.plan_options)
+        if cli["strategies"]:
+            cli["strategies"] = _specs(cli["strategies"], SettingsError)
+        values = overlay(msgspec.structs.asdict(DEFAULT_PLAN),
+                         *(_plan_layer(s) for s in sections if s is not None), cli)
+        return SymbolPlan(strategies=list(values["strategies"]), stake=values["stake"],
+                          order_type=values["order_type"].upper())
+
+
+def configure(options: Mapping[str, Any], config: Path | None = None,
+              environ: Mapping[str, str] | None = None) -> Configuration:
+    """Load ``config`` (if given) and layer it under the environment and ``options``."""
+    return Configuration.layer(load_config(config) if config is not None else None, options,
+                               environ)

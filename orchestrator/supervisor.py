@@ -28,6 +28,7 @@ from multibot.wire.protocol import (
     WorkerConfig,
     WorkerHeartbeat,
 )
+from multibot.wire.settings import DEFAULTS
 from orchestrator.spawner import Spawner, WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,12 @@ ACTIVE = {State.STARTING, State.RUNNING, State.BACKOFF}
 
 @dataclass(frozen=True)
 class Policy:
-    max_restarts: int = 5
-    window_s: float = 60.0
+    max_restarts: int = DEFAULTS.max_restarts
+    window_s: float = DEFAULTS.restart_window_s
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
     start_timeout_s: float = 20.0
     liveness_s: float = 10.0  # 2.5 worker heartbeat periods
-    grace_s: float = 5.0
+    grace_s: float = DEFAULTS.grace_s
     term_s: float = 2.0
 
 

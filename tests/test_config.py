@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from multibot.config import ConfigError, parse_config, plan_for
-from multibot.launch import UpOptions, prepare_up
+from multibot.config import ConfigError, Configuration, configure, parse_config
+from multibot.launch import prepare_up
 from multibot.wire.protocol import StrategySpec
-from multibot.wire.settings import SettingsError
+from multibot.wire.settings import DEFAULTS, Feed, Mode, SettingsError
 
 CONFIG = """
 [fleet]
@@ -33,19 +33,22 @@ slow = 9
 
 
 def test_symbol_sections_beat_defaults_and_cli_beats_both() -> None:
-    config = parse_config(CONFIG)
-    btc = plan_for(config, "BTCUSDT")
+    config = Configuration.layer(parse_config(CONFIG))
+    btc = config.plan("BTCUSDT")
     assert btc.stake == "250" and btc.order_type == "LIMIT"
     assert btc.strategies == [
         StrategySpec(name="sma_cross", params={"fast": 5, "slow": 20}),
         StrategySpec(name="ema_cross", params={"fast": 3, "slow": 9}),
     ]
-    eth = plan_for(config, "ETHUSDT")
+    eth = config.plan("ETHUSDT")
     assert eth.stake == "50" and eth.strategies == [StrategySpec(name="ema_cross")]
-    forced = plan_for(config, "BTCUSDT", strategies=[StrategySpec(name="sma_cross")],
-                      stake="7")
+    cli = {"strategies": ["sma_cross"], "stake": "7"}
+    forced = Configuration.layer(parse_config(CONFIG), cli).plan("BTCUSDT")
     assert forced.stake == "7" and forced.strategies == [StrategySpec(name="sma_cross")]
-    assert plan_for(None, "XRPUSDT").strategies == [StrategySpec(name="sma_cross")]
+    assert forced.order_type == "LIMIT"  # not given on the CLI: the section's
+    default = Configuration.layer().plan("XRPUSDT")
+    assert default.strategies == [StrategySpec(name="sma_cross")]
+    assert (default.stake, default.order_type) == ("100", "MARKET")
 
 
 def test_unknown_keys_name_the_key_the_table_and_the_line() -> None:
@@ -66,13 +69,39 @@ def test_unknown_keys_name_the_key_the_table_and_the_line() -> None:
 def test_prepare_up_validates_everything_before_anything_starts(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text(CONFIG)
-    settings, up = prepare_up(UpOptions(symbols=[], config=path))
+    settings, up = prepare_up([], configure({}, path))
     assert settings.speed == 25 and up.symbols == ["BTCUSDT"]  # symbols from the sections
     assert up.plans["BTCUSDT"].order_type == "LIMIT"
-    settings, up = prepare_up(UpOptions(symbols=["ethusdt"], config=path, speed=3))
+    assert (up.mode, up.feed, up.interval) == ("", "replay", "")  # what was asked for
+    settings, up = prepare_up(["ethusdt"], configure({"speed": 3}, path))
     assert settings.speed == 3 and up.plans["ETHUSDT"].stake == "50"
     path.write_text(CONFIG.replace("fast = 3", "fast = 30"))
     with pytest.raises(SettingsError, match=r"BTCUSDT: strategy 'ema_cross'.*fast"):
-        prepare_up(UpOptions(symbols=[], config=path))
+        prepare_up([], configure({}, path))
     with pytest.raises(ConfigError, match="cannot read config"):
-        prepare_up(UpOptions(symbols=["BTCUSDT"], config=tmp_path / "missing.toml"))
+        configure({}, tmp_path / "missing.toml")
+
+
+def test_layers_defaults_file_environment_cli() -> None:
+    file = parse_config('[fleet]\nmode = "testnet"\nmax_restarts = 2\nrestart_window = 9\n'
+                        '[binance]\nrest_url = "http://file/api"\nstream_url = "ws://file/"\n')
+    env = {"MULTIBOT_BINANCE_REST_URL": "http://env/api", "MULTIBOT_BINANCE_STREAM_URL": ""}
+    settings = Configuration.layer(file, {"max_restarts": None}, env).fleet_settings()
+    assert settings.mode is Mode.TESTNET and settings.feed is Feed.BINANCE  # feed follows mode
+    assert (settings.max_restarts, settings.restart_window_s) == (2, 9.0)  # file over defaults
+    assert settings.rest_url == "http://env/api"  # environment over file
+    assert settings.stream_url == "ws://file/"  # an empty variable is not set
+    assert settings.seed == DEFAULTS.seed and settings.fee_rate == DEFAULTS.fee_rate
+    cli = {"rest_url": "http://cli/api", "feed": "replay", "max_restarts": 0}
+    settings = Configuration.layer(file, cli, env).fleet_settings()
+    assert (settings.rest_url, settings.feed, settings.max_restarts) == (
+        "http://cli/api", Feed.REPLAY, 0)  # the CLI over everything (0 is given, None is not)
+    assert Configuration.layer(environ={}).fleet_settings() == DEFAULTS
+
+
+def test_unknown_modes_and_feeds_list_the_choices() -> None:
+    with pytest.raises(SettingsError) as info:
+        Configuration.layer(options={"mode": "x"}).fleet_settings()
+    assert str(info.value) == "unknown mode 'x'; one of paper, testnet, live"
+    with pytest.raises(SettingsError, match=r"unknown feed 'tv'; one of replay, synthetic, "):
+        parse_config('[fleet]\nfeed = "tv"\n')

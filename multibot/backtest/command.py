@@ -1,35 +1,32 @@
 """`multibot backtest`: the typer command. ``register(app)`` adds it to a Typer app.
 
-Only typer and the standard library are imported at module level; numpy, matplotlib and the
-engine load when the command runs, so `multibot --help` stays fast.
+Only typer, the standard library and the settings' declaration are imported at module level;
+numpy, matplotlib and the engine load when the command runs, so `multibot --help` stays fast.
 """
 
 # No `from __future__ import annotations`: typer reads the commands' annotations on each
-# run, and as strings they would be compiled and evaluated each time (see orchestrator/cli.py).
+# run, and as strings they would be compiled and evaluated each time (see multibot/cli/app.py).
 
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from multibot.errors import ErrorCode, MultibotError
+from multibot.exits import reported
+from multibot.wire.settings import DEFAULT_PLAN, DEFAULTS
+
 __all__ = ["register"]
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def backtest(
     symbols: Annotated[list[str], typer.Argument(
         help="Symbols, e.g. BTCUSDT ETHUSDT (with --data: one per file)", show_default=False)],
     strategy: Annotated[list[str] | None, typer.Option(
-        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross, or the "
-        "config's)")] = None,
+        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default "
+        f"{', '.join(spec.name for spec in DEFAULT_PLAN.strategies)}, or the config's)")] = None,
     config: Annotated[Path | None, typer.Option(
         help="TOML config: per-symbol strategies, stake, order type")] = None,
     start: Annotated[str | None, typer.Option(
@@ -40,13 +37,16 @@ def backtest(
         help="kline CSV (.csv/.gz/.zip): Binance's 12 columns or the bundled format; "
              "repeatable, one per symbol")] = None,
     interval: Annotated[str | None, typer.Option(
-        help="bundled bar interval (default 1m); with --data, checked against the file")] = None,
+        help=f"bundled bar interval (default {DEFAULTS.interval}); with --data, checked against "
+             "the file")] = None,
     stake: Annotated[str | None, typer.Option(
-        help="quote amount per entry (default 100, or the config's)")] = None,
+        help=f"quote amount per entry (default {DEFAULT_PLAN.stake}, or the config's)")] = None,
     capital: Annotated[str | None, typer.Option(
         help="starting equity per symbol for the metrics (default: the stake)")] = None,
-    fee_rate: Annotated[str, typer.Option(help="fee per fill, fraction of notional")] = "0.001",
-    slippage_bps: Annotated[str, typer.Option(help="MARKET order slippage, bps")] = "2",
+    fee_rate: Annotated[str | None, typer.Option(  # "\\[": a bracket, not rich markup
+        help=f"fee per fill, fraction of notional \\[default: {DEFAULTS.fee_rate}]")] = None,
+    slippage_bps: Annotated[str | None, typer.Option(
+        help=f"MARKET order slippage, bps \\[default: {DEFAULTS.slippage_bps}]")] = None,
     order_type: Annotated[str | None, typer.Option(
         help="MARKET (default) | LIMIT")] = None,
     out: Annotated[Path | None, typer.Option(
@@ -65,7 +65,6 @@ def backtest(
     from multibot.backtest.report import table
     from multibot.backtest.session import (
         Request,
-        UsageError,
         planned_bars,
         prepare,
         run_backtest,
@@ -76,17 +75,14 @@ def backtest(
         symbols=symbols, strategies=strategy or [], config=config, start=start, end=end,
         data=data or [], interval=interval, stake=stake, capital=capital, fee_rate=fee_rate,
         slippage_bps=slippage_bps, order_type=order_type, check_lookahead=check_lookahead)
-    try:
-        prepared = prepare(request)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    prepared = prepare(request)
     bar = ProgressBar(planned_bars(request, prepared), enabled=not quiet)
     try:
         result = run_backtest(request, bar.update, prepared)
     except BacktestFailed as exc:
+        raise BacktestFailed(f"backtest failed: {exc}") from None
+    finally:
         bar.close()
-        _fail(f"backtest failed: {exc}", EXIT_FAILED)
-    bar.close()
     typer.echo(table(result.outcomes, result.combined))
     for outcome in result.outcomes:
         run = outcome.run
@@ -98,13 +94,14 @@ def backtest(
     try:
         json_path, png_path = write_outputs(result, directory)
     except OSError as exc:
-        _fail(f"cannot write the report to {directory}: {exc.strerror or exc}", EXIT_FAILED)
+        raise MultibotError(f"cannot write the report to {directory}: {exc.strerror or exc}",
+                            ErrorCode.NOT_AVAILABLE) from None
     typer.echo(f"report  {json_path}\nchart   {png_path}")
     if result.leaks is not None:
         if result.leaks:
             for leak in result.leaks:
                 typer.echo(f"look-ahead: {leak.describe()}", err=True)
-            _fail("look-ahead check FAILED", EXIT_FAILED)
+            raise BacktestFailed("look-ahead check FAILED")
         shares = "/".join(f"{f:.0%}" for f in request.fractions)
         typer.echo(f"look-ahead check passed: runs cut after {shares} of the bars (with no "
                    "future, and with a mirrored one) made exactly the full run's decisions")
@@ -113,4 +110,4 @@ def backtest(
 
 def register(app: typer.Typer) -> None:
     """Add the ``backtest`` command to ``app``."""
-    app.command("backtest")(backtest)
+    app.command("backtest")(reported(backtest))

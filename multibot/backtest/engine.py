@@ -34,6 +34,7 @@ from multibot.wire.protocol import (
     SymbolRules,
     WorkerConfig,
 )
+from multibot.wire.settings import DEFAULTS
 from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from strategies.base import Strategy
@@ -55,8 +56,8 @@ class SymbolJob:
     rules: SymbolRules
     bars: np.ndarray  # KLINE_DTYPE
     step_ms: int
-    fee_rate: Decimal = Decimal("0.001")
-    slippage_bps: Decimal = Decimal("2")
+    fee_rate: Decimal = Decimal(DEFAULTS.fee_rate)
+    slippage_bps: Decimal = Decimal(DEFAULTS.slippage_bps)
 
     @property
     def symbol(self) -> str:

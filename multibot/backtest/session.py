@@ -22,13 +22,13 @@ from multibot.backtest.lookahead import FRACTIONS, Leak, Probe, compare, probes
 from multibot.backtest.metrics import Curve, Metrics, combine, curve_of, metrics_of
 from multibot.backtest.pool import run_jobs
 from multibot.backtest.report import SymbolOutcome, build_report, strategy_label
-from multibot.config import ConfigError, ConfigFile, load_config, plan_for
+from multibot.config import ConfigError, configure
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.rules import bundled_rules, fmt, synthetic_rules
-from multibot.wire.protocol import StrategySpec, WorkerConfig
-from multibot.wire.settings import SettingsError, normalize_symbols, parse_decimal
+from multibot.wire.protocol import WorkerConfig
+from multibot.wire.settings import ORDER_TYPES, SettingsError, normalize_symbols, parse_decimal
 from strategies.base import StrategyError
-from strategies.registry import create, parse_spec
+from strategies.registry import create
 
 __all__ = ["Request", "Result", "UsageError", "planned_bars", "prepare", "run_backtest",
            "write_outputs"]
@@ -42,7 +42,8 @@ class UsageError(MultibotError, ValueError):
 
 @dataclass(frozen=True)
 class Request:
-    """The command's options, as typed (strings are parsed and checked by ``prepare``)."""
+    """The command's options, as typed (strings are parsed and checked by ``prepare``);
+    None = not given: the config file or the declared default decides."""
 
     symbols: list[str]
     strategies: list[str] = field(default_factory=list)
@@ -53,8 +54,8 @@ class Request:
     interval: str | None = None
     stake: str | None = None
     capital: str | None = None
-    fee_rate: str = "0.001"
-    slippage_bps: str = "2"
+    fee_rate: str | None = None
+    slippage_bps: str | None = None
     order_type: str | None = None
     check_lookahead: bool = False
     fractions: tuple[float, ...] = FRACTIONS
@@ -79,15 +80,7 @@ class Result:
     title: str
 
 
-def _specs(raw: list[str]) -> list[StrategySpec]:
-    specs = []
-    for text in raw:
-        name, params = parse_spec(text)
-        specs.append(StrategySpec(name=name, params=params))
-    return specs
-
-
-def _series(req: Request, symbols: list[str], config: ConfigFile | None) -> list[Series]:
+def _series(req: Request, symbols: list[str], interval: str) -> list[Series]:
     if req.data and len(req.data) != len(symbols):
         raise UsageError(f"--data given {len(req.data)} time(s) for {len(symbols)} symbol(s); "
                          "give one file per symbol, in the same order")
@@ -95,14 +88,13 @@ def _series(req: Request, symbols: list[str], config: ConfigFile | None) -> list
     end = parse_when(req.end, "--to", end=True) if req.end else None
     if start is not None and end is not None and start > end:
         raise UsageError(f"--from {req.start} is after --to {req.end}")
-    interval = req.interval or (config.fleet.interval if config else None)
     out = []
     for i, symbol in enumerate(symbols):
         if req.data:
             step = interval_ms(req.interval) if req.interval else None
             series = load_csv(req.data[i], symbol, step)
         else:
-            series = bundled_series(symbol, interval or "1m")
+            series = bundled_series(symbol, interval)
         out.append(select(series, start, end))
     if len({s.step_ms for s in out}) > 1:
         found = ", ".join(f"{s.symbol} {s.interval}" for s in out)
@@ -114,22 +106,24 @@ def prepare(req: Request) -> Prepared:
     """Check every input and build the symbol jobs; UsageError says what is wrong."""
     try:
         symbols = normalize_symbols(req.symbols)
-        config = load_config(req.config) if req.config else None
-        specs = _specs(req.strategies)
-        fee = parse_decimal(req.fee_rate, "--fee-rate")
-        slippage = parse_decimal(req.slippage_bps, "--slippage-bps")
+        configuration = configure(
+            {"interval": req.interval, "fee_rate": req.fee_rate,
+             "slippage_bps": req.slippage_bps, "strategies": req.strategies,
+             "stake": req.stake, "order_type": req.order_type}, req.config)
+        settings = configuration.fleet_settings()
+        fee = parse_decimal(settings.fee_rate, "--fee-rate")
+        slippage = parse_decimal(settings.slippage_bps, "--slippage-bps")
         capital = parse_decimal(req.capital, "--capital", positive=True) if req.capital else None
-        series = _series(req, symbols, config)
+        series = _series(req, symbols, settings.interval)
         jobs, capitals = [], []
         for s in series:
-            plan = plan_for(config, s.symbol, strategies=specs or None, stake=req.stake,
-                            order_type=req.order_type.upper() if req.order_type else None)
+            plan = configuration.plan(s.symbol)
             for spec in plan.strategies:
                 create(spec.name, spec.params)  # fail here, with the registry's message
             stake = parse_decimal(plan.stake, f"stake of {s.symbol}", positive=True)
-            if plan.order_type not in ("MARKET", "LIMIT"):
-                raise UsageError(f"order type of {s.symbol} must be MARKET or LIMIT, not "
-                                 f"{plan.order_type!r}")
+            if plan.order_type not in ORDER_TYPES:
+                raise UsageError(f"order type of {s.symbol} must be {' or '.join(ORDER_TYPES)}, "
+                                 f"not {plan.order_type!r}")
             rules = bundled_rules().get(s.symbol) or synthetic_rules(
                 s.symbol, float(s.bars["close"][0]))
             worker = WorkerConfig(symbol=s.symbol, strategies=plan.strategies,

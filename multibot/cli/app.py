@@ -8,13 +8,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from multibot.backtest.command import register as register_backtest
 from multibot.cli.keys import register as register_keys
-from multibot.client import DaemonStartError, FleetNotRunning, request, start_daemon
+from multibot.client import FleetNotRunning, request, start_daemon
+from multibot.errors import EXIT_FAILED, ErrorCode, MultibotError
+from multibot.exits import reported
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     Down,
@@ -22,14 +24,20 @@ from multibot.wire.protocol import (
     KillResult,
     Ping,
     Pong,
-    ProtocolError,
     Status,
     StatusReport,
     SymbolResult,
     Up,
     UpResult,
 )
-from multibot.wire.settings import DEFAULT_SPEED, FleetSettings, SettingsError, normalize_symbols
+from multibot.wire.settings import (
+    DEFAULT_PLAN,
+    DEFAULTS,
+    Feed,
+    FleetSettings,
+    SettingsError,
+    normalize_symbols,
+)
 
 if TYPE_CHECKING:
     from multibot.remote import RemoteTarget
@@ -39,7 +47,6 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
 register_keys(app)
 _connect: tuple[str, str | None, str | None] | None = None  # --connect, --key, --server-key
 
@@ -48,13 +55,9 @@ HomeOption = Annotated[
     typer.Option("--home", help="Fleet state directory [env MULTIBOT_HOME; default "
                  "~/.local/state/multibot]", show_default=False),
 ]
+_DEFAULT_STRATEGIES = ", ".join(spec.name for spec in DEFAULT_PLAN.strategies)
 SymbolsArg = Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT",
                                                  show_default=False)]
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -75,17 +78,12 @@ def _global_options(
 
 def _remote_target(home: Home) -> "RemoteTarget":
     from multibot.remote import RemoteTarget
-    from multibot.wire.endpoints import EndpointError
-    from multibot.wire.keystore import KeyStoreError
 
     assert _connect is not None
     connect, key, server_key = _connect
     if not key or not server_key:
-        _fail("--connect needs --key and --server-key", EXIT_USAGE)
-    try:
-        return RemoteTarget.resolve(home, connect, key, server_key)
-    except (EndpointError, KeyStoreError) as exc:
-        _fail(str(exc), EXIT_USAGE)
+        raise SettingsError("--connect needs --key and --server-key")
+    return RemoteTarget.resolve(home, connect, key, server_key)
 
 
 def _remote_pong(home: Home) -> Pong:
@@ -100,11 +98,7 @@ def _request(home: Home, message: object, timeout: float = 10.0) -> object:
             return _remote_target(home).request(message, timeout)  # type: ignore[arg-type]
         return request(home, message, timeout)  # type: ignore[arg-type]
     except FleetNotRunning as exc:
-        _fail(f"{exc}; start one with `multibot up SYMBOL`")
-    except ProtocolError as exc:
-        usage = {"unknown_symbol", "bad_config", "conflict", "not_running", "not_available"}
-        _fail(f"{exc.reason} [{exc.code.value}]",
-              EXIT_USAGE if exc.code.value in usage else EXIT_FAILED)
+        raise FleetNotRunning(f"{exc}; start one with `multibot up SYMBOL`") from None
 
 
 def _print_results(results: list[SymbolResult]) -> bool:
@@ -119,6 +113,7 @@ def _print_results(results: list[SymbolResult]) -> bool:
 
 
 @app.command()
+@reported
 def up(
     symbols: Annotated[list[str] | None, typer.Argument(
         help="Symbols, e.g. BTCUSDT ETHUSDT (default: the config's [symbol.X] sections)",
@@ -132,16 +127,18 @@ def up(
     feed: Annotated[str | None, typer.Option(
         help="replay (paper default: bundled real klines) | synthetic (any symbol) | binance "
              "(live klines; the default with testnet/live)")] = None,
-    interval: Annotated[str | None, typer.Option(help="bar interval (default 1m)")] = None,
+    interval: Annotated[str | None, typer.Option(
+        help=f"bar interval (default {DEFAULTS.interval})")] = None,
     speed: Annotated[float | None, typer.Option(
-        help=f"bars per second (default {DEFAULT_SPEED:g})")] = None,
+        help=f"bars per second (default {DEFAULTS.speed:g})")] = None,
     strategy: Annotated[list[str] | None, typer.Option(
-        "--strategy", "-s", help="NAME[:k=v,...], repeatable (default sma_cross); see "
-        "`multibot strategies`")] = None,
-    stake: Annotated[str | None, typer.Option(help="quote amount per entry (default 100)")
-                     ] = None,
+        "--strategy", "-s", help=f"NAME[:k=v,...], repeatable (default {_DEFAULT_STRATEGIES}); "
+        "see `multibot strategies`")] = None,
+    stake: Annotated[str | None, typer.Option(
+        help=f"quote amount per entry (default {DEFAULT_PLAN.stake})")] = None,
     order_type: Annotated[str | None, typer.Option(help="MARKET (default) | LIMIT")] = None,
-    seed: Annotated[int | None, typer.Option(help="synthetic feed seed (default 7)")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=f"synthetic feed seed (default {DEFAULTS.seed})")] = None,
     foreground: Annotated[bool, typer.Option(
         help="run the orchestrator in this terminal; Ctrl-C stops the fleet")] = False,
     live: Annotated[bool | None, typer.Option(
@@ -150,11 +147,12 @@ def up(
     wait: Annotated[float, typer.Option(help="seconds to wait for RUNNING")] = 30.0,
     max_restarts: Annotated[int | None, typer.Option(
         help="a symbol whose worker exits more often than this within --restart-window "
-             "is marked FAILED (default 5)")] = None,
-    restart_window: Annotated[float | None, typer.Option(help="seconds (default 60)")] = None,
-    control_tcp: Annotated[str, typer.Option(
+             f"is marked FAILED (default {DEFAULTS.max_restarts})")] = None,
+    restart_window: Annotated[float | None, typer.Option(
+        help=f"seconds (default {DEFAULTS.restart_window_s:g})")] = None,
+    control_tcp: Annotated[str | None, typer.Option(
         help="also accept remote control on tcp://HOST:PORT: CURVE only, keys authorized "
-             "with `multibot keys`")] = "",
+             "with `multibot keys`")] = None,
     rest_url: Annotated[str | None, typer.Option(
         help="Binance REST endpoint, e.g. http://127.0.0.1:9000/api [env "
              "MULTIBOT_BINANCE_REST_URL; default: the network's own]", show_default=False)
@@ -170,22 +168,18 @@ def up(
 ) -> None:
     """Start symbols (starting the fleet if needed, else hot-adding them)."""
     from multibot.client import ping
-    from multibot.launch import ConfigError, UpOptions, prepare_up
+    from multibot.config import configure
+    from multibot.launch import prepare_up
 
     fleet_home = Home.at(home)
-    options = UpOptions(
-        symbols=symbols or [], config=config, mode=mode, feed=feed, interval=interval,
-        speed=speed, seed=seed, strategies=strategy, stake=stake,
-        order_type=order_type.upper() if order_type else None, max_restarts=max_restarts,
-        restart_window=restart_window, wait=wait, control_tcp=control_tcp,
-        rest_url=rest_url, stream_url=stream_url, key_file=key_file, confirm_live=confirm_live,
-    )
-    try:
-        settings, message = prepare_up(options)
-    except (SettingsError, ConfigError) as exc:
-        _fail(str(exc), EXIT_USAGE)
+    given = {"mode": mode, "feed": feed, "interval": interval, "speed": speed, "seed": seed,
+             "max_restarts": max_restarts, "restart_window": restart_window,
+             "control_tcp": control_tcp, "rest_url": rest_url, "stream_url": stream_url,
+             "key_file": key_file, "confirm_live": confirm_live or None,
+             "strategies": strategy, "stake": stake, "order_type": order_type}
+    settings, message = prepare_up(symbols or [], configure(given, config), wait)
     if _connect is not None and foreground:
-        _fail("--foreground runs a fleet on this machine; drop --connect", EXIT_USAGE)
+        raise SettingsError("--foreground runs a fleet on this machine; drop --connect")
     running = ping(fleet_home) if _connect is None else _remote_pong(fleet_home)  # hot-add
     if running is None:
         _validate_symbols(settings, message.symbols)
@@ -193,20 +187,18 @@ def up(
             _run_foreground(fleet_home, settings, message,
                             sys.stdout.isatty() if live is None else live)
             return
-        try:
-            pid = start_daemon(fleet_home, settings)
-        except DaemonStartError as exc:
-            _fail(str(exc))
-        pace = "live" if settings.feed == "binance" else f"@ {settings.speed:g} bars/s"
+        pid = start_daemon(fleet_home, settings)
+        pace = "live" if settings.feed == Feed.BINANCE else f"@ {settings.speed:g} bars/s"
         typer.echo(f"started orchestrator pid {pid} ({settings.mode}, {settings.feed} "
                    f"{settings.interval} {pace}) home {fleet_home.root}")
     elif foreground:
-        _fail(f"a fleet already runs on {fleet_home.root} (pid {running.pid})", EXIT_USAGE)
+        raise SettingsError(f"a fleet already runs on {fleet_home.root} (pid {running.pid})",
+                            ErrorCode.CONFLICT)
     try:
         reply = _request(fleet_home, message, timeout=wait + 15)
-    except typer.Exit:
+    except MultibotError:
         if running is None:  # we started it for this request only: do not leave it behind
-            with contextlib.suppress(typer.Exit):
+            with contextlib.suppress(MultibotError):
                 _request(fleet_home, Down(flatten=False), timeout=60.0)
         raise
     assert isinstance(reply, UpResult)
@@ -218,12 +210,12 @@ def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
     from orchestrator.feeds.base import UnknownSymbol
     from orchestrator.feeds.factory import make_feed
 
-    if settings.feed == "binance":
+    if settings.feed == Feed.BINANCE:
         return  # checked against the exchange's own exchangeInfo by the orchestrator
     try:
         feed = make_feed(settings, None)
-    except ValueError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    except ValueError as exc:  # the feed has no such interval (its message lists them)
+        raise SettingsError(str(exc)) from None
     errors = []
     for name in names:
         try:
@@ -231,7 +223,7 @@ def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
         except UnknownSymbol as exc:
             errors.append(str(exc))
     if errors:
-        _fail("\n".join(errors), EXIT_USAGE)
+        raise UnknownSymbol("\n".join(errors))
 
 
 def _run_foreground(home: Home, settings: FleetSettings, message: Up, live: bool) -> None:
@@ -248,6 +240,7 @@ def _run_foreground(home: Home, settings: FleetSettings, message: Up, live: bool
 
 
 @app.command()
+@reported
 def status(
     home: HomeOption = None,
     json: Annotated[bool, typer.Option("--json", help="machine-readable (stable schema)")] = False,
@@ -278,16 +271,14 @@ def status(
 
 
 @app.command()
+@reported
 def kill(
     symbols: SymbolsArg,
     home: HomeOption = None,
     flatten: Annotated[bool, typer.Option(help="also close the position")] = False,
 ) -> None:
     """Stop symbols gracefully (open orders cancelled); the others keep trading."""
-    try:
-        names = normalize_symbols(symbols)
-    except SettingsError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    names = normalize_symbols(symbols)
     reply = _request(Home.at(home), Kill(symbols=names, flatten=flatten), timeout=60.0)
     assert isinstance(reply, KillResult)
     if not _print_results(reply.results):
@@ -295,6 +286,7 @@ def kill(
 
 
 @app.command()
+@reported
 def down(
     home: HomeOption = None,
     flatten: Annotated[bool, typer.Option(help="close every position first")] = False,
@@ -312,11 +304,12 @@ def down(
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if pid_alive(pid):
-        _fail(f"orchestrator pid {pid} is still alive")
+        raise MultibotError(f"orchestrator pid {pid} is still alive", ErrorCode.TIMEOUT)
     typer.echo(f"fleet on {fleet_home.root} stopped")
 
 
 @app.command()
+@reported
 def logs(
     symbol: Annotated[str, typer.Argument(help="a symbol, or 'orchestrator'")],
     home: HomeOption = None,
@@ -332,8 +325,8 @@ def logs(
             else fleet_home.worker_log(name.upper()))
     if not path.exists():
         known = sorted(p.stem for p in fleet_home.logs_dir.glob("*.log"))
-        _fail(f"no log for {name} in {fleet_home.logs_dir}; available: "
-              f"{', '.join(known) or 'none'}")
+        raise MultibotError(f"no log for {name} in {fleet_home.logs_dir}; available: "
+                            f"{', '.join(known) or 'none'}", ErrorCode.NOT_AVAILABLE)
     sys.stdout.write(last_lines(path, lines))
     sys.stdout.flush()
     if follow:
@@ -342,6 +335,7 @@ def logs(
 
 
 @app.command()
+@reported
 def symbols() -> None:
     """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
     from multibot.market.bundled import catalog
@@ -351,6 +345,7 @@ def symbols() -> None:
 
 
 @app.command("strategies")
+@reported
 def list_strategies() -> None:
     """Built-in strategies with their parameters and defaults."""
     import msgspec

@@ -4,14 +4,16 @@ Secret keys are never printed: only public keys and where the secret files are.
 """
 
 # No `from __future__ import annotations`: typer reads the commands' annotations on each
-# run, and as strings they would be compiled and evaluated each time (see orchestrator/cli.py).
+# run, and as strings they would be compiled and evaluated each time (see multibot/cli/app.py).
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-EXIT_USAGE = 2
+from multibot.exits import reported
 
 HomeOption = Annotated[
     Path | None,
@@ -22,9 +24,15 @@ NameArg = Annotated[str, typer.Argument(help="key name: letters, digits, '_', '.
                                         show_default=False)]
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+@contextlib.contextmanager
+def _key_files() -> Iterator[None]:
+    """A key file that cannot be read or written is the user's to fix, as a bad key is."""
+    try:
+        yield
+    except OSError as exc:
+        from multibot.wire.keystore import KeyStoreError
+
+        raise KeyStoreError(str(exc)) from None
 
 
 def generate(
@@ -39,15 +47,13 @@ def generate(
 ) -> None:
     """Create a client keypair (for `multibot --connect ... --key NAME`)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import KeyStoreError, generate_client_key, load_public_key
+    from multibot.wire.keystore import generate_client_key, load_public_key
 
     fleet_home = Home.at(home)
-    try:
+    with _key_files():
         secret_file = generate_client_key(fleet_home, name, authorize=authorize,
                                           directory=directory)
         public = load_public_key(secret_file.with_suffix(".key")).decode()
-    except (KeyStoreError, OSError) as exc:
-        _fail(str(exc))
     typer.echo(f"client key {name!r}")
     typer.echo(f"  public key   {public}")
     typer.echo(f"  public file  {secret_file.with_suffix('.key')}")
@@ -83,37 +89,31 @@ def authorize(
 ) -> None:
     """Allow a client's public key to command this fleet (takes effect at once)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import KeyStoreError, authorize as authorize_key
+    from multibot.wire.keystore import authorize as authorize_key
 
-    try:
+    with _key_files():
         path = authorize_key(Home.at(home), file, name)
-    except (KeyStoreError, OSError) as exc:
-        _fail(str(exc))
     typer.echo(f"authorized {name!r}: {path}")
 
 
 def revoke(name: NameArg, home: HomeOption = None) -> None:
     """Withdraw an authorized key (new connections with it are refused at once)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import KeyStoreError, revoke as revoke_key
+    from multibot.wire.keystore import revoke as revoke_key
 
-    try:
+    with _key_files():
         path = revoke_key(Home.at(home), name)
-    except (KeyStoreError, OSError) as exc:
-        _fail(str(exc))
     typer.echo(f"revoked {name!r} ({path} removed)")
 
 
 def server(home: HomeOption = None) -> None:
     """Print the server public key that remote clients need (created on first use)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import KeyStoreError, ensure_server_keys, keys_dir
+    from multibot.wire.keystore import ensure_server_keys, keys_dir
 
     fleet_home = Home.at(home)
-    try:
+    with _key_files():
         public, _ = ensure_server_keys(fleet_home)
-    except (KeyStoreError, OSError) as exc:
-        _fail(str(exc))
     typer.echo(public.decode())
     typer.echo(f"(public key file {keys_dir(fleet_home) / 'server.key'}; remote clients pass "
                "it as --server-key)", err=True)
@@ -123,9 +123,7 @@ def register(app: typer.Typer) -> None:
     """Add the `keys` command group to ``app``."""
     keys = typer.Typer(help="CURVE keys of the remote control endpoint (TCP is CURVE only).",
                        no_args_is_help=True)
-    keys.command("generate")(generate)
-    keys.command("list")(list_)
-    keys.command("authorize")(authorize)
-    keys.command("revoke")(revoke)
-    keys.command("server")(server)
+    for name, command in (("generate", generate), ("list", list_), ("authorize", authorize),
+                          ("revoke", revoke), ("server", server)):
+        keys.command(name)(reported(command))
     app.add_typer(keys, name="keys")

@@ -1,19 +1,44 @@
-"""Fleet-wide settings and input normalisation shared by the CLI and the orchestrator."""
+"""Fleet-wide settings, declared once, and input normalisation shared by the CLI and the daemon.
+
+``FleetSettings`` declares every fleet setting with its default: the CLI layers a config file,
+the environment and its options over those defaults (``multibot.config``), the daemon gets the
+result on its argv, and the supervisor's policy and the backtest take their defaults from
+``DEFAULTS``. A symbol's defaults are ``DEFAULT_PLAN``.
+"""
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
 
 import msgspec
 
 from multibot.errors import ErrorCode, MultibotError
+from multibot.market.orders import OrderType
+from multibot.wire.records import StrategySpec, SymbolPlan
 
-MODES = ("paper", "testnet", "live")
-FEEDS = ("replay", "synthetic", "binance")
-ORDER_TYPES = ("MARKET", "LIMIT")
-DEFAULT_SPEED = 10.0  # replay bars per second: with 1m bars, trades show up within a minute
+ORDER_TYPES = tuple(OrderType)
 _SYMBOL_TEXT = re.compile(r"^[A-Z0-9]{2,20}$")
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
+
+
+class Mode(enum.StrEnum):
+    """Where orders go: simulated fills, Binance's testnet, or Binance (real money)."""
+
+    PAPER = "paper"
+    TESTNET = "testnet"
+    LIVE = "live"
+
+
+class Feed(enum.StrEnum):
+    """Where bars come from: bundled real klines, a seeded random walk, or Binance's streams."""
+
+    REPLAY = "replay"
+    SYNTHETIC = "synthetic"
+    BINANCE = "binance"
 
 
 class SettingsError(MultibotError, ValueError):
@@ -23,15 +48,17 @@ class SettingsError(MultibotError, ValueError):
 
 
 class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    mode: str = "paper"
-    feed: str = "replay"
+    """Every fleet setting and its default; names are those of the config file and the CLI."""
+
+    mode: Mode = Mode.PAPER
+    feed: Feed = Feed.REPLAY  # when none is given: default_feed(mode)
     interval: str = "1m"
-    speed: float = DEFAULT_SPEED
+    speed: float = 10.0  # replay bars per second: with 1m bars, trades show up within a minute
     seed: int = 7
-    fee_rate: str = "0.001"
+    fee_rate: str = "0.001"  # per fill, a fraction of the notional
     slippage_bps: str = "2"
     max_restarts: int = 5
-    restart_window_s: float = 60.0
+    restart_window_s: float = msgspec.field(default=60.0, name="restart_window")
     grace_s: float = 5.0
     control_tcp: str = ""  # e.g. "tcp://0.0.0.0:7070": remote control, CURVE only; "" = off
     # Binance endpoints ("" = the network's real ones) and where the API keys are; the keys
@@ -45,25 +72,22 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def network(self) -> str:
         """Which Binance the fleet talks to: "live" (also paper on the binance feed: public
         market data only) or "testnet"."""
-        return "testnet" if self.mode == "testnet" else "live"
+        return "testnet" if self.mode == Mode.TESTNET else "live"
 
     def check(self) -> None:
-        if self.mode not in MODES:
-            raise SettingsError(f"unknown mode {self.mode!r}; one of {', '.join(MODES)}")
-        if self.feed not in FEEDS:
-            raise SettingsError(f"unknown feed {self.feed!r}; one of {', '.join(FEEDS)}")
-        if self.feed == "binance":
+        """What types cannot say: combinations, ranges and formats (raises SettingsError)."""
+        if self.feed == Feed.BINANCE:
             from multibot.market.intervals import BINANCE_INTERVAL_MS
 
             if self.interval not in BINANCE_INTERVAL_MS:
                 raise SettingsError(f"--interval {self.interval!r} is not a Binance kline "
                                     f"interval; one of {', '.join(BINANCE_INTERVAL_MS)}")
-        if self.mode != "paper" and self.feed != "binance":
+        if self.mode != Mode.PAPER and self.feed != Feed.BINANCE:
             raise SettingsError(
                 f"--mode {self.mode} trades on Binance and needs --feed binance (its prices), "
                 f"not --feed {self.feed}"
             )
-        if self.mode == "live" and not self.confirm_live:
+        if self.mode == Mode.LIVE and not self.confirm_live:
             raise SettingsError(
                 "--mode live trades real money on Binance: add --confirm-live to say so "
                 "(or try --mode testnet first)"
@@ -85,6 +109,36 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 parse_tcp_endpoint(self.control_tcp, for_bind=True)
             except EndpointError as exc:
                 raise SettingsError(f"--control-tcp: {exc}") from None
+
+
+DEFAULTS = FleetSettings()
+DEFAULT_PLAN = SymbolPlan(strategies=[StrategySpec(name="sma_cross")])  # stake, order type: its own
+
+
+def default_feed(mode: Mode) -> Feed:
+    """On an exchange, its own prices; in paper, the bundled real klines."""
+    return Feed.REPLAY if mode == Mode.PAPER else Feed.BINANCE
+
+
+def choice(kind: type[_Choice], value: Any, what: str) -> _Choice:
+    """``value`` as a member of ``kind``, else SettingsError listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise SettingsError(f"unknown {what} {value!r}; one of {', '.join(kind)}") from None
+
+
+def settings_from(given: Mapping[str, Any]) -> FleetSettings:
+    """FleetSettings from the settings someone gave (by name); the rest are the defaults.
+
+    An unknown mode or feed raises SettingsError; a value of the wrong type or an unknown
+    name raises msgspec.ValidationError (the caller says where the value came from).
+    """
+    values = dict(given)
+    mode = choice(Mode, values.get("mode", DEFAULTS.mode), "mode")
+    values["feed"] = choice(Feed, values.get("feed", default_feed(mode)), "feed")
+    values["mode"] = mode
+    return msgspec.convert(values, FleetSettings)
 
 
 def parse_decimal(text: str, what: str, positive: bool = False) -> Decimal:
