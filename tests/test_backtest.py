@@ -182,6 +182,17 @@ def test_a_strategy_module_on_the_callers_path_imports_in_the_child(
     assert isolated.run.fills and isolated.run.fills == here.run.fills
 
 
+def test_a_deleted_working_directory_fails_the_run_clearly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = _jobs("sma_cross")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(BacktestFailed, match="BTCUSDT: the working directory no longer exists"):
+        run_jobs(jobs)
+
+
 def test_a_child_killed_by_a_signal_fails_its_run_naming_the_symbol(tmp_path: Path) -> None:
     path = strategy_running(tmp_path, "suicide", "os.kill(os.getpid(), signal.SIGKILL)",
                             "import os, signal")

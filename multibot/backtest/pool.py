@@ -62,7 +62,7 @@ class _Task(msgspec.Struct, array_like=True):
 
     job: SymbolJob
     sys_path: list[bytes]
-    cwd: bytes | None
+    cwd: bytes
 
 
 _TASK_ENCODER = msgspec.msgpack.Encoder(enc_hook=lambda bars: None)
@@ -82,7 +82,8 @@ def finish(job: SymbolJob, run: SymbolRun) -> Finished:
 def start_forkserver() -> None:
     """Start the forkserver now if it is not running (its imports can overlap the caller's)."""
     _CONTEXT.set_forkserver_preload(_PRELOAD)
-    multiprocessing.forkserver.ensure_running()
+    with contextlib.suppress(FileNotFoundError):  # no working directory: _hand_over says so
+        multiprocessing.forkserver.ensure_running()
 
 
 def run_jobs(
@@ -145,9 +146,9 @@ def _spawn() -> tuple[BaseProcess, Connection]:
 def _hand_over(job: SymbolJob, spares: int) -> tuple[BaseProcess, Connection]:
     """A fresh child running ``job``: a spare, or a new one; then ``spares`` are ready again."""
     try:
-        cwd: bytes | None = os.fsencode(os.getcwd())
-    except OSError:  # deleted meanwhile
-        cwd = None
+        cwd = os.fsencode(os.getcwd())
+    except FileNotFoundError:  # multiprocessing needs it too
+        raise BacktestFailed(f"{job.symbol}: the working directory no longer exists") from None
     paths = [os.fsencode(p) for p in sys.path if isinstance(p, str)]
     task = _TASK_ENCODER.encode(_Task(job, paths, cwd))
     bars = np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE).view(np.uint8).data
@@ -193,8 +194,7 @@ def _child(connection: Connection) -> None:
         job = dataclasses.replace(task.job, bars=np.frombuffer(connection.recv_bytes(),
                                                                dtype=KLINE_DTYPE))
         sys.path[:] = [os.fsdecode(p) for p in task.sys_path]
-        if task.cwd is not None:
-            os.chdir(os.fsdecode(task.cwd))
+        os.chdir(os.fsdecode(task.cwd))
         reply = msgspec.msgpack.encode(finish(job, run_symbol(job, progress)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return  # Ctrl-C reached the whole process group, or the caller has gone
