@@ -11,9 +11,9 @@ statistics (multibot: options -> report dict; backtesting.py: Backtest(...) + ru
 
 multibot rows:
 - in-process: the engine in this process (no isolation), i.e. the raw engine speed;
-- process per symbol: what `multibot backtest` does (a child of the backtest fork server per
-  symbol, the server started once; a lone symbol on several cores runs in parts at once,
-  stitched back exactly);
+- process per symbol: what `multibot backtest` does (a fresh child of multiprocessing's
+  forkserver per symbol; the forkserver, and the spare children a run leaves ready for the
+  next, started once by a first run);
 - engine loop, event-driven / bar by bar: the engine's loop alone (no metrics or report) on
   each of its two paths: strategies' vector signals and only eventful bars stepped (what
   sma_cross gets), and one on_bar per bar (any strategy; the reference the other must equal).
@@ -172,7 +172,7 @@ def main() -> int:
           f"{FAST}/{SLOW} cross, long/flat, fee 0.1%, fills at the signal bar's close")
     frames = {s: frame(s) for s in MULTI}
     strategy = bt_strategy()
-    run_ours((SYMBOL,), isolate=True)  # start the fork server once (~0.5 s), as a CLI run does
+    run_ours((SYMBOL,), isolate=True)  # start the forkserver and the spares once
     ok = report(f"{SYMBOL} 1m", len(frames[SYMBOL]), measure(args.runs, {
         "multibot, in-process": lambda: run_ours((SYMBOL,), isolate=False),
         "multibot, process per symbol": lambda: run_ours((SYMBOL,), isolate=True),

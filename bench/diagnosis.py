@@ -235,16 +235,13 @@ def _backtest(f: Facts) -> str:
     out = proc.stdout.strip()
     profile = out[out.find("where multibot"):] if "where multibot" in out else out[-3000:]
     return f"""This scenario is bench/bench_backtest.py's (maintained with the backtest engine).
-Why the process-per-symbol figure moves around the goal (bench/README, "Why one run's
-backtest ratio can dip below 5x"): the two vCPUs change speed independently within a second
-(a fixed loop took 10-19 ms on either), backtesting.py runs 0.35-0.7 s on one core and
-averages over that, while a cut run takes ~90 ms on both cores and waits for the slower one
-(its children finish a median 7 ms apart). Each child also pays ~2,200 first-touch page faults
-(~3.5-5 us each here) and runs its first pass slower than a warm process. What would clear the
-goal everywhere: a cheaper order path than exact Decimals through the real broker and runner
-(~35 us and ~120 Python calls an order, a flat profile). Parts taken from a shared queue, so
-that the faster core does more, would win back only part of the children's gap, less the cost
-of more parts. The engine's own profile (in-process, `--profile`):
+A lone symbol runs in one fresh process, so its figure is the in-process one plus what a fresh
+process adds: the job and its bars sent to a spare child, first-touch page faults there (its
+loop runs slower than a warm process's), and the result sent back and decoded (bench/README,
+"Process per symbol"). Several symbols share the cores, so that row gains from them. What
+would move the one-symbol figure: a cheaper order path than exact Decimals through the real
+broker and runner (a flat profile of ~120 Python calls an order). The engine's own profile
+(in-process, `--profile`):
 
 ```
 {profile}

@@ -1,9 +1,17 @@
-"""Helpers for the backtest tests: kline files in both formats and strategy files."""
+"""Helpers for the backtest tests: kline files in both formats, strategy files, and the
+processes a backtest leaves (or must not leave) behind."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 HOUR = 3_600_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
@@ -52,6 +60,53 @@ def strategy_file(directory: Path, name: str, body: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(head + textwrap.dedent(body))
     return path
+
+
+def strategy_running(directory: Path, module: str, on_bar: str, imports: str = "") -> Path:
+    """``module``.py with a strategy ``Test`` (no warm-up) whose on_bar runs ``on_bar``."""
+    return strategy_file(directory, module, f"""\
+{imports}
+
+class Test(Strategy):
+    name = {module!r}
+
+    @property
+    def warmup(self):
+        return 0
+
+    def on_bar(self, bar):
+        {on_bar}
+""")
+
+
+def processes_of_session(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            session = os.getsid(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue  # gone meanwhile
+        if session == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+@contextlib.contextmanager
+def own_session(*argv: str, cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """``argv`` in a session of its own; whatever of the session is still running at the
+    end is killed."""
+    process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        for pid in processes_of_session(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
 
 
 BUY_SELL = """\

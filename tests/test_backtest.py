@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import multiprocessing
 import os
-import subprocess
 import sys
+import textwrap
 import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,10 +21,10 @@ import pytest
 
 import multibot.backtest.engine as engine
 from multibot.backtest.data import load_csv
-from multibot.backtest.pool import run_jobs
+from multibot.backtest.engine import SymbolJob
+from multibot.backtest.pool import BacktestFailed, run_jobs
 from multibot.backtest.progress import ProgressBar
 from multibot.backtest.session import Request, Result, prepare, run_backtest
-from multibot.backtest.shared import shareable
 from multibot.market.bar import Bar
 from strategies.registry import builtins, load_strategy_class
 from tests.backtest_support import (
@@ -33,12 +34,17 @@ from tests.backtest_support import (
     PEEKER,
     RECORDER,
     T0,
+    own_session,
+    processes_of_session,
     strategy_file,
+    strategy_running,
     write_binance_csv,
     write_bundled_csv,
 )
+from tests.support import eventually
 
 HOURLY = {"interval": "1h", "start": "2021-06-01", "end": "2021-06-10T04:00"}  # 221 bars
+REPO = Path(__file__).resolve().parents[1]
 CLOSES = [100.0, 100.0, 90.0, 120.0, 120.0]
 
 
@@ -138,58 +144,89 @@ def test_a_leaky_class_attribute_cannot_mix_state_across_symbols(tmp_path: Path)
     assert symbol_report(shared, "ETHUSDT") != symbol_report(both, "ETHUSDT")
 
 
-_REUSE_PROBE = """
-import resource, sys
-if sys.argv[1] == "keep":
-    from multibot.backtest.forkserver import keep_freed_memory
-    assert keep_freed_memory()
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-block = bytearray(4 << 20)  # a numpy temporary's size class: 4 MB, freed again
-del block
-before = faults()
-block = bytearray(4 << 20)
-print(faults() - before)
-"""
+def _jobs(strategy: str, symbols: tuple[str, ...] = ("BTCUSDT",)) -> list[SymbolJob]:
+    return prepare(Request(symbols=list(symbols), strategies=[strategy], interval="1m",
+                           start="2025-01-01", end="2025-01-02")).jobs  # 2,880 bars
 
 
-def test_backtest_children_reuse_freed_memory_instead_of_faulting_it_in_again() -> None:
-    """The backtest's fork server keeps freed memory in the process (inherited by every
-    child): a block freed and allocated again costs no new page faults."""
+def _children_settled() -> bool:
+    """No child is alive but the spares, one per core (the others have exited)."""
+    return len(multiprocessing.active_children()) <= (os.cpu_count() or 1)
+
+
+def test_isolated_runs_equal_in_process_runs_and_hold_no_descriptors() -> None:
+    """Each symbol's child gives what the same job gives in this process; once its children
+    have exited, a run has left no descriptor open (pipes, sentinels)."""
     if not sys.platform.startswith("linux"):
-        pytest.skip("glibc's mallopt: Linux only")
-
-    def new_faults(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True,
-                              text=True, timeout=60, check=True)
-        return int(done.stdout)
-
-    if new_faults("default") < 512:
-        pytest.skip("this libc reuses freed blocks by default")
-    assert new_faults("keep") < 64
-
-
-def test_children_get_the_bars_in_shared_memory_and_no_descriptor_leaks() -> None:
-    """The bars go to each child as a memfd (not through its start-up pipe): the child's run
-    equals the in-process one, and by the time run_jobs returns the parent has closed every
-    descriptor it opened for the children (pipes, memfds, status pipes)."""
-    if not shareable():
-        pytest.skip("no memfds on this platform")
-    request = Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["sma_cross:fast=5,slow=20"],
-                      interval="1m", start="2025-01-01", end="2025-01-03")
-    jobs = prepare(request).jobs
-
-    def descriptors() -> list[str]:
-        return sorted(os.listdir("/proc/self/fd"))
-
-    run_jobs(jobs)  # starts the fork server, whose socket stays open
-    fds = descriptors()
+        pytest.skip("/proc/self/fd: Linux")
+    jobs = _jobs("sma_cross:fast=5,slow=20", ("BTCUSDT", "ETHUSDT"))
+    run_jobs(jobs)  # starts the forkserver and a spare child, which stay
+    eventually(_children_settled, what="the run's children gone")
+    held = len(os.listdir("/proc/self/fd"))
     isolated = run_jobs(jobs)
-    assert descriptors() == fds
     for child, here in zip(isolated, run_jobs(jobs, isolate=False), strict=True):
-        child.run.seconds = here.run.seconds = 0.0
         assert msgspec.msgpack.encode(child) == msgspec.msgpack.encode(here)
         assert child.run.fills and child.trades
+    eventually(lambda: _children_settled() and len(os.listdir("/proc/self/fd")) <= held,
+               what="the descriptors of the run's children closed")
+
+
+def test_a_strategy_module_on_the_callers_path_imports_in_the_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child imports ``module:Class`` as the caller would: with its sys.path and cwd."""
+    strategy_running(tmp_path, "my_far_strategy", "return Signal.LONG")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    jobs = _jobs("my_far_strategy:Test")
+    [isolated] = run_jobs(jobs)
+    [here] = run_jobs(jobs, isolate=False)
+    assert isolated.run.fills and isolated.run.fills == here.run.fills
+
+
+def test_a_deleted_working_directory_fails_the_run_clearly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = _jobs("sma_cross")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(BacktestFailed, match="BTCUSDT: the working directory no longer exists"):
+        run_jobs(jobs)
+
+
+def test_a_child_killed_by_a_signal_fails_its_run_naming_the_symbol(tmp_path: Path) -> None:
+    path = strategy_running(tmp_path, "suicide", "os.kill(os.getpid(), signal.SIGKILL)",
+                            "import os, signal")
+    with pytest.raises(BacktestFailed, match=r"BTCUSDT: the backtest process died \(exit code -9"):
+        run_jobs(_jobs(f"{path}:Test"))
+
+
+def test_a_failed_run_stops_the_other_symbols_children(tmp_path: Path) -> None:
+    """One symbol's strategy fails: the run fails at once, and the other symbol's child (a
+    slow one, that would run for minutes) is stopped, not left running."""
+    failing = strategy_running(tmp_path, "failing", "raise SystemExit('boom')")
+    slow = strategy_running(tmp_path, "slower", "time.sleep(0.05)", "import time")
+    jobs = _jobs(f"{failing}:Test") + _jobs(f"{slow}:Test", ("ETHUSDT",))
+    with pytest.raises(BacktestFailed, match="BTCUSDT: SystemExit: boom"):
+        run_jobs(jobs, workers=2)
+    eventually(_children_settled, timeout=10, what="the slow child stopped")
+
+
+def test_children_do_not_outlive_a_killed_caller(tmp_path: Path) -> None:
+    """SIGKILL of the caller (an OOM kill, `timeout -s KILL`): its children exit too."""
+    path = strategy_running(tmp_path, "slowest", "time.sleep(0.05)", "import time")
+    code = textwrap.dedent(f"""
+        from multibot.backtest.pool import run_jobs
+        from multibot.backtest.session import Request, prepare
+        jobs = prepare(Request(symbols=["BTCUSDT", "ETHUSDT"], strategies=["{path}:Test"],
+                               interval="1m", start="2025-01-01", end="2025-01-02")).jobs
+        run_jobs(jobs, workers=2)
+    """)
+    with own_session(sys.executable, "-c", code, cwd=REPO) as caller:
+        eventually(lambda: len(processes_of_session(caller.pid)) >= 4, timeout=60,
+                   what="the caller, its forkserver and two children")
+        caller.kill()
+        caller.wait(30)
+        eventually(lambda: not processes_of_session(caller.pid), what="no process left")
 
 
 # --- determinism -----------------------------------------------------------------------------

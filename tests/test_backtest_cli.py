@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +16,17 @@ import typer
 from typer.testing import CliRunner, Result
 
 from multibot.backtest.command import register
-from tests.backtest_support import write_binance_csv, write_bundled_csv
+from tests.backtest_support import (
+    own_session,
+    processes_of_session,
+    strategy_running,
+    write_binance_csv,
+    write_bundled_csv,
+)
+from tests.support import eventually
 
 RANGE = ["--interval", "1h", "--from", "2021-06-01", "--to", "2021-06-12"]
+REPO = Path(__file__).resolve().parents[1]
 SYMBOL_KEYS = {"data", "first_bar", "last_bar", "strategies", "stake", "order_type", "metrics",
                "orders", "position_at_end", "strategy_errors", "last_error", "warnings",
                "trades"}
@@ -163,3 +174,46 @@ def test_a_strategy_that_kills_its_process_fails_that_run_cleanly(tmp_path: Path
     assert result.exit_code == 1, result.output
     assert "error: backtest failed: BTCUSDT: the backtest process died (exit code 3" in (
         result.stderr)
+
+
+def _cli(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    return own_session(sys.executable, "-m", "multibot.cli.app", *args, cwd=REPO)
+
+
+def test_ctrl_c_stops_the_backtest_and_every_process_it_started(tmp_path: Path) -> None:
+    path = strategy_running(tmp_path, "slow", "time.sleep(0.01)", "import time")
+    with _cli("backtest", "BTCUSDT", "ETHUSDT", "-s", f"{path}:Test", "--interval", "1m",
+              "--from", "2025-01-01", "--to", "2025-01-05") as cli:
+        eventually(lambda: len(processes_of_session(cli.pid)) >= 4, timeout=60,
+                   what="the CLI, its forkserver and a child running")
+        os.killpg(cli.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        cli.wait(30)
+        eventually(lambda: not processes_of_session(cli.pid), what="no process left")
+    assert cli.returncode != 0
+
+
+def test_a_rejected_command_leaves_no_process_behind() -> None:
+    """The command starts the forkserver before it checks its input (to overlap their
+    start-ups); a usage error must still leave no process."""
+    with _cli("backtest", "BTCUSTD") as cli:
+        _, err = cli.communicate(timeout=60)
+        assert cli.returncode == 2 and "BTCUSTD" in err
+        eventually(lambda: not processes_of_session(cli.pid), what="no process left")
+
+
+def test_runs_from_a_directory_whose_packages_shadow_ours(tmp_path: Path) -> None:
+    """Run from a directory with a `strategies` package and a `msgspec.py` of its own (a
+    trading user's), the command and its children still import multibot's and the installed
+    ones."""
+    shadow = tmp_path / "strategies"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the wrong strategies package')\n")
+    (tmp_path / "msgspec.py").write_text("raise ImportError('the wrong msgspec')\n")
+    script = Path(sys.executable).parent / "multibot"
+    if not script.exists():
+        pytest.skip("no multibot script next to this interpreter")
+    done = subprocess.run([str(script), "backtest", "BTCUSDT", "--from", "2025-01-01", "--to",
+                           "2025-01-02", "--out", str(tmp_path / "out"), "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "report.json").exists()

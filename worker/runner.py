@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from decimal import Decimal
 
 from multibot.market.bar import Bar, Signal
@@ -112,43 +111,6 @@ class Runner:
             return []
         self._evaluate(bar)
         return self._act()
-
-    def on_signals(self, bar: Bar, signals: Sequence[Signal | None]) -> list[Message]:
-        """``on_bar`` when the strategies' answers for ``bar`` are already known, in the
-        strategies' order (a backtest's vector path, see ``Strategy.signals``)."""
-        if not self._advance(bar):
-            return []
-        for i, signal in enumerate(signals):
-            if signal is not None and self._errors[i] < MAX_STRATEGY_ERRORS:  # not disabled
-                self._combiner.update(i, signal)
-                self._stale_target = True
-        return self._act()
-
-    def skip(self, bars: int, last_open_time: int, last_close: float) -> None:
-        """Count ``bars`` bars on which no strategy spoke and no order was open or pending:
-        ``on_bar`` would have done nothing on them but this."""
-        assert not self.open_orders and not self.pending, "skip() with orders in flight"
-        self.bars += bars
-        self.last_bar_time = self._last_live_time = last_open_time
-        self._last_close = last_close
-
-    def resume(self, bars: int, last_open_time: int, last_close: float,
-               stances: Sequence[Signal | None]) -> None:
-        """Take up a backtest part after ``bars`` bars, at rest: flat, nothing in flight, the
-        strategies' ``stances`` as their signals left them (None: not spoken yet, FLAT; see
-        multibot.backtest.split). Order ids start again at 1: stitching renumbers them."""
-        assert not self.open_orders and not self.pending and not self.position
-        self.skip(bars, last_open_time, last_close)
-        for i, stance in enumerate(stances):
-            self._combiner.update(i, stance)
-        self._target = self._combiner.target
-        self._stale_target = False
-
-    def at_rest(self) -> bool:
-        """Flat, nothing in flight, target FLAT, no strategy failed: what ``resume`` assumes."""
-        return (not self.position and not self.open_orders and not self.pending
-                and not self._cancelling and self._target != _LONG
-                and self.strategy_errors == 0)
 
     def _advance(self, bar: Bar) -> bool:
         """Take ``bar`` as the latest, or False for one already seen."""

@@ -57,10 +57,9 @@ def backtest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Replay history through the live strategy code and the paper fill model."""
-    from multibot.backtest import launcher
+    from multibot.backtest.pool import BacktestFailed, start_forkserver
 
-    launcher.start()  # its imports overlap ours and the data's loading (~0.3 s of the run)
-    from multibot.backtest.pool import BacktestFailed
+    start_forkserver()  # the children's forkserver: its imports overlap the loading of the data
     from multibot.backtest.progress import ProgressBar
     from multibot.backtest.report import table
     from multibot.backtest.session import (

@@ -20,24 +20,13 @@ import numpy as np
 
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bundled import INTERVAL_MS, KLINE_DTYPE, catalog, load_klines
+from multibot.market.intervals import BINANCE_INTERVAL_MS
 
-__all__ = [
-    "DataError",
-    "Series",
-    "bundled_series",
-    "interval_label",
-    "iso",
-    "load_csv",
-    "parse_when",
-    "select",
-]
+__all__ = ["DataError", "Series", "bundled_series", "interval_label", "iso", "load_csv",
+           "parse_when", "select"]
 
-_LABELS = {
-    1_000: "1s", 60_000: "1m", 180_000: "3m", 300_000: "5m", 900_000: "15m",
-    1_800_000: "30m", 3_600_000: "1h", 7_200_000: "2h", 14_400_000: "4h", 21_600_000: "6h",
-    28_800_000: "8h", 43_200_000: "12h", 86_400_000: "1d", 259_200_000: "3d",
-    604_800_000: "1w",
-}
+_LABELS = {ms: label for label, ms in BINANCE_INTERVAL_MS.items()} | {
+    259_200_000: "3d", 604_800_000: "1w"}
 _MS = {label: ms for ms, label in _LABELS.items()} | INTERVAL_MS
 _TIME_NAMES = ("open_time", "open time", "timestamp", "time", "date")
 _NAMES = ("open", "high", "low", "close", "volume")

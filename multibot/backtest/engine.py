@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from decimal import Decimal
 import msgspec
 import numpy as np
 
-from multibot.backtest.split import bounds, stances_before
 from multibot.market.bar import Bar, Signal
 from multibot.wire.protocol import (
     CancelOrder,
+    Message,
     OrderUpdate,
     PlaceOrder,
     PositionView,
@@ -40,9 +39,10 @@ from orchestrator.broker.paper import PaperBroker
 from strategies.base import Strategy
 from strategies.registry import create
 from strategies.vector import BarColumns
-from worker.runner import Runner
+from worker.runner import MAX_STRATEGY_ERRORS, Runner
 
-__all__ = ["Decision", "FillRecord", "SymbolJob", "SymbolRun", "iter_bars", "run_symbol"]
+__all__ = ["BacktestRunner", "Decision", "FillRecord", "SymbolJob", "SymbolRun", "iter_bars",
+           "run_symbol"]
 
 CHUNK = 4096  # bars converted (and progress reported) at a time
 MAX_WARNINGS = 20
@@ -50,7 +50,7 @@ MAX_WARNINGS = 20
 
 @dataclass(frozen=True)
 class SymbolJob:
-    """Everything one symbol's run needs; picklable, so it can go to a child process."""
+    """Everything one symbol's run needs (msgpack-encoded for a child process, see pool)."""
 
     config: WorkerConfig
     rules: SymbolRules
@@ -65,7 +65,7 @@ class SymbolJob:
 
 
 # Decision and FillRecord are msgspec structs, not dataclasses: a frozen dataclass is slow to
-# build (object.__setattr__ per field) and, with slots, to pickle back from a child process.
+# build (object.__setattr__ per field).
 
 
 class Decision(msgspec.Struct, frozen=True, array_like=True):
@@ -107,12 +107,6 @@ class SymbolRun:
     strategy_errors: int = 0
     last_error: str = ""
     warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the loop; never written to the report
-    # A part of a run cut at rest (multibot.backtest.split) covers ``bars`` bars from
-    # ``first_bar``, and says whether it ended at rest, as the next part assumed.
-    first_bar: int = 0
-    settled: bool = True
-    parts: int = 1  # processes that ran it (not in the report: it depends on the machine)
 
     def record(self, index: int, update: OrderUpdate) -> None:
         """Note the fills of ``update`` and the position after it, made on bar ``index``."""
@@ -131,6 +125,29 @@ class SymbolRun:
         self.qty.append(float(position.qty))
         self.avg_entry.append(float(position.avg_entry))
         self.realized.append(float(position.realized_pnl))
+
+
+class BacktestRunner(Runner):
+    """The live worker's Runner, plus what the event-driven path asks of it."""
+
+    def on_signals(self, bar: Bar, signals: Sequence[Signal | None]) -> list[Message]:
+        """``on_bar`` when the strategies' answers for ``bar`` are already known, in the
+        strategies' order (see ``Strategy.signals``)."""
+        if not self._advance(bar):
+            return []
+        for i, signal in enumerate(signals):
+            if signal is not None and self._errors[i] < MAX_STRATEGY_ERRORS:  # not disabled
+                self._combiner.update(i, signal)
+                self._stale_target = True
+        return self._act()
+
+    def skip(self, bars: int, last_open_time: int, last_close: float) -> None:
+        """Count ``bars`` bars on which no strategy spoke and no order was open or pending:
+        ``on_bar`` would have done nothing on them but this."""
+        assert not self.open_orders and not self.pending, "skip() with orders in flight"
+        self.bars += bars
+        self.last_bar_time = self._last_live_time = last_open_time
+        self._last_close = last_close
 
 
 def iter_bars(symbol: str, rows: np.ndarray, step_ms: int) -> Iterator[Bar]:
@@ -178,13 +195,11 @@ def _captured_warnings(sink: list[str]) -> Iterator[None]:
 
 
 def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
-               bar_by_bar: bool = False, part: tuple[int, int] | None = None) -> SymbolRun:
+               bar_by_bar: bool = False) -> SymbolRun:
     """Backtest one symbol in this process; ``progress(bars_done)`` every CHUNK bars.
 
     Event-driven when every strategy has ``signals``, unless ``bar_by_bar`` (the reference
-    the event-driven run must equal exactly). ``part=(i, n)``: only part i of the run cut in
-    at most n at rest (``split.bounds``; parts beyond the cuts, or of a run that cannot be
-    cut, cover nothing but part 0, which then is the whole run)."""
+    the event-driven run must equal exactly)."""
     symbol, rows = job.symbol, job.bars
     result = SymbolRun(symbol=symbol, bars=len(rows))
     bar: Bar | None = None  # the bar being processed; the loops assign it through ``step``
@@ -196,7 +211,7 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
     broker = PaperBroker(journal, {symbol: job.rules}, fee_rate=job.fee_rate,
                          slippage_bps=job.slippage_bps, clock=clock)
     strategies = [create(spec.name, spec.params) for spec in job.config.strategies]
-    runner = Runner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
+    runner = BacktestRunner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
 
     def step(index: int, current: Bar, signals: Sequence[Signal | None] | None) -> None:
         """One bar, as the fleet does it: the broker fills, then the runner decides."""
@@ -213,30 +228,17 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
             for action in actions:
                 _execute(broker, runner, result, index, current.open_time, action)
 
-    started = time.perf_counter()
     with journal, _captured_warnings(result.warnings):
         for strategy in strategies:
             strategy.on_start()
         codes = None if bar_by_bar else _signal_codes(strategies, rows, result.warnings)
-        index, parts = part or (0, 1)
-        cuts = [0, len(rows)] if codes is None else bounds(codes, parts)
-        start, stop = (cuts[index], cuts[index + 1]) if index + 1 < len(cuts) else (len(rows),
-                                                                                    len(rows))
-        result.first_bar, result.bars = start, stop - start
         if codes is None:
-            if stop > start:
-                _bar_by_bar(job, step, progress)
-        elif stop > start:
-            if start:
-                runner.resume(start, int(rows["open_time"][start - 1]),
-                              float(rows["close"][start - 1]),
-                              [_SIGNALS[code] for code in stances_before(codes, start)])
-            _event_driven(job, codes, step, runner, broker, progress, start, stop)
+            _bar_by_bar(job, step, progress)
+        else:
+            _event_driven(job, codes, step, runner, broker, progress)
         for strategy in strategies:
             strategy.on_stop()
-    result.seconds = time.perf_counter() - started
     result.strategy_errors, result.last_error = runner.strategy_errors, runner.last_error
-    result.settled = runner.at_rest() and broker.flat(symbol)
     if progress is not None:
         progress(result.bars)
     return result
@@ -294,22 +296,21 @@ def _codes_only(answer: np.ndarray) -> bool:
         return bool(((answer == -1) | (answer == 0) | (answer == 1)).all())
 
 
-def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
-                  broker: PaperBroker, progress: Callable[[int], None] | None, start: int,
-                  stop: int) -> None:
+def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: BacktestRunner,
+                  broker: PaperBroker, progress: Callable[[int], None] | None) -> None:
     """Only the bars where a strategy speaks, or an order is open, go through ``step``; the
-    quiet bars in between are counted (``Runner.skip``): on them the per-bar loop would only
-    note the close, which the next stepped bar overwrites. Bars ``start`` to ``stop - 1``."""
+    quiet bars in between are counted (``BacktestRunner.skip``): on them the per-bar loop
+    would only note the close, which the next stepped bar overwrites."""
     symbol, rows, last = job.symbol, job.bars, job.step_ms - 1
     # item(): a row's Python numbers at once, for the few bars that are stepped (or skipped to);
     # cheaper than whole columns as lists (MBs of fresh pages in a new child)
     row = rows[["open_time", "open", "high", "low", "close", "volume"]].item
-    events = (np.flatnonzero(codes[:, start:stop].any(axis=0)) + start).tolist()
+    events = np.flatnonzero(codes.any(axis=0)).tolist()
     signals_at = dict(zip(events, ([_SIGNALS[c] for c in column]
                                    for column in codes[:, events].T.tolist()), strict=True))
     silent = [None] * len(codes)
-    count, index, next_event = stop, start, 0
-    next_report = start + CHUNK
+    count, index, next_event = len(rows), 0, 0
+    next_report = CHUNK
     while index < count:
         if not (runner.open_orders or runner.pending or broker.has_open(symbol)):
             while next_event < len(events) and events[next_event] < index:
@@ -327,14 +328,14 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Runner,
         step(index, bar, signals_at.get(index, silent))
         index += 1
         if progress is not None and index >= next_report:
-            progress(index - start)
+            progress(index)
             next_report = index + CHUNK
 
 
 _SIGNALS: dict[int, Signal | None] = {1: Signal.LONG, -1: Signal.FLAT, 0: None}
 
 
-def _execute(broker: PaperBroker, runner: Runner, result: SymbolRun, index: int,
+def _execute(broker: PaperBroker, runner: BacktestRunner, result: SymbolRun, index: int,
              bar_time: int, action: object) -> None:
     try:
         if isinstance(action, PlaceOrder):

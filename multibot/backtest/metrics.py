@@ -16,17 +16,8 @@ import numpy as np
 from multibot.backtest.engine import FillRecord, SymbolRun
 from multibot.market.position import EXACT
 
-__all__ = [
-    "Curve",
-    "Metrics",
-    "RoundTrip",
-    "combine",
-    "curve_of",
-    "drawdown",
-    "metrics_of",
-    "round_trips",
-    "total_fees",
-]
+__all__ = ["Curve", "Metrics", "RoundTrip", "combine", "curve_of", "drawdown", "metrics_of",
+           "round_trips", "total_fees"]
 
 YEAR_MS = 365 * 86_400_000  # crypto trades every day of the year
 _ZERO = Decimal(0)
@@ -100,7 +91,7 @@ def curve_of(run: SymbolRun, bars: np.ndarray, capital: float) -> Curve:
 
 
 def total_fees(fills: list[FillRecord]) -> Decimal:
-    """Every fee of ``fills``, summed exactly (so the parts of a run add up to the whole)."""
+    """Every fee of ``fills``, summed exactly."""
     with localcontext(EXACT):
         return sum((Decimal(f.fee) for f in fills), _ZERO)
 

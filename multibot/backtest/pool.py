@@ -1,48 +1,89 @@
 """Run symbol jobs: each in a fresh child process (isolated, on every core) or in-process.
 
-Each job gets a new process from the backtest's fork server (see forkserver and launcher):
-forked from a clean server that never ran a strategy, so a strategy's class attributes, module
-globals or monkey-patches can never leak from one symbol (or one run) into another, nor from
-the parent. At most one child per core runs at a time; each sends its run, then its round trips
-(or its error) back through a pipe (see child), and progress through shared per-child bar
-counters. On an error or Ctrl-C the children still running are terminated at once.
-
-With fewer symbols than cores, a symbol's run is cut at rest into parts that run at once, one
-child each, and stitched back exactly (see split and stitch); the result is the same as in
-one piece, on any number of cores.
+A child is forked from multiprocessing's forkserver, which imported the engine and strategies
+(see preload) and never runs a strategy: class attributes, module globals or monkey-patches of
+a strategy cannot leak between symbols, runs or the caller. A child runs one job, one per core
+at a time; spares are started ahead for the next. It gets its job with the caller's sys.path
+and working directory (a strategy module imports as it did here) and sends back its progress
+and result as msgpack: nothing a child sends is unpickled. On an error or Ctrl-C the children
+still running are terminated; a child whose caller has gone exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import multiprocessing
+import multiprocessing.forkserver
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from multiprocessing.connection import Connection, wait
-from typing import NamedTuple
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 import msgspec
+import numpy as np
 
-from multibot.backtest import child
-from multibot.backtest.child import Finished, Trips, assign, finish, joined, unpack
 from multibot.backtest.engine import SymbolJob, SymbolRun, run_symbol
-from multibot.backtest.launcher import Child, ServerGone, launch
-from multibot.backtest.shared import Counters, SharedBars, shareable
-from multibot.backtest.stitch import stitch
+from multibot.backtest.metrics import RoundTrip, round_trips, total_fees
+from multibot.backtest.report import trip_json
 from multibot.errors import ErrorCode, MultibotError
+from multibot.market.bundled import KLINE_DTYPE
 
-__all__ = ["BacktestFailed", "Finished", "run_jobs"]
+__all__ = ["BacktestFailed", "Finished", "finish", "run_jobs", "start_forkserver"]
 
-_POLL_S = 0.1
-# Bars a part of one symbol's run needs at least: a part costs a process (it starts ~2 ms after
-# the first one and pays ~8-11 ms of page faults on its core), so short runs stay whole.
-MIN_PART_BARS = 10_000
+_POLL_S, _STOP_S = 0.1, 5.0  # progress polled; a child terminated but alive then is killed
+_CONTEXT = multiprocessing.get_context("forkserver")
+# The caller's main module runs once in the forkserver, not again in every child.
+_PRELOAD = ["__main__", "multibot.backtest.preload"]
 
 
 class BacktestFailed(MultibotError):
     """A symbol's run raised or its process died; the message names the symbol."""
 
     CODE = ErrorCode.INTERNAL
+
+
+class Finished(msgspec.Struct, kw_only=True):
+    """A job's run, its round trips and fees: worked out where the run was (in parallel)."""
+
+    run: SymbolRun
+    trips: list[RoundTrip]
+    trades: list[dict[str, Any]]  # report.trip_json of each trip
+    fees: Decimal
+
+
+class _Task(msgspec.Struct, array_like=True):
+    """A child's job (its bars follow as raw bytes), the caller's sys.path and working
+    directory (as os.fsencode has them: any path goes)."""
+
+    job: SymbolJob
+    sys_path: list[bytes]
+    cwd: bytes
+
+
+_TASK_ENCODER = msgspec.msgpack.Encoder(enc_hook=lambda bars: None)
+_TASK_DECODER = msgspec.msgpack.Decoder(_Task, dec_hook=lambda kind, _: np.empty(0, KLINE_DTYPE))
+# a child's replies: bars done so far (int), then its Finished, or what its run raised (str)
+_REPLY_DECODER = msgspec.msgpack.Decoder(int | Finished | str)
+_spares: list[tuple[BaseProcess, Connection]] = []  # fresh children waiting for a job
+
+
+def finish(job: SymbolJob, run: SymbolRun) -> Finished:
+    trips = round_trips(run.fills)
+    times = job.bars["open_time"]
+    return Finished(run=run, trips=trips, trades=[trip_json(t, times) for t in trips],
+                    fees=total_fees(run.fills))
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now if it is not running (its imports can overlap the caller's)."""
+    _CONTEXT.set_forkserver_preload(_PRELOAD)
+    with contextlib.suppress(FileNotFoundError):  # no working directory: _hand_over says so
+        multiprocessing.forkserver.ensure_running()
 
 
 def run_jobs(
@@ -55,194 +96,136 @@ def run_jobs(
     """Results in the order of ``jobs``; ``on_progress(bars done over all jobs)``."""
     if not isolate:
         return _in_process(jobs, on_progress)
+    start_forkserver()
     cores = max(1, workers or os.cpu_count() or 1)
-    tasks = [_Task(i, part, total) for i, job in enumerate(jobs)
-             for total in [_parts(job, cores // max(1, len(jobs)))] for part in range(total)]
-    with _Children(jobs, len(tasks)) as children:
-        return children.run(tasks, cores, on_progress)
-
-
-class _Task(NamedTuple):
-    job: int  # index in the jobs
-    part: int
-    total: int  # parts the job's run is cut into (1: whole)
-
-
-@dataclasses.dataclass
-class _Running:
-    task: _Task
-    process: Child
-    receiver: Connection
-    run: SymbolRun | None = None  # its first message, once received
-
-
-def _parts(job: SymbolJob, cores: int) -> int:
-    """Parts to cut ``job`` into, given ``cores`` for it alone: only MARKET orders leave a run
-    at rest at its cuts (see split), and a part must be worth its process."""
-    if job.config.order_type != "MARKET":
-        return 1
-    return max(1, min(cores, len(job.bars) // MIN_PART_BARS))
-
-
-class _Children:
-    """The child processes of one ``run_jobs``: started, collected, none left running."""
-
-    def __init__(self, jobs: Sequence[SymbolJob], tasks: int) -> None:
-        self.jobs = jobs
-        # a bar counter per task, and one for each job that may have to run again whole
-        self.counters = Counters(tasks + len(jobs))
-        self._slots = iter(range(tasks + len(jobs)))
-        self._slots_of: dict[int, list[int]] = {}  # job -> the counters its tasks used
-        self._shared: dict[int, SharedBars | None] = {}
-        self.running: dict[int, _Running] = {}  # by slot
-
-    def __enter__(self) -> _Children:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            for running in self.running.values():  # an error or Ctrl-C: all at once
-                running.process.terminate()
-            for running in self.running.values():
-                running.process.wait(5)
-        finally:
-            for running in self.running.values():
-                running.process.close()
-                running.receiver.close()
-            for shared in self._shared.values():
-                if shared is not None:
-                    shared.close()
-            self.counters.close()
-
-    def run(self, waiting: list[_Task], cores: int,
-            on_progress: Callable[[int], None] | None) -> list[Finished]:
-        limit = min(len(waiting), cores)
-        runs: dict[int, dict[int, SymbolRun]] = {}  # job -> part -> its run
-        trips: dict[int, dict[int, Trips]] = {}
-        stitched: dict[int, SymbolRun] = {}
-        results: dict[int, Finished] = {}
-        while waiting or self.running:
-            while waiting and len(self.running) < limit:
-                self._start(waiting.pop(0))
-            ready = wait([r.receiver for r in self.running.values()], timeout=_POLL_S)
-            for slot, running in list(self.running.items()):
-                if running.receiver not in ready or slot not in self.running:
-                    continue
-                task = running.task
-                if running.run is None:  # the first message: the run
-                    running.run = self._receive(running, SymbolRun)
-                    got = runs.setdefault(task.job, {})
-                    got[task.part] = running.run
-                    if len(got) < task.total:
-                        continue
-                    # stitched now, while the children work out their round trips
-                    whole = got.pop(0) if task.total == 1 else stitch(list(got.values()))
-                    del runs[task.job]
-                    if whole is None:  # a cut was not at rest after all: run it whole
-                        self._drop(task.job)
-                        trips.pop(task.job, None)  # of parts that were done already
-                        waiting.insert(0, _Task(task.job, 0, 1))
-                    else:
-                        stitched[task.job] = whole
-                    continue
-                done = self._receive(running, Trips)
-                del self.running[slot]
-                got_trips = trips.setdefault(task.job, {})
-                got_trips[task.part] = done
-                if len(got_trips) == task.total:
-                    results[task.job] = joined(stitched.pop(task.job),
-                                               [got_trips[p] for p in sorted(got_trips)])
+    waiting = list(range(len(jobs)))
+    running: dict[Connection, tuple[int, BaseProcess]] = {}
+    done = [0] * len(jobs)
+    results: dict[int, Finished] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < cores:
+                index = waiting.pop(0)
+                process, connection = _hand_over(jobs[index], cores)
+                running[connection] = (index, process)
+            for ready in wait(list(running), timeout=_POLL_S):
+                assert isinstance(ready, Connection)
+                index, process = running[ready]
+                reply = _receive(jobs[index].symbol, ready, process)
+                if isinstance(reply, int):
+                    done[index] = reply
+                else:
+                    del running[ready]
+                    ready.close()
+                    results[index] = reply
             if on_progress is not None:
-                on_progress(self.counters.total())
-        return [results[i] for i in range(len(self.jobs))]
+                on_progress(sum(done))
+    finally:  # an error or Ctrl-C: stop every child still running, all at once
+        for _, process in running.values():
+            process.terminate()
+        for connection, (_, process) in running.items():
+            connection.close()
+            process.join(_STOP_S)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+    return [results[i] for i in range(len(jobs))]
 
-    def _drop(self, job: int) -> None:
-        """Forget the parts of ``job``'s run: its children still working out round trips
-        are stopped (and reaped later), its progress counters cleared."""
-        for slot, running in list(self.running.items()):
-            if running.task.job == job:
-                running.process.terminate()
-                running.process.close()
-                running.receiver.close()
-                del self.running[slot]
-        for used in self._slots_of.pop(job):
-            self.counters.values[used] = 0
 
-    def _receive(self, running: _Running, kind: type[child.T]) -> child.T:
-        """The next message of ``running``: its run, then its round trips (after which its
-        pipe is closed). A child that sent both is not waited for: the kernel takes a few ms
-        to tear its memory down, and the fork server reaps it."""
-        symbol = self.jobs[running.task.job].symbol
-        try:
-            status, payload = running.receiver.recv()
-        except EOFError:
-            status, payload = "died", None
-        if status == child.MESSAGE_KINDS[kind]:
-            if kind is Trips:
-                running.receiver.close()
-                running.process.close()
-            return unpack(payload, kind)
-        running.receiver.close()
-        exitcode = running.process.wait(5)
-        running.process.close()
-        if status == "error":
-            raise BacktestFailed(f"{symbol}: {payload}")
-        if exitcode is None:
-            raise BacktestFailed(f"{symbol}: the backtest process died, or never started (the "
-                                 "fork server is gone: killed, or out of memory)")
-        raise BacktestFailed(f"{symbol}: the backtest process died (exit code "
-                             f"{exitcode}: killed, out of memory, or the strategy exited)")
+def _spawn() -> tuple[BaseProcess, Connection]:
+    ours, theirs = _CONTEXT.Pipe()
+    process = _CONTEXT.Process(target=_child, args=(theirs,), name="multibot-backtest",
+                               daemon=True)
+    try:
+        process.start()
+    finally:
+        theirs.close()  # the child holds the only other end: EOF = it died
+    return process, ours
 
-    def _start(self, task: _Task) -> None:
-        slot = next(self._slots)
-        self._slots_of.setdefault(task.job, []).append(slot)
-        job, shared = self.jobs[task.job], self._shared_bars(task.job)
-        part = (task.part, task.total) if task.total > 1 else None
-        payload = msgspec.msgpack.encode(assign(slot, job, part, shared=shared is not None))
-        receiver, sender = os.pipe()
-        fds = [sender, self.counters.fd] + ([] if shared is None else [shared.fd])
-        try:
-            process = launch(payload, fds)
-        except BaseException as exc:
-            os.close(receiver)
-            if isinstance(exc, ServerGone):
-                raise BacktestFailed(f"{job.symbol}: {exc}") from exc
-            raise
-        finally:
-            os.close(sender)  # the child holds the only writer: EOF = it died
-            if task.part == task.total - 1 and shared is not None:
-                # every part has its copy; a run again in one piece makes a new one
-                shared.close()
-                del self._shared[task.job]
-        self.running[slot] = _Running(task, process, Connection(receiver, writable=False))
 
-    def _shared_bars(self, index: int) -> SharedBars | None:
-        """Job ``index``'s bars in shared memory (one copy for all its parts), or None where
-        that is not possible (no memfds, or refused): then they go with the assignment."""
-        if index not in self._shared:
-            shared = None
-            if shareable():
-                with contextlib.suppress(OSError):
-                    shared = SharedBars(self.jobs[index].bars)
-            self._shared[index] = shared
-        return self._shared[index]
+def _hand_over(job: SymbolJob, spares: int) -> tuple[BaseProcess, Connection]:
+    """A fresh child running ``job``: a spare, or a new one; then ``spares`` are ready again."""
+    try:
+        cwd = os.fsencode(os.getcwd())
+    except FileNotFoundError:  # multiprocessing needs it too
+        raise BacktestFailed(f"{job.symbol}: the working directory no longer exists") from None
+    paths = [os.fsencode(p) for p in sys.path if isinstance(p, str)]
+    task = _TASK_ENCODER.encode(_Task(job, paths, cwd))
+    bars = np.ascontiguousarray(job.bars, dtype=KLINE_DTYPE).view(np.uint8).data
+    while _spares and not _spares[0][0].is_alive():  # killed while it waited
+        _spares.pop(0)[1].close()
+    process, connection = _spares.pop(0) if _spares else _spawn()
+    try:
+        connection.send_bytes(task)
+        connection.send_bytes(bars)
+    except OSError as exc:
+        connection.close()
+        raise BacktestFailed(f"{job.symbol}: the backtest process died at once") from exc
+    while len(_spares) < spares:
+        _spares.append(_spawn())
+    return process, connection
+
+
+def _receive(symbol: str, connection: Connection, process: BaseProcess) -> int | Finished:
+    """The child's next message: its progress, or its result. A child that sent its result
+    is not waited for: the forkserver, its parent, reaps it."""
+    try:
+        reply: int | Finished | str | None = _REPLY_DECODER.decode(connection.recv_bytes())
+    except EOFError:
+        reply = None
+    if isinstance(reply, int | Finished):
+        return reply
+    if isinstance(reply, str):
+        raise BacktestFailed(f"{symbol}: {reply}")
+    process.join(_STOP_S)
+    raise BacktestFailed(f"{symbol}: the backtest process died (exit code "
+                         f"{process.exitcode}: killed, out of memory, or the strategy exited)")
+
+
+def _child(connection: Connection) -> None:
+    """A child: wait for its job, run it, send its progress, then its result or error."""
+    threading.Thread(target=_exit_with_caller, daemon=True).start()
+
+    def progress(done: int) -> None:
+        connection.send_bytes(msgspec.msgpack.encode(done))
+
+    try:
+        task = _TASK_DECODER.decode(connection.recv_bytes())
+        job = dataclasses.replace(task.job, bars=np.frombuffer(connection.recv_bytes(),
+                                                               dtype=KLINE_DTYPE))
+        sys.path[:] = [os.fsdecode(p) for p in task.sys_path]
+        os.chdir(os.fsdecode(task.cwd))
+        reply = msgspec.msgpack.encode(finish(job, run_symbol(job, progress)))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        return  # Ctrl-C reached the whole process group, or the caller has gone
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".encode(errors="backslashreplace").decode()
+        reply = msgspec.msgpack.encode(reason)
+    with contextlib.suppress(BrokenPipeError):
+        connection.send_bytes(reply)
+
+
+def _exit_with_caller() -> None:
+    caller = multiprocessing.parent_process()
+    if caller is not None:
+        caller.join()
+        os._exit(1)
 
 
 def _in_process(jobs: Sequence[SymbolJob],
                 on_progress: Callable[[int], None] | None) -> list[Finished]:
     """Same results in this process, one job after the other (no isolation: tests, profiling)."""
     results: list[Finished] = []
-    finished = 0
+    before = 0  # bars of the jobs done
+
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(before + done)
+
     for job in jobs:
-        base = finished
-
-        def progress(done: int, base: int = base) -> None:
-            if on_progress is not None:
-                on_progress(base + done)
-
         try:
             results.append(finish(job, run_symbol(job, progress)))
         except Exception as exc:
             raise BacktestFailed(f"{job.symbol}: {type(exc).__name__}: {exc}") from exc
-        finished += len(job.bars)
+        before += len(job.bars)
     return results
