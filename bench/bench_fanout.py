@@ -2,7 +2,7 @@
 
 As in the fleet, each subscriber is one symbol's process subscribed to its topic
 (``SYMBOL\\0``) and the publisher cycles over the symbols, so N subscribers share the total.
-A market message is one frame, ``SYMBOL\\0<envelope>`` (orchestrator/protocol.py).
+A market message is one frame, ``SYMBOL\\0<envelope>`` (multibot/wire/protocol.py).
 
 - floor ("raw"): pre-built frames sent with ``send()`` and taken with ``recv()``, the
   subscribers only count them;

@@ -41,6 +41,7 @@ from bench.common import (
     thread_cpu_seconds,
 )
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderStatus
 from multibot.market.rules import bundled_rules, fmt
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
@@ -249,7 +250,7 @@ class StandIn:
         self._position[symbol] += qty if order.side == "BUY" else -qty
         price = repr(self._last_close[symbol])
         view = OrderView(client_order_id=order.client_order_id, symbol=symbol, side=order.side,
-                         type=order.type, quantity=order.quantity, status="FILLED",
+                         type=order.type, quantity=order.quantity, status=OrderStatus.FILLED,
                          executed_qty=order.quantity)
         fill = FillView(trade_id=next(self._trade_ids), client_order_id=order.client_order_id,
                         symbol=symbol, side=order.side, price=price, qty=order.quantity,

@@ -185,7 +185,7 @@ any request is sent:
 {imports}
 
 **Fix.** A fast path for `status` that does not import typer, and lazy imports in
-`orchestrator/cli.py` and `orchestrator/client.py`."""
+`multibot/cli/app.py` and `multibot/client.py`."""
 
 
 def _idle(f: Facts) -> str:

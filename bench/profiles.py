@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from bench.common import MB, PYTHON, REPO, Workspace, bench_env, memory, multibot_command
+from multibot.market.orders import OrderStatus
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def _bar_path(bars: int) -> Callable[[], None]:
                     runner.on_update(OrderUpdate(
                         order=OrderView(client_order_id=coid, symbol=symbol, side=action.side,
                                         type=action.type, quantity=action.quantity,
-                                        status="FILLED", executed_qty=action.quantity),
+                                        status=OrderStatus.FILLED, executed_qty=action.quantity),
                         fills=[FillView(trade_id=1, client_order_id=coid, symbol=symbol,
                                         side=action.side, price="60000", qty=action.quantity,
                                         fee="0", fee_asset="USDT", time_ns=0)],

@@ -38,10 +38,11 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"
 
 
-_USAGE_CODES = frozenset({
-    ErrorCode.MALFORMED, ErrorCode.BAD_VERSION, ErrorCode.UNKNOWN_TYPE, ErrorCode.BAD_BODY,
-    ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_CONFIG, ErrorCode.CONFLICT,
-})
+# What the user asked for is wrong: the CLI exits 2 (nothing was done); anything else exits 1.
+_BAD_INPUT = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_CONFIG, ErrorCode.CONFLICT})
+# A fleet's error reply that refuses what was asked (a symbol, a setting, a state) is bad input
+# too; any other reply, or none in time, is a failure.
+_REFUSED = _BAD_INPUT | {ErrorCode.NOT_RUNNING, ErrorCode.NOT_AVAILABLE}
 
 
 class MultibotError(Exception):
@@ -60,7 +61,7 @@ class MultibotError(Exception):
     @property
     def exit_code(self) -> int:
         """What the CLI exits with: 2 for bad input, 1 for anything else."""
-        return EXIT_USAGE if self.code in _USAGE_CODES else EXIT_FAILED
+        return EXIT_USAGE if self.code in _BAD_INPUT else EXIT_FAILED
 
 
 class ProtocolError(MultibotError):
@@ -68,6 +69,10 @@ class ProtocolError(MultibotError):
 
     def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason, code)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_USAGE if self.code in _REFUSED else EXIT_FAILED
 
     def __str__(self) -> str:
         return f"{self.code.value}: {self.reason}"

@@ -13,12 +13,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from multibot.errors import EXIT_FAILED, EXIT_USAGE, ErrorCode, MultibotError, ProtocolError
-
-# A fleet refusing a request for what the user asked (a symbol, a setting, a state): bad input.
-# Any other error reply or no reply at all is a failure.
-_REFUSED_INPUT = frozenset({ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_CONFIG, ErrorCode.CONFLICT,
-                            ErrorCode.NOT_RUNNING, ErrorCode.NOT_AVAILABLE})
+from multibot.errors import MultibotError, ProtocolError
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -27,8 +22,7 @@ _R = TypeVar("_R")
 def message_and_exit_code(exc: MultibotError) -> tuple[str, int]:
     """What the user reads and what the command exits with."""
     if isinstance(exc, ProtocolError):  # the fleet's error reply, or none in time
-        return (f"{exc.reason} [{exc.code.value}]",
-                EXIT_USAGE if exc.code in _REFUSED_INPUT else EXIT_FAILED)
+        return f"{exc.reason} [{exc.code.value}]", exc.exit_code
     return str(exc), exc.exit_code
 
 

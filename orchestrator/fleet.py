@@ -86,7 +86,7 @@ class Fleet:
                         window_s=settings.restart_window_s, grace_s=settings.grace_s)
         self.supervisor = Supervisor(home, policy, self.send_to_worker, self._on_state,
                                      self._on_gone)
-        self.supervisor.spawner.start()  # ~0.3 s once, so the first `up` forks at once
+        self.supervisor.spawner.start()  # now, so that the first `up` forks at once
         self.shutting_down = False
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderType, Side
 from multibot.wire.protocol import OrderUpdate, PlaceOrder
 from orchestrator.broker.journal import Journal
 from orchestrator.exchange.broker import ExchangeBroker
@@ -86,12 +87,12 @@ class Desk:
 
 
 def market(seq: int, side: str, qty: str, symbol: str = "BTCUSDT") -> PlaceOrder:
-    return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=side, type="MARKET",
+    return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=Side(side), type=OrderType.MARKET,
                       quantity=qty)
 
 
 def limit(seq: int, side: str, qty: str, price: str, symbol: str = "BTCUSDT") -> PlaceOrder:
-    return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=side, type="LIMIT",
+    return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=Side(side), type=OrderType.LIMIT,
                       quantity=qty, price=price)
 
 

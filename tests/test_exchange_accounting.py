@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from multibot.market.bar import Bar, Signal
+from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.market.position import Position
 from multibot.market.rules import bundled_rules
 from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PositionView, WorkerConfig
@@ -19,7 +20,7 @@ D = Decimal
 
 def fill(trade_id: int, side: str, qty: str, price: str, fee: str, fee_asset: str) -> FillView:
     return FillView(trade_id=trade_id, client_order_id=f"mb-BTCUSDT-{trade_id}",
-                    symbol="BTCUSDT", side=side, price=price, qty=qty, fee=fee,
+                    symbol="BTCUSDT", side=Side(side), price=price, qty=qty, fee=fee,
                     fee_asset=fee_asset, time_ns=trade_id, exchange_trade_id=100 + trade_id)
 
 
@@ -70,8 +71,8 @@ def test_fee_dust_does_not_count_as_long() -> None:
     actions = runner.on_bar(_bar(1000, 50000.0))
     assert [(a.side, a.quantity) for a in actions] == [("BUY", "0.002")]  # type: ignore[attr-defined]
     update = OrderUpdate(order=OrderView(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT",
-                                         side="BUY", type="MARKET", quantity="0.002",
-                                         status="FILLED", executed_qty="0.002"),
+                                         side=Side.BUY, type=OrderType.MARKET, quantity="0.002",
+                                         status=OrderStatus.FILLED, executed_qty="0.002"),
                          position=PositionView(symbol="BTCUSDT", qty="0.002018"))
     runner.on_update(update)
     strategy.signal = Signal.FLAT
@@ -83,7 +84,7 @@ def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with Journal(path) as journal:
         journal.insert_order(OrderView(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT",
-                                       side="BUY", type="MARKET", quantity="1"), 1)
+                                       side=Side.BUY, type=OrderType.MARKET, quantity="1"), 1)
     with sqlite3.connect(path) as conn:  # make it look like a journal from before v2
         conn.execute("DROP INDEX fills_exchange_trade")
         conn.execute("ALTER TABLE fills DROP COLUMN exchange_trade_id")
@@ -100,10 +101,10 @@ def test_a_fee_larger_than_the_holding_never_breaks_a_replay() -> None:
     """BNB fees paid in BNB on a BNB sell: the fill is journaled, so it must always apply."""
     position = Position("BNBUSDT", "BNB", "USDT")
     position.apply(FillView(trade_id=1, client_order_id="mb-BNBUSDT-1", symbol="BNBUSDT",
-                            side="BUY", price="600", qty="1", fee="0", fee_asset="BNB",
+                            side=Side.BUY, price="600", qty="1", fee="0", fee_asset="BNB",
                             time_ns=1))
     position.apply(FillView(trade_id=2, client_order_id="mb-BNBUSDT-2", symbol="BNBUSDT",
-                            side="SELL", price="610", qty="1", fee="0.001", fee_asset="BNB",
+                            side=Side.SELL, price="610", qty="1", fee="0.001", fee_asset="BNB",
                             time_ns=2))
     assert position.qty == 0
     assert position.realized_pnl == D("10") - D("0.001") * 610

@@ -11,6 +11,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderType, Side
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
 from tests.support import FleetCli, eventually, record_figures
@@ -136,7 +137,7 @@ def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> Non
     stranger = _socket(live_fleet, "broker", identity=b"EVILUSDT")
     anonymous = _socket(live_fleet, "broker")
     try:
-        order = p.PlaceOrder(client_order_id="mb-EVILUSDT-1", side="BUY", type="MARKET",
+        order = p.PlaceOrder(client_order_id="mb-EVILUSDT-1", side=Side.BUY, type=OrderType.MARKET,
                              quantity="1")
         stranger.send(p.encode(order))
         assert _error_code(stranger) == "not_allowed"

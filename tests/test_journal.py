@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.wire.protocol import FillView, OrderView
 from orchestrator.broker.journal import SCHEMA_VERSION, Journal, JournalError
 
 
 def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> OrderView:
     fields: dict[str, Any] = dict(
-        side="BUY", type="LIMIT", quantity="0.001", price="50000", created_ns=1
+        side=Side.BUY, type=OrderType.LIMIT, quantity="0.001", price="50000", created_ns=1
     )
     fields.update(kw)
     return OrderView(client_order_id=coid, symbol=symbol, **fields)
@@ -24,7 +25,7 @@ def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> Ord
 
 def fill(trade_id: int = 1, coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT") -> FillView:
     return FillView(
-        trade_id=trade_id, client_order_id=coid, symbol=symbol, side="BUY", price="50000",
+        trade_id=trade_id, client_order_id=coid, symbol=symbol, side=Side.BUY, price="50000",
         qty="0.001", fee="0.05", fee_asset="USDT", time_ns=7,
     )  # fmt: skip
 
@@ -58,16 +59,16 @@ def test_order_round_trip_and_update(journal: Journal) -> None:
     got = journal.get_order("mb-BTCUSDT-1")
     assert got is not None
     assert (got.status, got.reason, got.updated_ns, got.created_ns) == ("CANCELED", "by user", 9, 1)
-    market = order("m1", type="MARKET", price=None)
+    market = order("m1", type=OrderType.MARKET, price=None)
     journal.insert_order(market, seq=0)
     assert journal.get_order("m1") == market  # NULL price survives
 
 
 def test_orders_filter_by_symbol_and_openness_in_journal_order(journal: Journal) -> None:
-    journal.insert_order(order("b2", status="NEW"), seq=2)
-    journal.insert_order(order("e1", symbol="ETHUSDT", status="PARTIALLY_FILLED"), seq=1)
-    journal.insert_order(order("b1", status="FILLED"), seq=1)
-    journal.insert_order(order("b3", status="REJECTED"), seq=3)
+    journal.insert_order(order("b2", status=OrderStatus.NEW), seq=2)
+    journal.insert_order(order("e1", symbol="ETHUSDT", status=OrderStatus.PARTIALLY_FILLED), seq=1)
+    journal.insert_order(order("b1", status=OrderStatus.FILLED), seq=1)
+    journal.insert_order(order("b3", status=OrderStatus.REJECTED), seq=3)
     assert [o.client_order_id for o in journal.orders()] == ["b2", "e1", "b1", "b3"]
     assert [o.client_order_id for o in journal.orders("BTCUSDT")] == ["b2", "b1", "b3"]
     assert [o.client_order_id for o in journal.orders(open_only=True)] == ["b2", "e1"]

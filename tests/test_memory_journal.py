@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.market.rules import bundled_rules
 from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
 from orchestrator.broker.journal import Journal, JournalError, OrderJournal
@@ -42,7 +43,7 @@ def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyJourn
 
 def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> OrderView:
     fields: dict[str, Any] = dict(
-        side="BUY", type="LIMIT", quantity="0.001", price="50000", created_ns=1
+        side=Side.BUY, type=OrderType.LIMIT, quantity="0.001", price="50000", created_ns=1
     )
     fields.update(kw)
     return OrderView(client_order_id=coid, symbol=symbol, **fields)
@@ -50,7 +51,7 @@ def order(coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT", **kw: Any) -> Ord
 
 def fill(trade_id: int = 1, coid: str = "mb-BTCUSDT-1", symbol: str = "BTCUSDT") -> FillView:
     return FillView(
-        trade_id=trade_id, client_order_id=coid, symbol=symbol, side="BUY", price="50000",
+        trade_id=trade_id, client_order_id=coid, symbol=symbol, side=Side.BUY, price="50000",
         qty="0.001", fee="0.05", fee_asset="USDT", time_ns=7,
     )  # fmt: skip
 
@@ -69,14 +70,15 @@ def test_both_implement_what_the_broker_uses() -> None:
 
 
 def test_orders_in_journal_order_with_filters_and_maxima(journal: AnyJournal) -> None:
-    journal.insert_order(order("b2", status="NEW"), seq=2)
-    journal.insert_order(order("e1", symbol="ETHUSDT", status="PARTIALLY_FILLED"), seq=1)
-    journal.insert_order(order("b1", status="FILLED"), seq=1)
-    journal.insert_order(order("b3", status="REJECTED", price=None, type="MARKET"), seq=3)
+    journal.insert_order(order("b2", status=OrderStatus.NEW), seq=2)
+    journal.insert_order(order("e1", symbol="ETHUSDT", status=OrderStatus.PARTIALLY_FILLED), seq=1)
+    journal.insert_order(order("b1", status=OrderStatus.FILLED), seq=1)
+    rejected = order("b3", status=OrderStatus.REJECTED, price=None, type=OrderType.MARKET)
+    journal.insert_order(rejected, seq=3)
     assert [o.client_order_id for o in journal.orders()] == ["b2", "e1", "b1", "b3"]
     assert [o.client_order_id for o in journal.orders("BTCUSDT")] == ["b2", "b1", "b3"]
     assert [o.client_order_id for o in journal.orders(open_only=True)] == ["b2", "e1"]
-    assert journal.get_order("b3") == order("b3", status="REJECTED", price=None, type="MARKET")
+    assert journal.get_order("b3") == rejected
     assert (journal.max_seq("BTCUSDT"), journal.max_seq("ETHUSDT")) == (3, 1)
     assert journal.max_seq("XRPUSDT") == 0 and journal.get_order("nope") is None
     journal.update_order("b2", "CANCELED", "0", "by user", 9)
@@ -105,7 +107,7 @@ def test_fills_by_trade_id_and_a_fill_updates_its_order(journal: AnyJournal) -> 
 def test_refused_writes_are_journal_errors_and_leave_no_trace(journal: AnyJournal) -> None:
     journal.insert_order(order(), seq=1)
     with pytest.raises(JournalError, match="insert order mb-BTCUSDT-1"):
-        journal.insert_order(order(status="FILLED"), seq=1)  # duplicate client_order_id
+        journal.insert_order(order(status=OrderStatus.FILLED), seq=1)  # duplicate client_order_id
     with pytest.raises(JournalError, match="no journaled order"):
         journal.update_order("ghost", "CANCELED", "0", "", 1)
     journal.record_fill(fill(1), "PARTIALLY_FILLED", "0.0005")
@@ -162,11 +164,11 @@ def scenario(journal: AnyJournal,
                 answers.append(broker.on_bar(bar("XRPUSDT", close, close - wick, close + wick)))
             elif kind in ("BUY", "SELL"):
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
-                    client_order_id=coid, side=kind, type="MARKET", quantity=qty)))
+                    client_order_id=coid, side=Side(kind), type=OrderType.MARKET, quantity=qty)))
             elif kind in ("LBUY", "LSELL"):
                 price = str(max(last + D(b) / 10_000, D("0.01")))
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
-                    client_order_id=coid, side=kind[1:], type="LIMIT", quantity=qty,
+                    client_order_id=coid, side=Side(kind[1:]), type=OrderType.LIMIT, quantity=qty,
                     price=price)))
             elif kind == "cancel":
                 opened = broker.open_orders("XRPUSDT")
@@ -175,7 +177,7 @@ def scenario(journal: AnyJournal,
             elif kind == "resend":  # an id used before: answered from the journal
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=client_order_id("XRPUSDT", max(1, seq - 1 - a % 3)),
-                    side="BUY", type="MARKET", quantity=qty)))
+                    side=Side.BUY, type=OrderType.MARKET, quantity=qty)))
         except ProtocolError as exc:
             answers.append(("error", exc.code, exc.reason))
     answers.append(broker.positions())

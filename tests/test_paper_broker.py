@@ -7,12 +7,14 @@ import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderType, Side
 from multibot.market.position import Position
 from multibot.market.rules import bundled_rules, synthetic_rules
 from multibot.wire.protocol import FillView, OrderUpdate, OrderView, PlaceOrder, ProtocolError
@@ -33,11 +35,14 @@ def bar(symbol: str, close: str, low: str | None = None, high: str | None = None
 
 
 def market(coid: str, side: str, qty: str) -> PlaceOrder:
-    return PlaceOrder(client_order_id=coid, side=side, type="MARKET", quantity=qty)
+    # any text: some tests send what the wire would refuse, to see the broker refuse it too
+    return PlaceOrder(client_order_id=coid, side=cast(Side, side), type=OrderType.MARKET,
+                      quantity=qty)
 
 
 def limit(coid: str, side: str, qty: str, price: str) -> PlaceOrder:
-    return PlaceOrder(client_order_id=coid, side=side, type="LIMIT", quantity=qty, price=price)
+    return PlaceOrder(client_order_id=coid, side=cast(Side, side), type=OrderType.LIMIT,
+                      quantity=qty, price=price)
 
 
 def status(journal: Journal, coid: str) -> str:
@@ -237,7 +242,8 @@ def test_orphaned_market_order_expires_on_restart(broker: PaperBroker, journal: 
     broker.place_now("BTCUSDT", limit("keep", "BUY", "0.001", "40000"))
     # what a crash between "journal the order" and "journal its fill" leaves behind
     orphan = OrderView(
-        client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="1"
+        client_order_id="mb-BTCUSDT-9", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+        quantity="1"
     )
     journal.insert_order(orphan, seq=9)
     restarted = PaperBroker(journal, RULES)
@@ -270,19 +276,19 @@ def test_hot_added_symbols_trade_with_their_rules(broker: PaperBroker) -> None:
 def test_position_accounting_uses_weighted_average_cost() -> None:
     position = Position("BTCUSDT")
     trade = FillView(
-        trade_id=1, client_order_id="x", symbol="BTCUSDT", side="BUY", price="100", qty="1",
+        trade_id=1, client_order_id="x", symbol="BTCUSDT", side=Side.BUY, price="100", qty="1",
         fee="0.1", fee_asset="USDT", time_ns=0,
     )  # fmt: skip
     position.apply(trade)
     position.apply(msgspec.structs.replace(trade, trade_id=2, price="200", fee="0.2"))
     assert position.avg_entry == 150 and position.unrealized(D(160)) == 20
-    position.apply(msgspec.structs.replace(trade, side="SELL", qty="0.5", price="180", fee="0"))
+    position.apply(msgspec.structs.replace(trade, side=Side.SELL, qty="0.5", price="180", fee="0"))
     assert position.avg_entry == 150 and position.realized_pnl == D("15") - D("0.3")
     with pytest.raises(ValueError, match=r"only 1\.5 is held"):
-        position.apply(msgspec.structs.replace(trade, side="SELL", qty="2"))
+        position.apply(msgspec.structs.replace(trade, side=Side.SELL, qty="2"))
     with pytest.raises(ValueError, match="ETHUSDT"):
         position.apply(msgspec.structs.replace(trade, symbol="ETHUSDT"))
-    position.apply(msgspec.structs.replace(trade, side="SELL", qty="1.5", price="100", fee="0"))
+    position.apply(msgspec.structs.replace(trade, side=Side.SELL, qty="1.5", price="100", fee="0"))
     view = position.view()
     assert (view.qty, view.avg_entry, view.realized_pnl, view.trades) == ("0", "0", "-60.3", 4)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.wire.protocol import OrderView
 from orchestrator.broker.base import NotReconciled
 from orchestrator.exchange.reconcile import reconcile
@@ -85,8 +86,8 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         try:  # journaled, then the process died before (or while) sending
             for seq, age_s in ((1, 20), (2, 1)):
                 desk.journal.insert_order(OrderView(
-                    client_order_id=f"mb-BTCUSDT-{seq}", symbol="BTCUSDT", side="BUY",
-                    type="MARKET", quantity="0.002", status="PENDING_NEW",
+                    client_order_id=f"mb-BTCUSDT-{seq}", symbol="BTCUSDT", side=Side.BUY,
+                    type=OrderType.MARKET, quantity="0.002", status=OrderStatus.PENDING_NEW,
                     created_ns=now - age_s * 10**9), seq)
         finally:
             await desk.close()

@@ -12,7 +12,7 @@ import time
 from decimal import Decimal
 
 from multibot.market.bar import Bar, Signal
-from multibot.market.orders import OPEN_STATUSES
+from multibot.market.orders import OPEN_STATUSES, OrderStatus, OrderType, Side
 from multibot.market.rules import fmt, price_decimal, round_step_down
 from multibot.wire.protocol import (
     CancelOrder,
@@ -47,6 +47,7 @@ class Runner:
         next_seq: int,
     ) -> None:
         self.config = config
+        self._order_type = OrderType(config.order_type)
         self.symbol = config.symbol
         self._step = Decimal(rules.step_size)
         self._tick = Decimal(rules.tick_size)
@@ -168,23 +169,23 @@ class Runner:
 
     # --- orders -------------------------------------------------------------------------------
 
-    def _busy(self, side: str) -> bool:
+    def _busy(self, side: Side) -> bool:
         if self.pending and any(p.side == side for p, _ in self.pending.values()):
             return True
         return bool(self.open_orders) and any(o.side == side for o in self.open_orders.values())
 
     def _rebalance(self, target: Signal, price: Decimal) -> list[Message]:
         if target == _LONG:
-            if self._holds_tradable(price) or self._busy("BUY"):
+            if self._holds_tradable(price) or self._busy(Side.BUY):
                 return []
             qty = round_step_down(self._stake / price, self._step)
-            return self._order("BUY", qty, price)
+            return self._order(Side.BUY, qty, price)
         actions = (
-            self.cancel([c for c, o in self.open_orders.items() if o.side == "BUY"])
+            self.cancel([c for c, o in self.open_orders.items() if o.side == Side.BUY])
             if self.open_orders
             else []
         )
-        if not self._busy("SELL"):
+        if not self._busy(Side.SELL):
             actions += self.close_position(price)
         return actions
 
@@ -198,18 +199,19 @@ class Runner:
 
     def close_position(self, price: Decimal) -> list[Message]:
         qty = round_step_down(self.position, self._step)
-        return self._order("SELL", qty, price) if qty > 0 else []
+        return self._order(Side.SELL, qty, price) if qty > 0 else []
 
-    def _order(self, side: str, qty: Decimal, price: Decimal) -> list[Message]:
+    def _order(self, side: Side, qty: Decimal, price: Decimal) -> list[Message]:
         if qty < self._min_qty or qty * price < self._min_notional:
             log.warning("%s: %s %s @ %s is below the exchange minimum; not sent", self.symbol,
                         side, qty, price)
             return []
         coid = client_order_id(self.symbol, self._seq)
         self._seq += 1
-        limit = self.config.order_type == "LIMIT"
+        order_type = self._order_type
+        limit = order_type == OrderType.LIMIT
         order = PlaceOrder(
-            client_order_id=coid, side=side, type=self.config.order_type,
+            client_order_id=coid, side=side, type=order_type,
             quantity=fmt(qty), price=fmt(round_step_down(price, self._tick)) if limit else None,
         )
         self.pending[coid] = (order, time.monotonic())
@@ -221,7 +223,7 @@ class Runner:
         ttl = self.config.limit_ttl_bars
         return self.cancel([
             coid for coid, order in self.open_orders.items()
-            if order.type == "LIMIT" and self.bars - self._placed_at_bar.get(coid, 0) >= ttl
+            if order.type == OrderType.LIMIT and self.bars - self._placed_at_bar.get(coid, 0) >= ttl
         ])
 
     def cancel(self, coids: list[str]) -> list[Message]:
@@ -248,7 +250,7 @@ class Runner:
             self._cancelling.discard(coid)
             self.open_orders.pop(coid, None)
             self._placed_at_bar.pop(coid, None)
-        if order.status == "REJECTED":
+        if order.status == OrderStatus.REJECTED:
             self.last_error = f"order {order.client_order_id} rejected: {order.reason}"
             log.warning("%s: %s", self.symbol, self.last_error)
         self.position = Decimal(update.position.qty)

@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from multibot.market.bar import Bar, Signal
+from multibot.market.orders import OrderStatus
 from multibot.wire.protocol import (
     CancelOrder,
     Message,
@@ -114,7 +115,7 @@ class SymbolRun:
         for fill in update.fills:
             self.fills.append(FillRecord(index, fill.side, fill.price, fill.qty, fill.fee,
                                          position.qty, position.realized_pnl))
-        if update.order.status == "REJECTED":
+        if update.order.status == OrderStatus.REJECTED:
             self.rejected_orders += 1
         if self.change_bar and self.change_bar[-1] == index:
             self.change_bar.pop()

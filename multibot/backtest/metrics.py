@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 
 from multibot.backtest.engine import FillRecord, SymbolRun
+from multibot.market.orders import Side
 from multibot.market.position import EXACT
 
 __all__ = ["Curve", "Metrics", "RoundTrip", "combine", "curve_of", "drawdown", "metrics_of",
@@ -107,10 +108,10 @@ def round_trips(fills: list[FillRecord]) -> list[RoundTrip]:
         if entry_bar < 0:
             entry_bar = fill.bar
         qty = Decimal(fill.qty)
-        if fill.side == "BUY":
+        if fill.side == Side.BUY:
             bought += qty
             cost += qty * Decimal(fill.price)
-        elif fill.side == "SELL":
+        elif fill.side == Side.SELL:
             sold += qty
             proceeds += qty * Decimal(fill.price)
         fees += Decimal(fill.fee)

@@ -47,8 +47,8 @@ def figure(title: str, curves: dict[str, Curve], combined: Curve, summary: Metri
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # Fixed margins: a constrained layout measured every tick label in an extra pass, ~40% of
-    # the drawing. They fit tick labels of up to six characters (tests/test_plot.py).
+    # Fixed margins: a constrained layout would measure every tick label in an extra drawing
+    # pass. They fit tick labels of up to six characters (tests/test_plot.py).
     fig = Figure(figsize=(12, 7.5), dpi=110)
     fig.subplots_adjust(left=0.085, right=0.99, top=0.955, bottom=0.075, hspace=0.06)
     FigureCanvasAgg(fig)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from decimal import Context, Decimal, getcontext, setcontext
 
+from multibot.market.orders import Side
 from multibot.market.records import FillView, PositionView
 from multibot.market.rules import fmt
+
+_BUY, _SELL = Side.BUY, Side.SELL  # looked up once: this is on every fill's path
 
 __all__ = ["EXACT", "Position"]
 
@@ -59,10 +62,10 @@ class Position:
         saved = getcontext()
         setcontext(EXACT)
         try:
-            if side == "BUY":
+            if side == _BUY:
                 self.qty += qty
                 self.cost += qty * price
-            elif side == "SELL":
+            elif side == _SELL:
                 if qty > self.qty:
                     raise ValueError(
                         f"fill {trade_id} sells {fmt(qty)} {self.symbol} but only "

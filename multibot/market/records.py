@@ -1,9 +1,11 @@
 """Value records of the market model: exchange rules, orders, fills, positions (exact decimals
-as strings). Carried inside wire messages; imports nothing of the product."""
+as strings). Carried inside wire messages; imports only the order vocabulary."""
 
 from __future__ import annotations
 
 import msgspec
+
+from multibot.market.orders import OrderStatus, OrderType, Side
 
 
 class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -25,13 +27,11 @@ class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class OrderView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     client_order_id: str
     symbol: str
-    side: str  # BUY | SELL
-    type: str  # MARKET | LIMIT
+    side: Side
+    type: OrderType
     quantity: str
     price: str | None = None
-    # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED; PENDING_NEW = journaled,
-    # not yet (or not knowably) acknowledged by the exchange
-    status: str = "NEW"
+    status: OrderStatus = OrderStatus.NEW
     executed_qty: str = "0"
     reason: str = ""
     created_ns: int = 0
@@ -42,7 +42,7 @@ class FillView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trade_id: int
     client_order_id: str
     symbol: str
-    side: str
+    side: Side
     price: str
     qty: str
     fee: str

@@ -20,6 +20,7 @@ from multibot.errors import (  # re-exported: the wire's error replies carry the
     ProtocolError as ProtocolError,
 )
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderType, Side
 from multibot.wire.records import (  # re-exported: one module for the wire
     HEARTBEAT_S as HEARTBEAT_S,
     PROTOCOL_VERSION as PROTOCOL_VERSION,
@@ -160,8 +161,8 @@ class OrchestratorHeartbeat(Message, frozen=True, kw_only=True):
 class PlaceOrder(Message, frozen=True, kw_only=True):
     TYPE = "place_order"
     client_order_id: str
-    side: str
-    type: str
+    side: Side
+    type: OrderType
     quantity: str
     price: str | None = None
 

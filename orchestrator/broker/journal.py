@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -126,12 +126,26 @@ class OrderJournal(Protocol):
     def max_seq(self, symbol: str) -> int: ...
 
 
+_Record = TypeVar("_Record", OrderView, FillView)
+
+
+def _record(cls: type[_Record], fields: tuple[str, ...], row: tuple[Any, ...]) -> _Record:
+    """A row as its record, with sides, types and statuses as the enums again. A rejected
+    order journaled with a side or type the wire now refuses keeps its text: reading a
+    journal never fails on what it holds."""
+    values = dict(zip(fields, row, strict=True))
+    try:
+        return msgspec.convert(values, cls)
+    except msgspec.ValidationError:
+        return cls(**values)
+
+
 def _order(row: tuple[Any, ...]) -> OrderView:
-    return OrderView(**dict(zip(_ORDER_FIELDS, row, strict=True)))
+    return _record(OrderView, _ORDER_FIELDS, row)
 
 
 def _fill(row: tuple[Any, ...]) -> FillView:
-    return FillView(**dict(zip(_FILL_FIELDS, row, strict=True)))
+    return _record(FillView, _FILL_FIELDS, row)
 
 
 class Journal:

@@ -30,6 +30,7 @@ from multibot.market.rules import (
     round_step_up,
 )
 from multibot.wire.protocol import OrderUpdate, PlaceOrder, client_order_id
+from multibot.wire.settings import DEFAULTS
 from orchestrator.broker.book import Book, BookQueries
 from orchestrator.broker.journal import OrderJournal
 from orchestrator.broker.order_ids import check_client_order_id, parse_seq
@@ -56,8 +57,8 @@ class PaperBroker(BookQueries):
         journal: OrderJournal,
         rules: Mapping[str, SymbolRules],
         *,
-        fee_rate: Decimal = Decimal("0.001"),
-        slippage_bps: Decimal = Decimal("2"),
+        fee_rate: Decimal = Decimal(DEFAULTS.fee_rate),
+        slippage_bps: Decimal = Decimal(DEFAULTS.slippage_bps),
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._journal = journal

@@ -11,21 +11,18 @@ import msgspec
 from multibot.wire.protocol import (
     ErrorCode,
     ProtocolError,
-    StrategySpec,
     SymbolPlan,
     SymbolResult,
     Up,
     UpResult,
     WorkerConfig,
 )
-from multibot.wire.settings import SettingsError
+from multibot.wire.settings import DEFAULT_PLAN, SettingsError
 from orchestrator.broker.base import NotReconciled
 from orchestrator.control.base import Command, ControlPorts, checked_symbols, symbol_result
 from orchestrator.feeds.base import FeedError, UnknownSymbol
 from orchestrator.plans import check_plan
 from orchestrator.supervisor import ACTIVE, State
-
-DEFAULT_STRATEGY = StrategySpec(name="sma_cross")
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ def _worker(up: Up, symbol: str) -> tuple[WorkerConfig, int]:
     plan = up.plans.get(symbol) or SymbolPlan(
         strategies=up.strategies, stake=up.stake, order_type=up.order_type)
     if not plan.strategies:
-        plan = msgspec.structs.replace(plan, strategies=[DEFAULT_STRATEGY])
+        plan = msgspec.structs.replace(plan, strategies=list(DEFAULT_PLAN.strategies))
     try:
         warmup = check_plan(symbol, plan)
     except SettingsError as exc:

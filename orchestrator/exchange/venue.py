@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.rules import load_rules
 from multibot.wire.protocol import OrderUpdate, SymbolRules
-from multibot.wire.settings import FleetSettings
+from multibot.wire.settings import FleetSettings, Mode
 from orchestrator.broker.journal import Journal
 from orchestrator.exchange.broker import ExchangeBroker
 from orchestrator.exchange.client import ExchangeClient, ExchangeError
@@ -51,7 +51,7 @@ async def open_venue(settings: FleetSettings, journal: Journal,
                      on_update: Callable[[OrderUpdate], None]) -> Venue:
     endpoints = resolve_endpoints(settings.network, settings.rest_url, settings.stream_url)
     credentials = (load_credentials(settings.network, settings.key_file)
-                   if settings.mode != "paper" else None)
+                   if settings.mode != Mode.PAPER else None)
     try:
         client = await asyncio.wait_for(ExchangeClient.connect(endpoints, credentials),
                                         _CONNECT_TIMEOUT_S)
@@ -75,7 +75,7 @@ async def open_venue(settings: FleetSettings, journal: Journal,
     feed = BinanceFeed(interval=settings.interval, rules=rules, rest=client,
                        socket_manager=client.socket_manager)
     broker = (ExchangeBroker(journal, client, rules, on_update)
-              if settings.mode != "paper" else None)
+              if settings.mode != Mode.PAPER else None)
     log.info("connected to %s (%s%s): %d trading symbols", endpoints.host, settings.network,
              f", keys from {credentials.source}" if credentials else ", market data only",
              len(rules))
