@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from multibot.market.bar import Bar
+from multibot.market.orders import OrderType, Side
 from multibot.wire import protocol as p
 
 _text = st.text(max_size=40)
@@ -32,7 +33,8 @@ MESSAGES = st.one_of(
     st.builds(p.Kill, symbols=st.lists(_text, max_size=5), flatten=st.booleans()),
     st.builds(p.Down, flatten=st.booleans()),
     st.builds(p.Error, code=st.sampled_from([c.value for c in p.ErrorCode]), reason=_text),
-    st.builds(p.PlaceOrder, client_order_id=_text, side=_text, type=_text,
+    st.builds(p.PlaceOrder, client_order_id=_text, side=st.sampled_from(list(Side)),
+              type=st.sampled_from(list(OrderType)),
               quantity=_decimal_text, price=st.none() | _decimal_text),
     st.builds(p.OrderUpdate, order=_order, position=_position),
     st.builds(p.WorkerHeartbeat, bars=st.integers(0, 2**62), last_error=_text),
@@ -86,6 +88,9 @@ def _raw_envelope(v: object = 1, type_: object = "ping", body: object = None) ->
         (_raw_envelope(type_="kill", body={"symbols": "BTCUSDT"}), p.ErrorCode.BAD_BODY),
         (_raw_envelope(type_="kill", body={"symbols": [], "extra": 1}), p.ErrorCode.BAD_BODY),
         (_raw_envelope(type_="up", body={}), p.ErrorCode.BAD_BODY),
+        (_raw_envelope(type_="place_order", body={"client_order_id": "mb-X-1", "side": "SHORT",
+                                                  "type": "MARKET", "quantity": "1"}),
+         p.ErrorCode.BAD_BODY),  # sides, order types and statuses are the enums' values only
         (b"\x00" * (p.MAX_MESSAGE_BYTES + 1), p.ErrorCode.TOO_LARGE),
     ],
 )
