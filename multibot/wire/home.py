@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from multibot.errors import ErrorCode, MultibotError
 # ipc:// paths are limited to ~107 bytes (sun_path); keep a margin for the longest name.
 _MAX_SOCKET_PATH = 100
 _SOCKET_NAMES = ("control", "events", "market", "broker")
+_SOCKET_BASE = Path("/tmp")  # short on every system; each user gets a 0700 dir in it
 
 
 class HomeError(MultibotError):
@@ -32,9 +34,62 @@ def resolve_home(home: str | Path | None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+def _unsafe(path: Path, what: str) -> HomeError:
+    return HomeError(f"refusing {path}: {what}; another local user may have planted it: "
+                     "remove it after a look, or choose another directory")
+
+
+def _check_entry(path: Path, st: os.stat_result) -> None:
+    """A private directory is a real directory (never a symlink) owned by this user."""
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        raise _unsafe(path, f"it is a symbolic link{target}, not a directory of its own")
+    if not stat.S_ISDIR(st.st_mode):
+        raise _unsafe(path, "it is not a directory")
+    if st.st_uid != os.geteuid():
+        raise _unsafe(path, f"it is owned by uid {st.st_uid}, not by this user "
+                            f"(uid {os.geteuid()})")
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise HomeError if ``path`` exists and is not a directory of this user's (no symlink).
+
+    Changes nothing: for commands that only use a home another one made.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    _check_entry(path, st)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter (0700), created if missing.
+
+    Nothing found there is trusted unless it is a real directory owned by this user: a
+    symlink or another user's directory raises HomeError. The check and the chmod go
+    through one descriptor opened without following symlinks, so the directory cannot be
+    swapped in between.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    check_private_dir(path)  # the clear message for what is found there
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # swapped for a symlink or a file since the check
+        raise _unsafe(path, f"it cannot be opened as a directory ({exc.strerror})") from None
+    try:
+        _check_entry(path, os.fstat(fd))
+        os.fchmod(fd, 0o700)
+        if os.fstat(fd).st_mode & 0o077:
+            raise _unsafe(path, "its permissions cannot be made private (0700)")
+    finally:
+        os.close(fd)
+    return path
 
 
 @dataclass(frozen=True)
@@ -43,7 +98,11 @@ class Home:
 
     @classmethod
     def at(cls, home: str | Path | None) -> Home:
-        return cls(resolve_home(home))
+        """The home chosen (see resolve_home); HomeError if a directory of it already there
+        is a symlink or not this user's (see ``check``)."""
+        found = cls(resolve_home(home))
+        found.check()
+        return found
 
     @property
     def run_dir(self) -> Path:
@@ -80,7 +139,7 @@ class Home:
         import hashlib  # rarely needed: not on every CLI command's start-up
 
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
-        return Path("/tmp") / f"multibot-{os.getuid()}" / digest
+        return _SOCKET_BASE / f"multibot-{os.getuid()}" / digest
 
     def endpoint(self, name: str) -> str:
         assert name in _SOCKET_NAMES, name
@@ -89,13 +148,24 @@ class Home:
     def socket_path(self, name: str) -> Path:
         return self.socket_dir / f"{name}.sock"
 
+    def _private_dirs(self) -> tuple[Path, ...]:
+        """Every directory of this home that must be this user's alone, parents first."""
+        dirs = (self.root, self.run_dir, self.logs_dir)
+        sockets = self.socket_dir
+        return dirs if sockets == self.run_dir else (*dirs, sockets.parent, sockets)
+
+    def check(self) -> None:
+        """HomeError if a directory of this home exists but is a symlink or another user's:
+        this process would otherwise talk to sockets (or read pids) someone else put there."""
+        for path in self._private_dirs():
+            check_private_dir(path)
+
     def ensure(self) -> None:
-        """Create the home with private permissions (0700)."""
-        for path in (self.root, self.run_dir, self.logs_dir):
-            _private_dir(path)
+        """Create the home with private permissions (0700); HomeError if a directory of it
+        is a symlink or another user's."""
+        for path in self._private_dirs():
+            private_dir(path)
         if self.socket_dir != self.run_dir:
-            _private_dir(self.socket_dir.parent)
-            _private_dir(self.socket_dir)
             (self.run_dir / "socket_dir").write_text(str(self.socket_dir) + "\n")
 
     def remove_stale_sockets(self) -> None:

@@ -26,7 +26,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from multibot.errors import ErrorCode, MultibotError
-from multibot.wire.home import Home
+from multibot.wire.home import Home, HomeError, private_dir as home_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ def clients_dir(home: Home) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
+    """``path`` created or made 0700; KeyStoreError if it is a symlink or another user's."""
+    try:
+        return home_private_dir(path)
+    except HomeError as exc:
+        raise KeyStoreError(str(exc)) from None
 
 
 def check_name(name: str) -> str:
