@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import math
 
-from multibot.market.bar import Signal
+from multibot.market.bar import HISTORY_LIMIT, Signal
 from strategies.base import StrategyError
 
 
-def check_int(strategy: str, key: str, value: object, minimum: int) -> None:
-    """An int (not a bool) of at least ``minimum``."""
+def check_int(strategy: str, key: str, value: object, minimum: int,
+              maximum: int = HISTORY_LIMIT) -> None:
+    """An int (not a bool) of at least ``minimum`` and at most ``maximum``: by default the
+    bars of history a worker keeps, the most any period (a window, an average) may span."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise StrategyError(
             f"strategy {strategy!r}: {key} must be an int >= {minimum}, got {value!r}")
+    if value > maximum:
+        what = " (the bars of history a worker keeps)" if maximum == HISTORY_LIMIT else ""
+        raise StrategyError(
+            f"strategy {strategy!r}: {key} must be at most {maximum}{what}, got {value!r}")
 
 
 def check_number(strategy: str, key: str, value: object, above: float,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from multibot.config import ConfigError, Configuration, configure, parse_config
 from multibot.launch import prepare_up
 from multibot.wire.protocol import StrategySpec
-from multibot.wire.settings import DEFAULTS, Feed, Mode, SettingsError
+from multibot.wire.settings import DEFAULTS, Feed, Mode, SettingsError, parse_decimal
+from tests.support import FleetCli
 
 CONFIG = """
 [fleet]
@@ -105,3 +108,51 @@ def test_unknown_modes_and_feeds_list_the_choices() -> None:
     assert str(info.value) == "unknown mode 'x'; one of paper, testnet, live"
     with pytest.raises(SettingsError, match=r"unknown feed 'tv'; one of replay, synthetic, "):
         parse_config('[fleet]\nfeed = "tv"\n')
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"restart_window": math.nan}, r"--restart-window must be a number of seconds above 0 "
+                                   r"and at most 604800, not nan"),
+    ({"restart_window": math.inf}, "--restart-window must be a number of seconds"),
+    ({"restart_window": -1.0}, "restart limits and grace period must be positive"),
+    ({"stake": "1E+999999999"}, r"stake of BTCUSDT must be at most 1,000,000,000,000,000, "
+                                r"not '1E\+999999999'"),
+    ({"stake": "Infinity"}, "stake of BTCUSDT must be a positive number, not 'Infinity'"),
+    ({"stake": "NaN"}, "stake of BTCUSDT must be a positive number, not 'NaN'"),
+    ({"strategies": ["sma_cross:slow=100000000"]}, r"BTCUSDT: strategy 'sma_cross': slow "
+                                                   r"must be at most 1000"),
+])
+def test_numbers_must_be_finite_and_bounded(given: dict[str, object], message: str) -> None:
+    """nan passes no comparison, so a range check alone lets it through; a stake like
+    1E+999999999 is finite and positive yet overflows the arithmetic that uses it."""
+    with pytest.raises(SettingsError, match=message):
+        prepare_up(["BTCUSDT"], configure(given))
+
+
+def test_a_config_file_nan_is_refused_too() -> None:
+    settings = Configuration.layer(parse_config("[fleet]\nrestart_window = nan\n"))
+    with pytest.raises(SettingsError, match="--restart-window must be a number of seconds"):
+        prepare_up(["BTCUSDT"], settings)
+    assert parse_decimal("1E+15", "stake") == Decimal("1E+15")  # the bound itself is fine
+    with pytest.raises(SettingsError, match="fee rate must be at most"):
+        parse_decimal("1e16", "fee rate")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--wait", "nan"], "--wait must be a number of seconds above 0 and at most 604800, not nan"),
+    (["--wait", "inf"], "--wait must be a number of seconds"),
+    (["--wait", "-1"], "--wait must be a number of seconds"),
+    (["--restart-window", "nan"], "--restart-window must be a number of seconds"),
+    (["--stake", "1E+999999999"], "stake of BTCUSDT must be at most 1,000,000,000,000,000"),
+])
+def test_up_refuses_non_finite_and_huge_numbers_with_exit_2(tmp_path: Path, args: list[str],
+                                                            message: str) -> None:
+    cli = FleetCli(tmp_path / "home")
+    try:
+        proc = cli.run("up", "BTCUSDT", *args)
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(f"error: {message}"), proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert cli.orchestrator_pid() is None  # nothing was started
+    finally:
+        cli.cleanup()

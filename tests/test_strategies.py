@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from multibot.market.bar import Bar, Signal
+from multibot.market.bar import HISTORY_LIMIT, Bar, Signal
 from strategies import registry
 from strategies.base import INTERFACE_VERSION, Strategy, StrategyError, safe_on_bar
 from strategies.combine import Combiner
@@ -146,7 +146,7 @@ def test_every_builtin_factory_gives_fresh_isolated_instances(name: str) -> None
 
 LEAKY = """
 from strategies.base import Params, Strategy
-from multibot.market.bar import Bar, Signal
+from multibot.market.bar import HISTORY_LIMIT, Bar, Signal
 
 
 class LeakyParams(Params):
@@ -255,6 +255,26 @@ def test_error_messages_name_strategy_and_what_is_available() -> None:
         SmaCross(EmaCross.Params())  # type: ignore[arg-type]
     with pytest.raises(StrategyError, match="'sma_cross' is a built-in strategy"):
         registry.create("sma_cross:fast")
+
+
+PERIODS = [("sma_cross", "fast"), ("sma_cross", "slow"), ("ema_cross", "fast"),
+           ("ema_cross", "slow"), ("macd_cross", "fast"), ("macd_cross", "slow"),
+           ("macd_cross", "signal"), ("rsi_revert", "period"), ("bollinger", "period")]
+
+
+@pytest.mark.parametrize(("name", "key"), PERIODS)
+def test_periods_are_bounded_by_the_history_a_worker_keeps(name: str, key: str) -> None:
+    """A period a worker could never warm up on is refused before anything is allocated:
+    slow=100000000 would build a window of 100 million slots in the orchestrator and the
+    worker."""
+    for huge in (HISTORY_LIMIT + 1, 100_000_000):
+        with pytest.raises(StrategyError, match=rf"strategy '{name}': {key} must be at most "
+                           rf"{HISTORY_LIMIT} \(the bars of history a worker keeps\), "
+                           rf"got {huge}"):
+            registry.create(name, {key: huge})
+    at_bound = {key: HISTORY_LIMIT} if key != "fast" else {"fast": HISTORY_LIMIT - 1,
+                                                          "slow": HISTORY_LIMIT}
+    registry.create(name, at_bound)
 
 
 @pytest.mark.parametrize(

@@ -170,7 +170,9 @@ def up(
     from multibot.client import ping
     from multibot.config import configure
     from multibot.launch import prepare_up
+    from multibot.wire.settings import check_seconds
 
+    check_seconds(wait, "--wait")
     fleet_home = Home.at(home)
     given = {"mode": mode, "feed": feed, "interval": interval, "speed": speed, "seed": seed,
              "max_restarts": max_restarts, "restart_window": restart_window,

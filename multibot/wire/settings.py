@@ -9,6 +9,7 @@ result on its argv, and the supervisor's policy and the backtest take their defa
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -23,6 +24,8 @@ from multibot.wire.records import StrategySpec, SymbolPlan
 ORDER_TYPES = tuple(OrderType)
 _SYMBOL_TEXT = re.compile(r"^[A-Z0-9]{2,20}$")
 _Choice = TypeVar("_Choice", bound=enum.StrEnum)
+MAX_AMOUNT = Decimal(10) ** 15  # a stake, capital or rate larger is a typo, never money
+MAX_SECONDS = 7 * 24 * 3600.0  # the longest wait or window a setting may ask for
 
 
 class Mode(enum.StrEnum):
@@ -100,6 +103,8 @@ class FleetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise SettingsError(f"--speed must be in (0, 100000] bars/s, not {self.speed}")
         if self.max_restarts < 0 or self.restart_window_s <= 0 or self.grace_s <= 0:
             raise SettingsError("restart limits and grace period must be positive")
+        check_seconds(self.restart_window_s, "--restart-window")
+        check_seconds(self.grace_s, "grace period")
         parse_decimal(self.fee_rate, "fee rate")
         parse_decimal(self.slippage_bps, "slippage")
         if self.control_tcp:
@@ -142,6 +147,8 @@ def settings_from(given: Mapping[str, Any]) -> FleetSettings:
 
 
 def parse_decimal(text: str, what: str, positive: bool = False) -> Decimal:
+    """A finite number >= 0 (> 0 if ``positive``) and at most MAX_AMOUNT, else SettingsError:
+    an exponent like 1E+999999999 would overflow the arithmetic that uses it later."""
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -149,6 +156,17 @@ def parse_decimal(text: str, what: str, positive: bool = False) -> Decimal:
     if not value.is_finite() or value < 0 or (positive and value == 0):
         raise SettingsError(f"{what} must be a {'positive' if positive else 'non-negative'} "
                             f"number, not {text!r}")
+    if value > MAX_AMOUNT:
+        raise SettingsError(f"{what} must be at most {MAX_AMOUNT:,}, not {text!r}")
+    return value
+
+
+def check_seconds(value: float, what: str, maximum: float = MAX_SECONDS) -> float:
+    """A finite duration in (0, maximum] seconds, else SettingsError (nan passes no
+    comparison, so it is named here rather than slipping through a range check)."""
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        raise SettingsError(f"{what} must be a number of seconds above 0 and at most "
+                            f"{maximum:g}, not {value!r}")
     return value
 
 

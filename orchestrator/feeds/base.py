@@ -11,10 +11,11 @@ import abc
 from collections.abc import Callable
 
 from multibot.errors import ErrorCode, MultibotError
-from multibot.market.bar import Bar
+from multibot.market.bar import (
+    HISTORY_LIMIT as HISTORY_LIMIT,  # bars of warm-up history a worker may ask for
+    Bar,
+)
 from multibot.wire.protocol import SymbolRules
-
-HISTORY_LIMIT = 1000  # bars of warm-up history a worker may ask for
 
 
 class UnknownSymbol(MultibotError):
