@@ -132,6 +132,35 @@ def _bar() -> Bar:
                low=1.0, close=1.0, volume=1.0)
 
 
+NESTED = b"\x91" * 2_000 + b"\xc0"  # 2 KB: two thousand nested one-element arrays
+
+
+@pytest.mark.parametrize("where", ["envelope", "body"])
+def test_deeply_nested_messages_get_errors_and_every_loop_goes_on(live_fleet: FleetCli,
+                                                                   where: str) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    data = NESTED if where == "envelope" else msgspec.msgpack.encode(
+        {"v": 1, "id": "x", "type": "status", "ts_ns": 0, "body": msgspec.Raw(NESTED)})
+    control = _socket(live_fleet, "control")
+    broker = _socket(live_fleet, "broker", identity=b"DEEPUSDT")
+    try:
+        for sock in (control, broker, control, broker):  # twice: the loops still read
+            sock.send(data)
+            assert _error_code(sock) in ("malformed", "bad_body")
+        control.send(p.encode(p.Status()))
+        assert isinstance(_reply(control), p.StatusReport)
+    finally:
+        control.close()
+        broker.close()
+    # the worker's heartbeats are still read (its bar count advances in status) ...
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > worker["bars"] + 3,
+               what="the broker loop to go on reading heartbeats")
+    after = live_fleet.workers()["BTCUSDT"]
+    # ... and the real worker was never judged hung
+    assert after["state"] == "RUNNING" and after["pid"] == worker["pid"]
+    assert after["restarts"] == worker["restarts"]
+
+
 def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> None:
     worker = live_fleet.workers()["BTCUSDT"]
     stranger = _socket(live_fleet, "broker", identity=b"EVILUSDT")
