@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import msgspec
 import psutil
@@ -14,6 +15,7 @@ from multibot.market.bar import Bar
 from multibot.market.orders import OrderType, Side
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
+from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
 from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
@@ -210,3 +212,32 @@ def test_a_flooding_client_gets_busy_replies_and_cannot_starve_others(
         flood.close()
         other.close()
     assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+
+
+class _Recorder:
+    """Stands in for the broker ROUTER: what the worker link sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.sent.append(frames)
+
+
+class _BrokenSupervisor:
+    def registered(self, symbol: str, pid: int) -> None:
+        raise RuntimeError("a bug met by one message")
+
+
+def test_an_exception_handling_one_worker_message_is_answered_not_fatal() -> None:
+    ports = cast(Any, WorkerLinkPorts)(supervisor=_BrokenSupervisor(), trading=None,
+                                       journal=None, order_event=None, spawn=None)
+    link, sock = WorkerLink(ports), _Recorder()
+    for _ in range(2):  # the link goes on: the next message is handled the same way
+        link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(p.Register(symbol="BTCUSDT",
+                                                                          pid=1))])
+    assert len(sock.sent) == 2
+    for identity, data in sock.sent:
+        _, reply = p.decode(data)
+        assert identity == b"BTCUSDT" and isinstance(reply, p.Error)
+        assert reply.code == "internal" and "a bug met by one message" in reply.reason
