@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 _CURSOR_SAVE_S = 1.0
 
 _JOURNAL_BUSY_S = 0.25
+_HOUSEKEEPING_S = 0.25
+_STALL_WARN_S = 1.0  # a stall the log mentions (shorter ones are excused silently)
 
 
 class Fleet:
@@ -289,10 +291,19 @@ class Fleet:
 
     async def _housekeeping_loop(self) -> None:
         last_beat = last_save = 0.0
+        last_tick = time.monotonic()
         while True:
-            await asyncio.sleep(0.25)
-            self.supervisor.check_liveness()
+            await asyncio.sleep(_HOUSEKEEPING_S)
             now = time.monotonic()
+            # Woken late: the loop did not run (a blocking call, SIGSTOP), so nothing was
+            # read meanwhile; that time does not count against the workers' heartbeats.
+            late = now - last_tick - _HOUSEKEEPING_S
+            last_tick = now
+            if late > 0:
+                if late > _STALL_WARN_S:
+                    log.warning("the orchestrator's loop stalled for %.1fs", late)
+                self.supervisor.excuse_stall(late)
+            self.supervisor.check_liveness()
             if now - last_beat >= HEARTBEAT_S:  # one broadcast, not a message per worker
                 last_beat = now
                 with contextlib.suppress(zmq.ZMQError):

@@ -262,6 +262,17 @@ class Supervisor:
             handle.restarts += 1
             await self._spawn(handle)
 
+    def excuse_stall(self, seconds: float) -> None:
+        """The orchestrator's own loop did not run for ``seconds`` (a blocking call, SIGSTOP):
+        that silence was ours, not the workers'. The liveness clocks move on by it, so the
+        heartbeats sent meanwhile, still waiting in the broker socket, are read before anyone
+        is judged: a worker is hung after ``liveness_s`` of silence while we listened."""
+        now = time.monotonic()
+        for handle in self.handles.values():
+            if handle.last_heartbeat is not None:
+                handle.last_heartbeat = min(handle.last_heartbeat + seconds, now)
+            handle.spawned_at = min(handle.spawned_at + seconds, now)
+
     def check_liveness(self) -> None:
         """Kill hung or never-registering workers; their exit then restarts them."""
         now = time.monotonic()

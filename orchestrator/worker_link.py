@@ -83,6 +83,10 @@ class WorkerLink:
             reply, msg_id = Error(code=ErrorCode.NOT_ALLOWED, reason="bad identity"), ""
         except JournalError as exc:  # trading halts; the worker resends the same id later
             reply, msg_id = self._halted(exc), ""
+        except Exception as exc:  # one message must never stop the loop that serves them all
+            log.exception("worker message could not be handled")
+            reply, msg_id = Error(code=ErrorCode.INTERNAL,
+                                  reason=f"{type(exc).__name__}: {exc}"), ""
         if inspect.isawaitable(reply):  # the exchange answers later: others go on meanwhile
             self._ports.spawn(self._reply_later(sock, identity, msg_id, reply))
         elif reply is not None:
@@ -145,5 +149,10 @@ class WorkerLink:
 
 
 def _send(sock: zmq.asyncio.Socket, identity: bytes, reply: Message, msg_id: str) -> None:
+    try:
+        data = encode(reply, msg_id)
+    except ProtocolError as exc:  # a reply the wire cannot carry: say so instead
+        log.error("reply %s cannot be sent: %s", reply.TYPE, exc)
+        data = encode(error_reply(exc), msg_id)
     with contextlib.suppress(zmq.ZMQError):
-        sock.send_multipart([identity, encode(reply, msg_id)], flags=zmq.NOBLOCK)
+        sock.send_multipart([identity, data], flags=zmq.NOBLOCK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import msgspec
 import psutil
@@ -14,6 +15,7 @@ from multibot.market.bar import Bar
 from multibot.market.orders import OrderType, Side
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
+from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
 from tests.support import FleetCli, eventually, record_figures
 
 pytestmark = pytest.mark.process
@@ -132,6 +134,35 @@ def _bar() -> Bar:
                low=1.0, close=1.0, volume=1.0)
 
 
+NESTED = b"\x91" * 2_000 + b"\xc0"  # 2 KB: two thousand nested one-element arrays
+
+
+@pytest.mark.parametrize("where", ["envelope", "body"])
+def test_deeply_nested_messages_get_errors_and_every_loop_goes_on(live_fleet: FleetCli,
+                                                                   where: str) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    data = NESTED if where == "envelope" else msgspec.msgpack.encode(
+        {"v": 1, "id": "x", "type": "status", "ts_ns": 0, "body": msgspec.Raw(NESTED)})
+    control = _socket(live_fleet, "control")
+    broker = _socket(live_fleet, "broker", identity=b"DEEPUSDT")
+    try:
+        for sock in (control, broker, control, broker):  # twice: the loops still read
+            sock.send(data)
+            assert _error_code(sock) in ("malformed", "bad_body")
+        control.send(p.encode(p.Status()))
+        assert isinstance(_reply(control), p.StatusReport)
+    finally:
+        control.close()
+        broker.close()
+    # the worker's heartbeats are still read (its bar count advances in status) ...
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > worker["bars"] + 3,
+               what="the broker loop to go on reading heartbeats")
+    after = live_fleet.workers()["BTCUSDT"]
+    # ... and the real worker was never judged hung
+    assert after["state"] == "RUNNING" and after["pid"] == worker["pid"]
+    assert after["restarts"] == worker["restarts"]
+
+
 def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> None:
     worker = live_fleet.workers()["BTCUSDT"]
     stranger = _socket(live_fleet, "broker", identity=b"EVILUSDT")
@@ -181,3 +212,32 @@ def test_a_flooding_client_gets_busy_replies_and_cannot_starve_others(
         flood.close()
         other.close()
     assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+
+
+class _Recorder:
+    """Stands in for the broker ROUTER: what the worker link sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.sent.append(frames)
+
+
+class _BrokenSupervisor:
+    def registered(self, symbol: str, pid: int) -> None:
+        raise RuntimeError("a bug met by one message")
+
+
+def test_an_exception_handling_one_worker_message_is_answered_not_fatal() -> None:
+    ports = cast(Any, WorkerLinkPorts)(supervisor=_BrokenSupervisor(), trading=None,
+                                       journal=None, order_event=None, spawn=None)
+    link, sock = WorkerLink(ports), _Recorder()
+    for _ in range(2):  # the link goes on: the next message is handled the same way
+        link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(p.Register(symbol="BTCUSDT",
+                                                                          pid=1))])
+    assert len(sock.sent) == 2
+    for identity, data in sock.sent:
+        _, reply = p.decode(data)
+        assert identity == b"BTCUSDT" and isinstance(reply, p.Error)
+        assert reply.code == "internal" and "a bug met by one message" in reply.reason

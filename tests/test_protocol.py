@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -133,3 +135,62 @@ def test_unencodable_values_are_a_protocol_error() -> None:
         p.encode(p.Up(symbols=["BTCUSDT"], strategies=[p.StrategySpec(
             name="sma_cross", params={"fast": 2**70})]))
     assert info.value.code == p.ErrorCode.BAD_BODY
+
+
+def _nested(depth: int, leaf: bytes = b"\xc0") -> bytes:
+    return b"\x91" * depth + leaf  # msgpack: `depth` one-element arrays around a nil
+
+
+@pytest.mark.parametrize("depth", [2_000, p.MAX_MESSAGE_BYTES - 64])
+@pytest.mark.parametrize("where", ["body", "field", "whole"])
+def test_deep_nesting_is_a_protocol_error_not_a_crash(depth: int, where: str) -> None:
+    # msgspec stops a deep descent with RecursionError; a peer's 2 KB of nested arrays must
+    # be refused like any other garbage, quickly, at any depth up to the size limit
+    nested = _nested(depth)
+    data = {"body": _raw_envelope(type_="status", body=msgspec.Raw(nested)),
+            "field": _raw_envelope(type_="up", body=msgspec.Raw(b"\x81\xa7symbols" + nested)),
+            "whole": nested}[where]
+    started = time.monotonic()
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(data)
+    assert info.value.code in (p.ErrorCode.MALFORMED, p.ErrorCode.BAD_BODY)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("type_", ["status", "up", "place_order"])
+def test_a_map_with_100k_keys_is_refused_quickly(type_: str) -> None:
+    keys = 100_000
+    body = b"\xdf" + keys.to_bytes(4, "big") + b"".join(
+        msgspec.msgpack.encode(f"{i:x}") + b"\xc0" for i in range(keys))
+    data = _raw_envelope(type_=type_, body=msgspec.Raw(body))
+    assert len(data) < p.MAX_MESSAGE_BYTES
+    started = time.monotonic()
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(data)
+    assert info.value.code == p.ErrorCode.BAD_BODY
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("header", [b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff",
+                                    b"\xdb\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff"])
+def test_a_container_claiming_4g_items_is_malformed(header: bytes) -> None:
+    # a length prefix is never trusted with an allocation: the bytes must be there
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(_raw_envelope(type_="up", body=msgspec.Raw(b"\x81\xa7symbols" + header)))
+    assert info.value.code == p.ErrorCode.MALFORMED
+
+
+@settings(max_examples=300)
+@given(st.recursive(st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=4),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                    max_leaves=50),
+       st.integers(0, 3_000), st.sampled_from(sorted(p.MESSAGE_TYPES)))
+def test_any_nesting_in_any_body_gives_a_typed_error_or_a_message(
+        shape: object, depth: int, type_: str) -> None:
+    body = b"\x91" * depth + msgspec.msgpack.encode(shape)
+    for data in (_raw_envelope(type_=type_, body=msgspec.Raw(body)), body):
+        try:
+            p.decode(data)
+        except p.ProtocolError as exc:
+            assert exc.code in p.ErrorCode

@@ -191,3 +191,31 @@ def test_sigterm_to_the_orchestrator_is_an_orderly_down(fleet: FleetCli) -> None
             "SELECT symbol FROM events WHERE kind = 'state' AND detail = 'STOPPED'")}
     assert stopped == {"BTCUSDT", "XRPUSDT"}  # each worker was stopped, not orphaned
     assert not (fleet.home / "run" / "orchestrator.pid").exists()
+
+
+def test_a_stalled_orchestrator_reads_waiting_heartbeats_before_judging(
+        fleet: FleetCli) -> None:
+    # Longer than the supervisor's hung limit (10 s without a heartbeat), shorter than the
+    # workers' own (3 silent periods of 4 s, when they exit by themselves): on resume the
+    # heartbeats sent meanwhile wait in the broker socket, and no healthy worker may be killed.
+    stall_s = 10.6
+    fleet.up("BTCUSDT", "ETHUSDT", "--speed", "20")
+    before = fleet.workers()
+    orchestrator = fleet.orchestrator_pid()
+    assert orchestrator is not None
+    os.kill(orchestrator, signal.SIGSTOP)
+    try:
+        time.sleep(stall_s)  # the stall itself
+    finally:
+        os.kill(orchestrator, signal.SIGCONT)
+    resumed = time.monotonic()
+    # heartbeats sent after the resume are read: the judgement has had its chance to err
+    after = eventually(lambda: where(fleet.workers(), lambda ws: all(
+        w["heartbeat_age_s"] is not None and w["heartbeat_age_s"] < time.monotonic() - resumed
+        and w["bars"] > before[s]["bars"] for s, w in ws.items())),
+        timeout=10, what="heartbeats after the resume")
+    for symbol, worker in after.items():
+        assert worker["state"] == "RUNNING", worker
+        assert worker["pid"] == before[symbol]["pid"] and worker["restarts"] == 0, worker
+    log = (fleet.home / "logs" / "orchestrator.log").read_text()
+    assert "killing worker" not in log

@@ -20,6 +20,7 @@ from types import FrameType
 import msgspec
 import zmq
 
+from multibot.market.bar import Bar
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     HEARTBEAT_TOPIC,
@@ -228,20 +229,28 @@ class WorkerProcess:
                 self.foreign_bars += 1
                 log.error("received a %s bar; ignored", message.bar.symbol)
                 continue
-            actions = runner.on_bar(message.bar)
-            for action in actions:
-                self._send(action)
-            for action in actions:
-                if isinstance(action, PlaceOrder):
-                    log.info("%s %s %s%s (%s)", action.side, action.type, action.quantity,
-                             f" @ {action.price}" if action.price else "",
-                             action.client_order_id)
+            try:
+                self._on_bar(runner, message.bar)
+            except Exception as exc:
+                _contained(runner, f"bar {message.bar.open_time}", exc)
         return beat
+
+    def _on_bar(self, runner: Runner, bar: Bar) -> None:
+        actions = runner.on_bar(bar)
+        for action in actions:
+            self._send(action)
+        for action in actions:
+            if isinstance(action, PlaceOrder):
+                log.info("%s %s %s%s (%s)", action.side, action.type, action.quantity,
+                         f" @ {action.price}" if action.price else "", action.client_order_id)
 
     def _drain_broker(self, runner: Runner) -> StopWorker | None:
         while (message := self._recv(self._broker)) is not None:
             if isinstance(message, OrderUpdate):
-                runner.on_update(message)
+                try:
+                    runner.on_update(message)
+                except Exception as exc:
+                    _contained(runner, f"order update {message.order.client_order_id}", exc)
             elif isinstance(message, StopWorker):
                 return message
             elif isinstance(message, Error):
@@ -273,6 +282,12 @@ class WorkerProcess:
         self._send(Goodbye(reason="stopped on request"))
         log.info("stopped; position %s", runner.position)
         return EXIT_OK
+
+
+def _contained(runner: Runner, what: str, exc: Exception) -> None:
+    """One message's handling failed: log it and show it in status; the loop goes on."""
+    runner.last_error = f"{what}: {type(exc).__name__}: {exc}"
+    log.exception("%s could not be handled", what)
 
 
 def log_format(symbol: str, pid: int) -> str:

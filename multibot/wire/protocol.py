@@ -2,7 +2,8 @@
 
 Every message is msgpack ``{v, id, type, ts_ns, body}``. ``decode`` validates everything
 (size, shape, version, type, body fields) and raises ``ProtocolError`` with a stable
-``ErrorCode``; it never trusts wire data and never deserialises code objects.
+``ErrorCode`` and nothing else (deep nesting and huge containers included: the size limit
+bounds the work); it never trusts wire data and never deserialises code objects.
 Imported by the orchestrator, the worker and the CLI.
 """
 
@@ -316,17 +317,32 @@ def decode_envelope(data: bytes) -> Envelope:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
     try:
         envelope = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except Exception as exc:
         _check_version(data)  # another version may shape its envelope differently
-        raise ProtocolError(ErrorCode.MALFORMED, f"not a protocol envelope: {exc}") from None
+        raise ProtocolError(ErrorCode.MALFORMED,
+                            f"not a protocol envelope: {_why(exc)}") from None
     _check_version_number(envelope.v)
     return envelope
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong decoding a peer's bytes, in words that do not depend on the stack.
+
+    msgspec refuses nesting deeper than the interpreter's recursion limit with a
+    RecursionError after a bounded descent; a peer's 2 KB of nested arrays gets there."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "too large to decode"
+    if isinstance(exc, msgspec.MsgspecError | UnicodeDecodeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _check_version(data: bytes) -> None:
     try:
         version = _version_decoder.decode(data).v
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except Exception:  # not even a version: the caller's MALFORMED stands
         return
     _check_version_number(version)
 
@@ -346,8 +362,9 @@ def decode_body(envelope: Envelope) -> Message:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {envelope.type!r}")
     try:
         message: Message = decoder.decode(envelope.body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_BODY, f"bad {envelope.type!r} body: {exc}") from None
+    except Exception as exc:
+        raise ProtocolError(ErrorCode.BAD_BODY,
+                            f"bad {envelope.type!r} body: {_why(exc)}") from None
     return message
 
 

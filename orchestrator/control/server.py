@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+import zmq
 import zmq.asyncio
 
 from multibot.wire.protocol import (
@@ -41,21 +43,31 @@ class ControlServer:
     # --- the socket ---------------------------------------------------------------------------
 
     async def serve(self, sock: zmq.asyncio.Socket, spawn: Spawn) -> None:
-        """Read requests forever; each is answered by its own task (``spawn``)."""
+        """Read requests forever; each is answered by its own task (``spawn``).
+
+        Nothing one request does ends this loop: what escapes is logged and answered."""
         while True:
             frames = await sock.recv_multipart()
-            if len(frames) != 2:
-                reply = Error(code=ErrorCode.MALFORMED, reason="expected exactly one frame")
-                await sock.send_multipart([frames[0], encode(reply)])
-                continue
-            identity, payload = frames
             try:
-                envelope, message = decode(payload)
-                self._admit(identity)
-            except ProtocolError as exc:
-                await sock.send_multipart([identity, encode(error_reply(exc))])
-                continue
-            spawn(self._answer(sock, identity, envelope.id, message))
+                self._take(sock, frames, spawn)
+            except Exception as exc:
+                log.exception("control request could not be taken")
+                _send(sock, frames[0],
+                      Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}"))
+
+    def _take(self, sock: zmq.asyncio.Socket, frames: list[bytes], spawn: Spawn) -> None:
+        if len(frames) != 2:
+            _send(sock, frames[0],
+                  Error(code=ErrorCode.MALFORMED, reason="expected exactly one frame"))
+            return
+        identity, payload = frames
+        try:
+            envelope, message = decode(payload)
+            self._admit(identity)
+        except ProtocolError as exc:
+            _send(sock, identity, error_reply(exc))
+            return
+        spawn(self._answer(sock, identity, envelope.id, message))
 
     def _admit(self, identity: bytes) -> None:
         mine = self._in_flight.get(identity, 0)
@@ -78,7 +90,12 @@ class ControlServer:
                 self._in_flight[identity] = left
             else:
                 self._in_flight.pop(identity, None)
-        await sock.send_multipart([identity, encode(reply, msg_id)])
+        try:
+            data = encode(reply, msg_id)
+        except ProtocolError as exc:  # a reply the wire cannot carry: say so instead
+            log.error("control reply %s cannot be sent: %s", reply.TYPE, exc)
+            data = encode(error_reply(exc), msg_id)
+        await sock.send_multipart([identity, data])
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -90,3 +107,9 @@ class ControlServer:
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 f"{message.TYPE!r} is not a control request")
         return await command.execute(command.validate(message))
+
+
+def _send(sock: zmq.asyncio.Socket, identity: bytes, reply: Message) -> None:
+    """A reply that needs no waiting (the ROUTER drops it if the peer is gone or full)."""
+    with contextlib.suppress(zmq.ZMQError):
+        sock.send_multipart([identity, encode(reply)], flags=zmq.NOBLOCK)
