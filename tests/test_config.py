@@ -156,3 +156,12 @@ def test_up_refuses_non_finite_and_huge_numbers_with_exit_2(tmp_path: Path, args
         assert cli.orchestrator_pid() is None  # nothing was started
     finally:
         cli.cleanup()
+
+
+def test_symbol_lists_are_bounded_and_deduplicated() -> None:
+    from multibot.wire.settings import MAX_SYMBOLS, normalize_symbols
+
+    many = [f"S{i:05d}USDT" for i in range(MAX_SYMBOLS)]
+    assert normalize_symbols(many + many[::-1]) == many
+    with pytest.raises(SettingsError, match=f"at most {MAX_SYMBOLS} symbols"):
+        normalize_symbols([*many, "ONEMOREUSDT"])

@@ -44,6 +44,9 @@ class Feed(enum.StrEnum):
     BINANCE = "binance"
 
 
+MAX_SYMBOLS = 5_000  # Binance lists about 3,000 spot symbols
+
+
 class SettingsError(MultibotError, ValueError):
     """Bad fleet settings or arguments; the message says which and why."""
 
@@ -171,15 +174,17 @@ def check_seconds(value: float, what: str, maximum: float = MAX_SECONDS) -> floa
 
 
 def normalize_symbols(raw: list[str]) -> list[str]:
-    """Upper-case, strip, dedupe (keeping order); reject text that cannot be a symbol."""
-    out: list[str] = []
+    """Upper-case, strip, dedupe (keeping order); reject text that cannot be a symbol, and
+    more symbols than any exchange lists (a request's work stays bounded)."""
+    out: dict[str, None] = {}
     for item in raw:
         for part in item.replace(",", " ").split():
             symbol = part.strip().upper().replace("/", "")
             if not _SYMBOL_TEXT.match(symbol):
                 raise SettingsError(f"{part!r} is not a symbol (expected e.g. BTCUSDT)")
-            if symbol not in out:
-                out.append(symbol)
+            out[symbol] = None
+            if len(out) > MAX_SYMBOLS:
+                raise SettingsError(f"at most {MAX_SYMBOLS} symbols at once")
     if not out:
         raise SettingsError("name at least one symbol, e.g. BTCUSDT")
-    return out
+    return list(out)
