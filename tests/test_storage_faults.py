@@ -98,7 +98,7 @@ def test_a_journal_deleted_or_replaced_under_the_fleet_halts_trading(
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "is empty (0 bytes)"),
     (b"not a database, not at all " * 200, "is not a readable database"),
-])
+], ids=["empty", "not-a-database"])
 def test_an_empty_or_corrupt_journal_is_refused_at_start(
         fleet: FleetCli, content: bytes, message: str) -> None:
     fleet.home.mkdir(parents=True)
