@@ -118,7 +118,8 @@ def ping(home: Home, timeout: float = 2.0) -> Pong | None:
 def start_daemon(home: Home, settings: FleetSettings, timeout: float = 20.0) -> int:
     """Start the orchestrator in the background; returns its pid once it answers pings."""
     home.ensure()
-    with open(home.orchestrator_log, "ab") as log_file:
+    fd = os.open(home.orchestrator_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log_file:  # the owner's only, whatever the umask
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.daemon", "--home", str(home.root),
              "--settings", msgspec.json.encode(settings).decode()],

@@ -21,10 +21,18 @@ if TYPE_CHECKING:
 
 EXIT_HOME_BUSY = 3
 EXIT_BAD_SETTINGS = 2
+EXIT_BAD_JOURNAL = 4
 log = logging.getLogger("orchestrator")
 
 
+def private_files() -> None:
+    """Whatever the umask we were started with, what the orchestrator and its workers
+    create (journal, logs, pid file, sockets) is for the owner only."""
+    os.umask(0o077)
+
+
 def configure_logging(home: Home, console: bool, live: bool = False) -> None:
+    private_files()
     handlers: list[logging.Handler] = []
     if not live:  # the live view owns the terminal
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -40,6 +48,7 @@ def configure_logging(home: Home, console: bool, live: bool = False) -> None:
 def run(home: Home, settings: FleetSettings, initial: Up | None = None,
         live: DrawFrame | None = None) -> int:
     """Run the fleet until it is stopped; ``live`` draws the foreground's live view."""
+    private_files()
     try:
         settings.check()
     except SettingsError as exc:
@@ -67,9 +76,13 @@ def run(home: Home, settings: FleetSettings, initial: Up | None = None,
         log.error("cannot open the fleet's sockets: %s", exc)
         return EXIT_BAD_SETTINGS
     except Exception as exc:
+        from orchestrator.broker.journal import JournalError
         from orchestrator.exchange.credentials import CredentialsError
         from orchestrator.exchange.venue import VenueError
 
+        if isinstance(exc, JournalError):  # empty, corrupt or not a journal: refused, say why
+            log.error("%s", exc)
+            return EXIT_BAD_JOURNAL
         if not isinstance(exc, VenueError | CredentialsError):
             raise
         log.error("%s", exc)

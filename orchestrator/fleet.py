@@ -313,10 +313,12 @@ class Fleet:
                 self._save_cursor()
 
     def _save_cursor(self) -> None:
-        """Also the journal's health probe: a successful write lifts a trading halt."""
-        if self.feed.cursor is None:
-            return
+        """Also the journal's health probe: a journal file deleted or replaced under us halts
+        trading for good; otherwise a successful write lifts a trading halt."""
         try:
+            self.journal.check_file()
+            if self.feed.cursor is None:
+                return
             self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
         except JournalError as exc:
             self.journal_health.failed(exc)

@@ -215,3 +215,88 @@ def test_a_closed_journal_raises_journal_error(tmp_path: Path) -> None:
         journal.orders()
     with pytest.raises(JournalError):
         journal.insert_order(order(), seq=1)
+
+
+def test_an_empty_file_is_refused_not_taken_for_a_fresh_journal(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    path.write_bytes(b"")
+    with pytest.raises(JournalError, match=r"is empty \(0 bytes\).*remove it"):
+        Journal(path)
+    assert path.read_bytes() == b""  # left as it was
+
+
+def test_a_database_without_our_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    with pytest.raises(JournalError, match="without multibot's schema"):
+        Journal(path)
+
+
+def test_a_corrupt_journal_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    with Journal(path) as journal:
+        for n in range(1, 200):
+            journal.insert_order(order(f"mb-BTCUSDT-{n}", reason="x" * 200), seq=n)
+    page = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+    with open(path, "r+b") as f:
+        f.seek(page * 3)
+        f.write(b"\xff" * page)
+    with pytest.raises(JournalError, match=r"corrupt|not a readable database") as err:
+        Journal(path)
+    assert "\n" not in str(err.value) and "restore it from a backup" in str(err.value)
+
+
+def test_a_locked_journal_at_open_is_not_called_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    Journal(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("PRAGMA journal_mode=DELETE")  # WAL cannot be enabled while it is locked
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError) as err:
+            Journal(path, timeout=0.05)
+        assert "locked" in str(err.value) and "backup" not in str(err.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def test_the_journal_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    previous = os.umask(0)
+    try:
+        with Journal(path) as journal:
+            journal.set_meta("k", "v")
+            modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        os.umask(previous)
+    assert modes == {"multibot.db": 0o600, "multibot.db-wal": 0o600, "multibot.db-shm": 0o600}
+
+
+@pytest.mark.parametrize("how", ["delete", "replace", "delete-wal"])
+def test_a_journal_file_deleted_or_replaced_while_open_is_noticed_and_saved(
+        tmp_path: Path, how: str) -> None:
+    path = tmp_path / "multibot.db"
+    journal = Journal(path)
+    journal.insert_order(order(), seq=1)
+    journal.check_file()  # nothing happened yet
+    if how == "delete":
+        path.unlink()
+    elif how == "replace":
+        (tmp_path / "other").write_bytes(b"")
+        os.replace(tmp_path / "other", path)
+    else:
+        (tmp_path / "multibot.db-wal").unlink()
+    with pytest.raises(JournalError, match=r"deleted|replaced") as err:
+        journal.check_file()
+    with pytest.raises(JournalError) as again:  # it stays noticed, saved only once
+        journal.check_file()
+    assert str(again.value) == str(err.value)
+    journal.close()
+    rescued = list(tmp_path.glob("multibot.db.rescued-*"))
+    assert len(rescued) == 1 and str(rescued[0]) in str(err.value)
+    assert rescued[0].stat().st_mode & 0o777 == 0o600
+    with Journal(rescued[0]) as saved:
+        assert [o.client_order_id for o in saved.orders()] == ["mb-BTCUSDT-1"]

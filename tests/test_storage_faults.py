@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tests.invariants import assert_all_final, assert_never_doubled
-from tests.support import FleetCli, eventually, record_figures
+from tests.support import FleetCli, eventually, record_figures, where
 
 pytestmark = pytest.mark.process
 
@@ -54,3 +55,76 @@ def test_locked_journal_halts_trading_then_it_resumes(fleet: FleetCli) -> None:
     assert_all_final(db)
     assert_never_doubled(db)
     record_figures({"journal_faults_injected": 1, "orders_lost_in_journal_fault": 0})
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_journal_deleted_or_replaced_under_the_fleet_halts_trading(
+        fleet: FleetCli, how: str) -> None:
+    fleet.up("BTCUSDT", "--speed", "20", "-s", "sma_cross:fast=3,slow=10")
+    traded = eventually(lambda: where(fleet.workers(), lambda ws: ws["BTCUSDT"]["trades"] >= 2),
+                        timeout=30, what="BTCUSDT to trade")
+    pid = fleet.orchestrator_pid()
+    db = fleet.home / "multibot.db"
+    if how == "deleted":
+        db.unlink()
+    else:  # another file renamed over it, as a careless restore from a backup would
+        other = fleet.home / "other.db"
+        other.write_bytes(b"")
+        os.replace(other, db)
+    halted = eventually(lambda: (s := fleet.status())["orchestrator"]["journal_error"] and s,
+                        timeout=10, what="the fleet to notice")
+    error = halted["orchestrator"]["journal_error"]
+    assert f"was {how}" in error and "multibot down" in error, error
+    assert all(w["halted"].startswith("journal unavailable") for w in halted["workers"])
+    # the halt holds: bars flow, the orchestrator lives on, and no order reaches the book
+    bars = fleet.workers()["BTCUSDT"]["bars"]
+    later = eventually(lambda: where(fleet.workers(), lambda ws: ws["BTCUSDT"]["bars"] > bars + 40),
+                       timeout=20, what="bars to flow while halted")
+    assert later["BTCUSDT"]["halted"] and fleet.orchestrator_pid() == pid
+    assert later["BTCUSDT"]["trades"] == halted["workers"][0]["trades"]
+    assert fleet.status()["orchestrator"]["journal_error"]  # the probe never lifts it
+    # what the open journal held was saved next to it, and the message says where
+    rescued = [p for p in fleet.home.iterdir() if p.name.startswith("multibot.db.rescued-")]
+    assert len(rescued) == 1 and str(rescued[0]) in error
+    fleet.run("down", check=True)
+    conn = sqlite3.connect(rescued[0])
+    try:
+        fills = conn.execute("SELECT count(*) FROM fills").fetchone()[0]
+    finally:
+        conn.close()
+    assert fills >= traded["BTCUSDT"]["trades"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty (0 bytes)"),
+    (b"not a database, not at all " * 200, "is not a readable database"),
+], ids=["empty", "not-a-database"])
+def test_an_empty_or_corrupt_journal_is_refused_at_start(
+        fleet: FleetCli, content: bytes, message: str) -> None:
+    fleet.home.mkdir(parents=True)
+    (fleet.home / "multibot.db").write_bytes(content)
+    proc = fleet.run("up", "BTCUSDT", "--speed", "20")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert message in out and "Traceback" not in out, out
+    log = (fleet.home / "logs" / "orchestrator.log").read_text()
+    assert message in log and "Traceback" not in log, log
+    assert (fleet.home / "multibot.db").read_bytes() == content  # left as it was
+    eventually(lambda: not fleet.processes(), timeout=10, what="nothing left running")
+
+
+def test_every_file_of_a_home_is_private_whatever_the_umask(fleet: FleetCli) -> None:
+    previous = os.umask(0)  # inherited by the CLI, the orchestrator and its workers
+    try:
+        fleet.up("BTCUSDT", "ETHUSDT", "--speed", "20", "-s", "sma_cross:fast=3,slow=10")
+    finally:
+        os.umask(previous)
+    eventually(lambda: where(fleet.workers(), lambda ws: all(w["trades"] >= 1
+                                                             for w in ws.values())),
+               timeout=30, what="both symbols to trade")
+    names = {"multibot.db", "multibot.db-wal", "multibot.db-shm", "orchestrator.log",
+             "BTCUSDT.log", "ETHUSDT.log", "orchestrator.pid"}
+    found = {path.name: path.stat().st_mode for path in [fleet.home, *fleet.home.rglob("*")]}
+    assert names <= set(found), sorted(found)
+    public = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
+    assert not public

@@ -20,6 +20,13 @@ import msgspec
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.orders import OPEN_STATUSES
 from multibot.wire.protocol import FillView, OrderView
+from orchestrator.broker.journal_file import (
+    FileWatch,
+    corruption,
+    damaged,
+    empty_file,
+    make_private,
+)
 
 __all__ = [
     "OPEN_STATUSES",
@@ -152,11 +159,18 @@ class Journal:
     def __init__(self, path: Path, *, timeout: float = 5.0, durable: bool = True) -> None:
         """Open (creating if needed) the journal at ``path``; ``timeout`` = busy wait, seconds.
 
+        A missing file is a fresh journal; a file that exists must be a journal: an empty
+        one, or one that is not a sound SQLite database with this schema, is refused (it is
+        a journal that lost what it held, or not ours). The files are made private (0600).
+
         ``durable=False`` is for throwaway journals (backtests): no WAL, no fsync
         (journal_mode=MEMORY, synchronous=OFF), and ``path`` may be ``":memory:"``. Every write
         is still one transaction; only crash durability is given up.
         """
         self.path = Path(path)
+        on_disk = str(path) != ":memory:"
+        if on_disk and (empty := empty_file(self.path)):
+            raise JournalError(empty)
         try:
             # isolation_level=None: no implicit transactions; writes use explicit BEGIN/COMMIT.
             # check_same_thread=False only lets the owner hand the journal to its loop thread.
@@ -172,6 +186,8 @@ class Journal:
                 if str(mode).lower() != "wal":
                     raise JournalError(f"journal {self.path}: cannot enable WAL (mode is {mode})")
                 conn.execute("PRAGMA synchronous=FULL")
+                if corrupt := corruption(conn, self.path):
+                    raise JournalError(corrupt)
             else:
                 conn.execute("PRAGMA journal_mode=MEMORY")
                 conn.execute("PRAGMA synchronous=OFF")
@@ -179,9 +195,17 @@ class Journal:
             self._migrate()
         except BaseException as exc:
             conn.close()
+            if isinstance(exc, sqlite3.Error) and damaged(exc):
+                raise JournalError(
+                    f"journal {self.path} is not a readable database ({exc}): restore it from "
+                    "a backup, or move it away to start a fresh journal") from exc
             if isinstance(exc, sqlite3.Error):
                 raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
             raise
+        self._watch: FileWatch | None = None
+        if on_disk:
+            make_private(self.path)
+            self._watch = FileWatch(self.path)
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -192,6 +216,10 @@ class Journal:
             )
         if version == SCHEMA_VERSION:
             return
+        if version == 0 and self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise JournalError(
+                f"{self.path} is a database without multibot's schema, not a journal: move it "
+                "away (this home's journal is its multibot.db)")
         with self._write(f"upgrade schema {version} -> {SCHEMA_VERSION}") as conn:
             for step in _STEPS[version:]:
                 for statement in step:
@@ -356,6 +384,13 @@ class Journal:
                 "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+
+    def check_file(self) -> None:
+        """JournalError when the journal's path no longer names the file this connection
+        writes (deleted or replaced while open): what it takes now would be lost."""
+        problem = self._watch.problem(self._conn) if self._watch is not None else None
+        if problem is not None:
+            raise JournalError(problem)
 
     def close(self) -> None:
         """Close the connection (idempotent); later calls raise JournalError."""
