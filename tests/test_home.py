@@ -160,3 +160,17 @@ def test_the_cli_reports_a_planted_directory_and_fails(tmp_path: Path) -> None:
         assert proc.stderr.startswith(f"error: refusing {root / 'run'}: it is a symbolic link"), \
             (command, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_a_stale_pid_file_becomes_private_when_the_lock_is_taken(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    home.ensure()
+    home.pid_path.write_text("12345\n")
+    home.pid_path.chmod(0o666)  # left by a crash under another umask
+    lock = HomeLock(home)
+    lock.acquire()
+    try:
+        assert home.pid_path.stat().st_mode & 0o777 == 0o600
+        assert home.read_pid() == os.getpid()
+    finally:
+        lock.release()

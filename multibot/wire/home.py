@@ -166,7 +166,7 @@ class Home:
         for path in self._private_dirs():
             private_dir(path)
         if self.socket_dir != self.run_dir:
-            (self.run_dir / "socket_dir").write_text(str(self.socket_dir) + "\n")
+            write_private(self.run_dir / "socket_dir", str(self.socket_dir) + "\n")
 
     def remove_stale_sockets(self) -> None:
         """Called only while holding the lock: any socket file left is from a dead process."""
@@ -179,6 +179,18 @@ class Home:
             return int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only whatever the umask (also when
+    the file was left by a crash with another mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 class HomeLock:
@@ -203,7 +215,7 @@ class HomeLock:
                 f"another orchestrator (pid {owner}) already runs on home {self._home.root}"
             ) from None
         self._fd = fd
-        self._home.pid_path.write_text(f"{os.getpid()}\n")
+        write_private(self._home.pid_path, f"{os.getpid()}\n")
         self._home.remove_stale_sockets()
 
     def release(self) -> None:
