@@ -44,5 +44,5 @@ def test_the_loser_of_a_race_to_start_leaves_the_winners_fleet_running(
             outputs[loser][1])
     # the fleet runs on, with the winner's feed, its worker trading
     assert fleet.status()["orchestrator"]["feed"] == winner
-    eventually(lambda: where(fleet.workers().get("BTCUSDT"), lambda w: w["state"] == "RUNNING"
-                             and w["trades"] > 0), timeout=30, what="BTCUSDT trading")
+    eventually(lambda: where(fleet.workers(), lambda ws: ws["BTCUSDT"]["state"] == "RUNNING"
+                             and ws["BTCUSDT"]["trades"] > 0), timeout=30, what="BTCUSDT trading")

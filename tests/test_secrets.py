@@ -54,7 +54,9 @@ def test_a_secret_in_the_environment_appears_nowhere(fleet: FleetCli) -> None:
 
 def _forkserver(fleet: FleetCli) -> psutil.Process | None:
     """The orchestrator's live worker forkserver (found by its title), if any."""
-    orchestrator = psutil.Process(fleet.orchestrator_pid())
+    pid = fleet.orchestrator_pid()
+    assert pid is not None, "the fleet runs"
+    orchestrator = psutil.Process(pid)
     for child in orchestrator.children():
         with contextlib.suppress(psutil.Error):
             if "multibot-forkserver" in " ".join(child.cmdline()) and child.status() not in (
