@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import msgspec
 import zmq
@@ -115,8 +116,20 @@ def ping(home: Home, timeout: float = 2.0) -> Pong | None:
     return reply if isinstance(reply, Pong) else None
 
 
-def start_daemon(home: Home, settings: FleetSettings, timeout: float = 20.0) -> int:
-    """Start the orchestrator in the background; returns its pid once it answers pings."""
+class Daemon(NamedTuple):
+    """The orchestrator that answers for a home once `start_daemon` returns."""
+
+    pid: int
+    ours: bool  # started by this call; False: another command's (it won the home's lock)
+
+
+def start_daemon(home: Home, settings: FleetSettings, timeout: float = 20.0) -> Daemon:
+    """Start the orchestrator in the background; returns once one answers pings.
+
+    Two commands may race to start a fleet on one home: only one orchestrator takes the
+    home's lock, and the other exits. Which one answers is told by its pid, so that the
+    loser never takes the winner's fleet (and its settings) for its own.
+    """
     home.ensure()
     fd = os.open(home.orchestrator_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with open(fd, "ab") as log_file:  # the owner's only, whatever the umask
@@ -130,7 +143,7 @@ def start_daemon(home: Home, settings: FleetSettings, timeout: float = 20.0) -> 
     while time.monotonic() < deadline:
         pong = ping(home, timeout=0.5)
         if pong is not None:
-            return pong.pid
+            return Daemon(pid=pong.pid, ours=pong.pid == process.pid)
         if process.poll() is not None and process.returncode != EXIT_HOME_BUSY:
             raise DaemonStartError(
                 f"the orchestrator exited with code {process.returncode}:\n"

@@ -189,23 +189,46 @@ def up(
             _run_foreground(fleet_home, settings, message,
                             sys.stdout.isatty() if live is None else live)
             return
-        pid = start_daemon(fleet_home, settings)
-        pace = "live" if settings.feed == Feed.BINANCE else f"@ {settings.speed:g} bars/s"
-        typer.echo(f"started orchestrator pid {pid} ({settings.mode}, {settings.feed} "
-                   f"{settings.interval} {pace}) home {fleet_home.root}")
+        daemon = start_daemon(fleet_home, settings)
+        started = daemon.ours
+        if started:
+            described = _describe(settings.mode, settings.feed, settings.interval,
+                                  settings.speed)
+            typer.echo(f"started orchestrator pid {daemon.pid} ({described}) "
+                       f"home {fleet_home.root}")
+        else:  # a concurrent command started the fleet first: its settings hold, not ours
+            _report_running_fleet(fleet_home)
     elif foreground:
         raise SettingsError(f"a fleet already runs on {fleet_home.root} (pid {running.pid})",
                             ErrorCode.CONFLICT)
+    else:
+        started = False
     try:
         reply = _request(fleet_home, message, timeout=wait + 15)
     except MultibotError:
-        if running is None:  # we started it for this request only: do not leave it behind
+        if started:  # we started it for this request only: do not leave it behind
             with contextlib.suppress(MultibotError):
                 _request(fleet_home, Down(flatten=False), timeout=60.0)
         raise
     assert isinstance(reply, UpResult)
     if not _print_results(reply.results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _describe(mode: str, feed: str, interval: str, speed: float) -> str:
+    pace = "live" if feed == Feed.BINANCE else f"@ {speed:g} bars/s"
+    return f"{mode}, {feed} {interval} {pace}"
+
+
+def _report_running_fleet(home: Home) -> None:
+    """Say which fleet this `up` goes to when another command started it meanwhile."""
+    with contextlib.suppress(MultibotError):
+        report = _request(home, Status(), timeout=10.0)
+        if isinstance(report, StatusReport):
+            fleet = report.orchestrator
+            described = _describe(fleet.mode, fleet.feed, fleet.interval, fleet.speed)
+            typer.echo(f"orchestrator pid {fleet.pid} ({described}) was started on "
+                       f"{home.root} by another command; its settings hold", err=True)
 
 
 def _validate_symbols(settings: FleetSettings, names: list[str]) -> None:
