@@ -23,8 +23,10 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from multibot.market.bar import Bar
 from multibot.wire.home import Home, HomeError, HomeLock
 from multibot.wire.protocol import (
+    BROKER_MAX_MESSAGE_BYTES,
     HEARTBEAT_S,
     MARKET_HWM,
+    SUBSCRIPTION_MAX_BYTES,
     ZMQ_MAX_MESSAGE_BYTES,
     EventKind,
     Message,
@@ -93,14 +95,15 @@ class Fleet:
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ctx = zmq.asyncio.Context()
-        self._control = self._bind(zmq.ROUTER, "control")
-        self.events = FleetEvents(self._bind(zmq.PUB, "events"), self.journal)
+        self._control = self._bind(zmq.ROUTER, "control", ZMQ_MAX_MESSAGE_BYTES)
+        self.events = FleetEvents(self._bind(zmq.PUB, "events", SUBSCRIPTION_MAX_BYTES),
+                                  self.journal)
         self.journal_health = JournalHealth(self.events)
-        self._market = self._bind(zmq.PUB, "market")
+        self._market = self._bind(zmq.PUB, "market", SUBSCRIPTION_MAX_BYTES)
         self._market.setsockopt(zmq.SNDHWM, MARKET_HWM)
         # The PUB only sends: a plain (non-asyncio) view of it skips a future per message.
         self._market_out: zmq.Socket[bytes] = zmq.Socket.shadow(self._market.underlying)
-        self._broker = self._bind(zmq.ROUTER, "broker", handover=True)
+        self._broker = self._bind(zmq.ROUTER, "broker", BROKER_MAX_MESSAGE_BYTES, handover=True)
         self._auth: AsyncioAuthenticator | None = None
         self._remote: zmq.asyncio.Socket | None = None
         if settings.control_tcp:  # CURVE only: authorized keys in <home>/keys/authorized
@@ -122,10 +125,13 @@ class Fleet:
     def _cursor_key(self) -> str:
         return f"feed_cursor:{self.settings.feed}:{self.settings.interval}"
 
-    def _bind(self, kind: int, name: str, handover: bool = False) -> zmq.asyncio.Socket:
+    def _bind(self, kind: int, name: str, max_bytes: int,
+              handover: bool = False) -> zmq.asyncio.Socket:
+        """An owner-only ipc socket; a peer sending a message over ``max_bytes`` (the most its
+        legitimate traffic needs) is dropped by ZeroMQ before the message is buffered."""
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 100)
-        sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         if handover:  # a restarted worker takes over its symbol's routing id at once
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.bind(self.home.endpoint(name))

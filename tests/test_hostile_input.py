@@ -10,13 +10,17 @@ import psutil
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
+from zmq.utils.monitor import recv_monitor_message
 
-from multibot.market.bar import Bar
+from multibot.market.bar import Bar, Signal
 from multibot.market.orders import OrderType, Side
+from multibot.market.rules import bundled_rules
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
 from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
+from strategies.base import Strategy
 from tests.support import FleetCli, eventually, record_figures
+from worker.runner import Runner
 
 pytestmark = pytest.mark.process
 
@@ -212,6 +216,108 @@ def test_a_flooding_client_gets_busy_replies_and_cannot_starve_others(
         flood.close()
         other.close()
     assert live_fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+
+
+def _monitored(cli: FleetCli, name: str, kind: int,
+               identity: bytes | None = None) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """A peer of the fleet's ``name`` socket and its monitor, watched from before it connects."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    sock.connect(Home.at(cli.home).endpoint(name))
+    return sock, monitor
+
+
+def _next_event(monitor: zmq.Socket[bytes], timeout_s: float = 10.0) -> int | None:
+    """The next monitor event (HANDSHAKE_SUCCEEDED or DISCONNECTED), None if none comes."""
+    if not monitor.poll(int(timeout_s * 1000)):
+        return None
+    return int(recv_monitor_message(monitor)["event"])
+
+
+def _close(*socks: zmq.Socket[bytes]) -> None:
+    for sock in socks:
+        sock.close(linger=0)
+
+
+@pytest.mark.parametrize("name", ["market", "events"])
+def test_an_oversized_subscription_drops_the_peer_and_others_go_on(live_fleet: FleetCli,
+                                                                   name: str) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    hostile, hostile_events = _monitored(live_fleet, name, zmq.SUB)
+    normal, normal_events = _monitored(live_fleet, name, zmq.SUB)
+    try:
+        # subscriptions a legitimate peer sends: a worker's, or an events reader's
+        topics = ([p.market_topic("BTCUSDT"), p.HEARTBEAT_TOPIC] if name == "market"
+                  else [kind.encode() for kind in p.EventKind] + [b""])
+        for topic in topics:
+            normal.setsockopt(zmq.SUBSCRIBE, topic)
+        hostile.setsockopt(zmq.SUBSCRIBE, b"x" * 100_000)
+        assert _next_event(hostile_events) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert _next_event(hostile_events) == zmq.EVENT_DISCONNECTED  # dropped by the fleet
+        assert _next_event(normal_events) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        if name == "market":  # the worker's subscriptions fit: bars and heartbeats arrive
+            assert normal.poll(10_000), "no market frame for a worker-like subscriber"
+            assert normal.recv().startswith(tuple(topics))
+        assert _next_event(normal_events, 1.0) is None  # and it stays connected
+    finally:
+        _close(hostile, hostile_events, normal, normal_events)
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > worker["bars"] + 3,
+               what="the fleet to keep trading")
+    after = live_fleet.workers()["BTCUSDT"]
+    assert after["state"] == "RUNNING" and after["pid"] == worker["pid"]
+
+
+def test_a_message_over_the_broker_limit_drops_the_peer_not_the_workers(
+        live_fleet: FleetCli) -> None:
+    worker = live_fleet.workers()["BTCUSDT"]
+    fat, fat_events = _monitored(live_fleet, "broker", zmq.DEALER, identity=b"FATUSDT")
+    try:
+        assert _next_event(fat_events) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        heartbeat = p.encode(p.WorkerHeartbeat(last_error="x" * p.BROKER_MAX_MESSAGE_BYTES))
+        assert p.BROKER_MAX_MESSAGE_BYTES < len(heartbeat) < p.MAX_MESSAGE_BYTES
+        fat.send(heartbeat)
+        assert _next_event(fat_events) == zmq.EVENT_DISCONNECTED
+        assert not fat.poll(500), "a dropped peer got a reply"
+    finally:
+        _close(fat, fat_events)
+    eventually(lambda: live_fleet.workers()["BTCUSDT"]["bars"] > worker["bars"] + 3,
+               what="the real worker to keep trading")
+    after = live_fleet.workers()["BTCUSDT"]
+    assert after["state"] == "RUNNING" and after["pid"] == worker["pid"]
+    assert after["restarts"] == worker["restarts"]
+
+
+def test_a_worker_error_text_on_the_wire_fits_the_broker_limit() -> None:
+    """The largest worker messages (heartbeat, goodbye) carry an error text cut to
+    MAX_ERROR_CHARS: even in 4-byte characters they stay under the broker socket's limit."""
+    text = "\U0001f4a5" * p.MAX_ERROR_CHARS
+    for message in (p.WorkerHeartbeat(last_error=text, position="1" * 60),
+                    p.Goodbye(reason=text)):
+        assert len(p.encode(message)) < p.BROKER_MAX_MESSAGE_BYTES
+
+
+class _Verbose(Strategy):
+    """Fails every bar with an error text far over the broker socket's limit."""
+
+    name = "verbose"
+    warmup = 0
+
+    def on_bar(self, bar: Bar) -> Signal | None:
+        raise RuntimeError("x" * 200_000)
+
+
+def test_a_worker_whose_strategy_raises_a_huge_error_still_fits_the_broker_limit() -> None:
+    rules = bundled_rules()["BTCUSDT"]
+    config = p.WorkerConfig(symbol="BTCUSDT", strategies=[], stake="100", order_type="MARKET")
+    runner = Runner(config, rules, [_Verbose()], p.PositionView(symbol="BTCUSDT"), [], 1)
+    runner.on_bar(_bar())
+    heartbeat = runner.stats()
+    assert heartbeat.strategy_errors == 1 and heartbeat.last_error.startswith("strategy ")
+    assert len(p.encode(heartbeat)) < p.BROKER_MAX_MESSAGE_BYTES
 
 
 class _Recorder:

@@ -25,6 +25,7 @@ from multibot.wire.home import Home
 from multibot.wire.protocol import (
     HEARTBEAT_TOPIC,
     MARKET_HWM,
+    MAX_ERROR_CHARS,
     PARENT_FD_ENV,
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
@@ -121,7 +122,7 @@ class WorkerProcess:
         try:
             strategies = [create(spec.name, spec.params) for spec in welcome.config.strategies]
         except StrategyError as exc:
-            self._send(Goodbye(reason=f"bad strategy: {exc}"))
+            self._send(Goodbye(reason=f"bad strategy: {exc}"[:MAX_ERROR_CHARS]))
             log.error("bad strategy: %s", exc)
             return EXIT_CONFIG
         runner = Runner(welcome.config, welcome.rules, strategies, welcome.position,

@@ -15,6 +15,7 @@ from multibot.market.bar import Bar, Signal
 from multibot.market.orders import OPEN_STATUSES, OrderStatus, OrderType, Side
 from multibot.market.rules import fmt, price_decimal, round_step_down
 from multibot.wire.protocol import (
+    MAX_ERROR_CHARS,
     CancelOrder,
     Message,
     OrderUpdate,
@@ -269,5 +270,5 @@ class Runner:
             last_close=float(self.last_price) if self.last_price is not None else None,
             position=str(self.position), strategy_errors=self.strategy_errors,
             duplicate_bars=self.duplicate_bars,
-            last_error=self.last_error,
+            last_error=self.last_error[:MAX_ERROR_CHARS],  # the broker socket's size limit
         )

@@ -38,7 +38,16 @@ from multibot.wire.records import (  # re-exported: one module for the wire
 )
 
 MAX_MESSAGE_BYTES = 1 << 20  # application limit: larger messages get a TOO_LARGE error reply
-ZMQ_MAX_MESSAGE_BYTES = 4 << 20  # transport limit (ZMQ_MAXMSGSIZE): larger drops the peer
+# Transport limits (ZMQ_MAXMSGSIZE): ZeroMQ drops a peer that sends a larger message, before
+# buffering it. Each socket of the orchestrator accepts what its real traffic needs:
+ZMQ_MAX_MESSAGE_BYTES = 4 << 20  # control sockets: above MAX_MESSAGE_BYTES, so it gets a reply
+# broker socket: a worker's largest message is a heartbeat or goodbye carrying an error text
+# of at most MAX_ERROR_CHARS (4 bytes each at most in UTF-8); the rest of it is small
+BROKER_MAX_MESSAGE_BYTES = 64 << 10
+MAX_ERROR_CHARS = 4000  # a worker's error text on the wire (heartbeat, goodbye) is cut to this
+# market and events PUB sockets: a peer only sends subscriptions, "\x01" or "\x00" + a topic
+# (a symbol of <= 20 characters and NUL, the heartbeat topic, or an event kind)
+SUBSCRIPTION_MAX_BYTES = 64
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
