@@ -15,7 +15,7 @@ from multibot.market.orders import FINAL_STATUSES, Side
 from multibot.market.position import Position
 from multibot.market.records import OrderView, PositionView, SymbolRules
 from multibot.market.rules import price_decimal
-from orchestrator.broker.journal import OrderJournal
+from orchestrator.broker.order_journal import OrderJournal
 
 __all__ = ["Book", "BookQueries"]
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -27,6 +27,7 @@ from orchestrator.broker.journal_file import (
     empty_file,
     make_private,
 )
+from orchestrator.broker.order_journal import OrderJournal as OrderJournal
 
 __all__ = [
     "OPEN_STATUSES",
@@ -106,31 +107,6 @@ class JournalEvent(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     symbol: str
     detail: str
-
-
-class OrderJournal(Protocol):
-    """The orders-and-fills part of the journal that the paper broker uses: ``Journal``, or
-    ``MemoryJournal`` (orchestrator.broker.memory_journal) where nothing has to persist."""
-
-    def insert_order(self, order: OrderView, seq: int) -> None: ...
-
-    def update_order(
-        self, client_order_id: str, status: str, executed_qty: str, reason: str, updated_ns: int
-    ) -> None: ...
-
-    def record_fill(self, fill: FillView, status: str, executed_qty: str) -> None: ...
-
-    def get_order(self, client_order_id: str) -> OrderView | None: ...
-
-    def orders(self, symbol: str | None = None, open_only: bool = False) -> list[OrderView]: ...
-
-    def fills(self, symbol: str | None = None) -> list[FillView]: ...
-
-    def order_fills(self, client_order_id: str) -> list[FillView]: ...
-
-    def next_trade_id(self) -> int: ...
-
-    def max_seq(self, symbol: str) -> int: ...
 
 
 _Record = TypeVar("_Record", OrderView, FillView)

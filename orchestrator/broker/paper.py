@@ -32,8 +32,8 @@ from multibot.market.rules import (
 from multibot.wire.protocol import OrderUpdate, PlaceOrder, client_order_id
 from multibot.wire.settings import DEFAULTS
 from orchestrator.broker.book import Book, BookQueries
-from orchestrator.broker.journal import OrderJournal
 from orchestrator.broker.order_ids import check_client_order_id, parse_seq
+from orchestrator.broker.order_journal import OrderJournal
 
 __all__ = ["PaperBroker", "check_client_order_id", "client_order_id", "parse_seq"]
 
