@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
@@ -62,8 +63,11 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
-    """One request/reply over a fresh DEALER; Error replies raise ProtocolError."""
-    if not home.socket_path("control").exists() or not pid_alive(home.read_pid()):
+    """One request/reply over a fresh DEALER; Error replies raise ProtocolError. An
+    orchestrator that exits before it answers raises FleetNotRunning at once, not after
+    ``timeout``."""
+    pid = home.read_pid()
+    if not home.socket_path("control").exists() or not pid_alive(pid):
         raise FleetNotRunning(f"no fleet is running on home {home.root}")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -71,17 +75,29 @@ def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
     try:
         sock.connect(home.endpoint("control"))
         return exchange(sock, message, timeout,
-                        f"the orchestrator did not answer within {timeout:g}s")
+                        f"the orchestrator did not answer within {timeout:g}s",
+                        alive=lambda: pid_alive(pid))
+    except PeerGone:
+        raise FleetNotRunning(
+            f"the orchestrator (pid {pid}) exited before it answered; the end of its log:\n"
+            + tail(home.orchestrator_log, 5)) from None
     finally:
         sock.close(0)
 
 
+class PeerGone(Exception):
+    """The peer's process exited while a request waited for its reply."""
+
+
+_ALIVE_CHECK_S = 0.5  # how often a waiting request looks whether its peer still runs
+
+
 def exchange(sock: zmq.Socket[bytes], message: Message, timeout: float,
-             silence: str) -> Message:
+             silence: str, alive: Callable[[], bool] | None = None) -> Message:
     """Send one request on a connected DEALER and wait for ITS reply (matched by id).
 
     Error replies raise ProtocolError with their code; no reply in time raises TIMEOUT with
-    the ``silence`` text.
+    the ``silence`` text; ``alive()`` turning false while waiting raises PeerGone.
     """
     msg_id = new_id()
     # A DEALER blocks on send while it has no live connection (e.g. a failing CURVE
@@ -93,8 +109,11 @@ def exchange(sock: zmq.Socket[bytes], message: Message, timeout: float,
     except zmq.Again:
         raise ProtocolError(ErrorCode.TIMEOUT, silence) from None
     while (left := deadline - time.monotonic()) > 0:
-        if not sock.poll(int(left * 1000) + 1):
-            break
+        wait = left if alive is None else min(left, _ALIVE_CHECK_S)
+        if not sock.poll(int(wait * 1000) + 1):
+            if alive is not None and not alive():
+                raise PeerGone
+            continue
         envelope, reply = decode(sock.recv())
         if envelope.id != msg_id:
             continue  # a late reply to an earlier request
