@@ -91,12 +91,6 @@ class PaperBroker(BookQueries):
         """Whether an order of ``symbol`` rests (so a bar could fill it)."""
         return self.book.has_open(symbol)
 
-    def flat(self, symbol: str) -> bool:
-        """Nothing of ``symbol`` held (no quantity, no cost) and no order of it resting."""
-        position = self.book.positions.get(symbol)
-        return not self.has_open(symbol) and (position is None or not (position.qty or
-                                                                       position.cost))
-
     # --- market data -------------------------------------------------------------------------
 
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
