@@ -42,6 +42,13 @@ class DaemonStartError(MultibotError):
     CODE = ErrorCode.NOT_AVAILABLE
 
 
+class PeerGone(Exception):
+    """The peer's process exited while a request waited for its reply."""
+
+
+_ALIVE_CHECK_S = 0.5  # how often a waiting request looks whether its peer still runs
+
+
 def pid_alive(pid: int | None) -> bool:
     """True for a running process; a zombie (exited, not yet reaped) counts as gone.
 
@@ -83,13 +90,6 @@ def request(home: Home, message: Message, timeout: float = 10.0) -> Message:
             + tail(home.orchestrator_log, 5)) from None
     finally:
         sock.close(0)
-
-
-class PeerGone(Exception):
-    """The peer's process exited while a request waited for its reply."""
-
-
-_ALIVE_CHECK_S = 0.5  # how often a waiting request looks whether its peer still runs
 
 
 def exchange(sock: zmq.Socket[bytes], message: Message, timeout: float,
