@@ -38,7 +38,7 @@ from multibot.wire.protocol import (
     heartbeat_frame,
 )
 from multibot.wire.settings import FleetSettings
-from orchestrator.broker.base import Broker
+from orchestrator.broker.base import Broker, at_once
 from orchestrator.broker.journal import Journal, JournalError
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control.base import ControlPorts
@@ -338,13 +338,22 @@ class Fleet:
 
     def _on_gone(self, symbol: str) -> None:
         """A symbol stopped or gave up: no order may rest without a worker watching it."""
-        if not (self.shutting_down and self.broker.on_exchange):  # else _stop_everything does
-            self.spawn(self._cancel_all(symbol))
+        if self.broker.on_exchange:
+            if not self.shutting_down:  # else _stop_everything cancels every symbol itself
+                self.spawn(self._cancel_all(symbol))
+            return
+        try:  # paper: cancelled now, before anything else is read
+            self._cancelled(at_once(self.broker.cancel_all(symbol)))
+        except JournalError as exc:
+            log.error("%s: could not cancel open orders: %s", symbol, exc)
 
     async def _cancel_all(self, symbol: str) -> None:
         try:
-            for update in await self.broker.cancel_all(symbol):
-                self.events.order_update(update)
+            self._cancelled(await self.broker.cancel_all(symbol))
         except JournalError as exc:
             log.error("%s: could not cancel open orders: %s", symbol, exc)
+
+    def _cancelled(self, updates: list[OrderUpdate]) -> None:
+        for update in updates:
+            self.events.order_update(update)
 

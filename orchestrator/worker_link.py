@@ -32,6 +32,7 @@ from multibot.wire.protocol import (
     encode,
     error_reply,
 )
+from orchestrator.broker.base import at_once
 from orchestrator.broker.journal import JournalError
 from orchestrator.events import JournalHealth
 from orchestrator.ports import Spawn, Trading
@@ -132,9 +133,13 @@ class WorkerLink:
                                 f"{message.TYPE!r} is not a worker request")
         self._ports.journal.guard()
         broker = self._ports.trading.broker
-        if isinstance(message, PlaceOrder):
-            return broker.place(symbol, message)
-        return broker.cancel(symbol, message.client_order_id)
+        call = (broker.place(symbol, message) if isinstance(message, PlaceOrder)
+                else broker.cancel(symbol, message.client_order_id))
+        if broker.on_exchange:
+            return call  # the exchange answers later: other requests go on meanwhile
+        update = at_once(call)
+        self._ports.order_event(update)
+        return update
 
     def _welcome(self, handle: WorkerHandle) -> Welcome:
         trading, symbol = self._ports.trading, handle.symbol

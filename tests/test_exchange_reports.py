@@ -65,3 +65,28 @@ def test_trades_and_the_account() -> None:
 def test_what_is_not_a_binance_document_raises(document: dict[str, object]) -> None:
     with pytest.raises((ValueError, KeyError)):
         order_report(document)
+
+
+def test_an_answer_we_cannot_read_leaves_the_outcome_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A created order whose answer lacks its side is looked up like a lost reply (never taken
+    as rejected, never resent)."""
+    import asyncio
+    from typing import Any, cast
+
+    from multibot.market.orders import OrderType
+    from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown
+    from orchestrator.exchange.reports import OrderRequest
+
+    client = cast(Any, ExchangeClient).__new__(ExchangeClient)
+
+    async def answer(method: str, **params: Any) -> dict[str, Any]:
+        return {"symbol": "BTCUSDT", "clientOrderId": "mb-BTCUSDT-1", "status": "FILLED"}
+
+    monkeypatch.setattr(client, "call", answer)
+    request = OrderRequest(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT", side=Side.BUY,
+                           type=OrderType.MARKET, quantity="0.001")
+    with pytest.raises(OutcomeUnknown, match="cannot read"):
+        asyncio.run(client.create_order(request))
+    with pytest.raises(OutcomeUnknown, match="cannot read"):
+        asyncio.run(client.get_order("BTCUSDT", "mb-BTCUSDT-1"))

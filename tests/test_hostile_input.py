@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any, cast
 
 import msgspec
@@ -13,10 +14,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
 from multibot.market.bar import Bar, Signal
-from multibot.market.orders import OrderType, Side
+from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.market.rules import bundled_rules
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
+from orchestrator.broker.memory_journal import MemoryJournal
+from orchestrator.broker.paper import PaperBroker
+from orchestrator.ports import Trading
 from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
 from strategies.base import Strategy
 from tests.support import FleetCli, eventually, record_figures
@@ -347,3 +351,34 @@ def test_an_exception_handling_one_worker_message_is_answered_not_fatal() -> Non
         _, reply = p.decode(data)
         assert identity == b"BTCUSDT" and isinstance(reply, p.Error)
         assert reply.code == "internal" and "a bug met by one message" in reply.reason
+
+
+class _LiveSupervisor:
+    def is_live(self, symbol: str) -> bool:
+        return True
+
+
+class _OpenJournal:
+    def guard(self) -> None:
+        """Never halted."""
+
+
+def test_a_paper_order_is_placed_and_answered_when_it_is_read() -> None:
+    """Not in a task a bar could overtake: the fill takes the price of the bar the worker saw,
+    and the reply and the order's event leave before the link reads anything else."""
+    broker = PaperBroker(MemoryJournal(), bundled_rules())
+    broker.on_bar(Bar(symbol="BTCUSDT", open_time=0, close_time=59_999, open=50_000.0,
+                      high=50_000.0, low=50_000.0, close=50_000.0, volume=1.0))
+    events: list[p.OrderUpdate] = []
+    ports = cast(Any, WorkerLinkPorts)(
+        supervisor=_LiveSupervisor(), trading=Trading(broker=broker, feed=cast(Any, None),
+                                                       rules={}),
+        journal=_OpenJournal(), order_event=events.append, spawn=None)
+    link, sock = WorkerLink(ports), _Recorder()
+    order = p.PlaceOrder(client_order_id="mb-BTCUSDT-1", side=Side.BUY, type=OrderType.MARKET,
+                         quantity="0.001")
+    link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(order)])
+    assert len(sock.sent) == 1 and len(events) == 1  # answered now, no task left to run
+    _, reply = p.decode(sock.sent[0][1])
+    assert isinstance(reply, p.OrderUpdate) and reply.order.status == OrderStatus.FILLED
+    assert Decimal(reply.fills[0].price) == Decimal("50010.00")  # this bar's close + slippage

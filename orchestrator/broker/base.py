@@ -7,8 +7,9 @@ paper broker answers at once.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar
@@ -61,3 +62,18 @@ class Broker(Protocol):
         """Make the journal agree with the venue before ``symbol`` trades (paper: nothing);
         ``NotReconciled`` when they cannot be made to agree."""
         ...
+
+
+_T = TypeVar("_T")
+
+
+def at_once(call: Coroutine[Any, Any, _T]) -> _T:
+    """The result of a broker call that needs no waiting (every call of a broker that is not
+    ``on_exchange``): taken now, so that a paper order is placed before the next bar is seen,
+    exactly where the fleet reads it."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    call.close()
+    raise RuntimeError("a broker call that must answer at once waited")

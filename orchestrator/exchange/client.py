@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from multibot.errors import ErrorCode, MultibotError
 from orchestrator.exchange.credentials import Credentials
@@ -235,8 +236,8 @@ class ExchangeClient:
         }
         if request.price is not None:
             params.update(price=request.price, timeInForce="GTC")
-        return order_report(await self.call("create_order", orders=1, idempotent=False,
-                                            **params))
+        return _read(order_report, await self.call("create_order", orders=1,
+                                                   idempotent=False, **params))
 
     async def get_order(self, symbol: str, client_order_id: str,
                         max_wait_s: float | None = None) -> OrderStatusReport | None:
@@ -248,19 +249,33 @@ class ExchangeClient:
             if exc.binance_code == -2013:
                 return None
             raise
-        return order_report(order)
+        return _read(order_report, order)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderStatusReport:
-        return order_report(await self.call("cancel_order", idempotent=False, symbol=symbol,
-                                            origClientOrderId=client_order_id))
+        return _read(order_report, await self.call("cancel_order", idempotent=False,
+                                                   symbol=symbol,
+                                                   origClientOrderId=client_order_id))
 
     async def open_orders(self, symbol: str) -> list[OrderStatusReport]:
-        return [order_report(order)
+        return [_read(order_report, order)
                 for order in await self.call("get_open_orders", symbol=symbol)]
 
     async def my_trades(self, symbol: str, order_id: int) -> list[FillReport]:
-        return [trade_report(trade) for trade in await self.call(
+        return [_read(trade_report, trade) for trade in await self.call(
             "get_my_trades", symbol=symbol, orderId=order_id, limit=1000)]
 
     async def account(self) -> AccountReport:
-        return account_report(await self.call("get_account"))
+        return _read(account_report, await self.call("get_account"))
+
+
+_Report = TypeVar("_Report")
+
+
+def _read(parse: Callable[[Any], _Report], document: Any) -> _Report:
+    """``parse(document)``; an answer we cannot read leaves what happened unknown: it is
+    looked up like a lost reply (OutcomeUnknown), never taken as a rejection."""
+    try:
+        return parse(document)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OutcomeUnknown(f"an answer from the exchange we cannot read: "
+                             f"{type(exc).__name__}: {exc}") from None
