@@ -150,6 +150,9 @@ class Welcome(Message, frozen=True, kw_only=True):
     open_orders: list[OrderView]
     next_seq: int
     history: list[Bar]
+    # open time of the newest bar this symbol already acted on (journaled with its intent):
+    # a bar at or before it is never acted on again, across worker and orchestrator restarts
+    last_decision_bar: int | None = None
 
 
 class WorkerHeartbeat(Message, frozen=True, kw_only=True):
@@ -175,6 +178,12 @@ class PlaceOrder(Message, frozen=True, kw_only=True):
     type: OrderType
     quantity: str
     price: str | None = None
+    # open time of the bar whose decision this order carries out (journaled with the intent:
+    # one decision per symbol per bar, ever); None only from peers that predate it
+    bar_time: int | None = None
+    # True: another try at an exit the strategy already decided (the previous one expired,
+    # was rejected or left a remainder), not a new decision. Only SELLs may be retried.
+    exit_retry: bool = False
 
 
 class CancelOrder(Message, frozen=True, kw_only=True):
