@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 import zmq
@@ -33,6 +34,7 @@ def private_files() -> None:
 
 def configure_logging(home: Home, console: bool, live: bool = False) -> None:
     private_files()
+    _log_fatal_signals(home)
     handlers: list[logging.Handler] = []
     if not live:  # the live view owns the terminal
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -43,6 +45,19 @@ def configure_logging(home: Home, console: bool, live: bool = False) -> None:
         level=logging.INFO, handlers=handlers, force=True,
         format=f"%(asctime)s orchestrator pid={os.getpid()} %(levelname)s %(name)s %(message)s",
     )
+
+
+_fatal_log: list[TextIO] = []  # kept open for the process's life: faulthandler writes to it
+
+
+def _log_fatal_signals(home: Home) -> None:
+    """A SIGSEGV, SIGBUS (e.g. SQLite's shared memory file truncated or unwritable), SIGFPE
+    or SIGABRT leaves its Python traceback in the orchestrator's log, not silence."""
+    if _fatal_log:
+        return
+    home.ensure()
+    _fatal_log.append(open(home.orchestrator_log, "a", encoding="utf-8"))  # noqa: SIM115
+    faulthandler.enable(file=_fatal_log[0])
 
 
 def run(home: Home, settings: FleetSettings, initial: Up | None = None,

@@ -19,7 +19,12 @@ def check_plan(symbol: str, plan: SymbolPlan) -> int:
     warmup = 0
     for spec in plan.strategies:
         try:
-            warmup = max(warmup, create(spec.name, spec.params).warmup)
+            needs = create(spec.name, spec.params).warmup
         except StrategyError as exc:
             raise SettingsError(f"{symbol}: {exc}") from None
-    return min(warmup, HISTORY_LIMIT)
+        if needs > HISTORY_LIMIT:  # it would trade on indicators that never warmed up
+            raise SettingsError(
+                f"{symbol}: strategy {spec.name!r} needs {needs} bars of warm-up, but a worker "
+                f"keeps the last {HISTORY_LIMIT}: use shorter periods")
+        warmup = max(warmup, needs)
+    return warmup

@@ -65,7 +65,7 @@ def load_strategy_class(ref: str) -> type[Strategy]:
     if where.endswith(".py") or "/" in where or "\\" in where:
         module = _load_file(where, ref)
     else:
-        module = _import_module(where, ref)
+        module = _import_module(where, attr, ref)
     obj = getattr(module, attr, None)
     if obj is None:
         found = sorted(
@@ -203,9 +203,15 @@ def _check_class(obj: object, ref: str) -> type[Strategy]:
     return obj
 
 
-def _import_module(module_name: str, ref: str) -> types.ModuleType:
+def _import_module(module_name: str, attr: str, ref: str) -> types.ModuleType:
+    """Import ``module_name`` for its ``attr``; a module whose source never names ``attr``
+    is refused before it runs (``-s this:X`` must not execute an unrelated module)."""
     try:
+        if not _may_define(module_name, attr):
+            raise StrategyError(f"module {module_name!r} does not define {attr!r} (not imported)")
         return importlib.import_module(module_name)
+    except StrategyError:
+        raise
     except ModuleNotFoundError as exc:
         if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise StrategyError(
@@ -216,6 +222,22 @@ def _import_module(module_name: str, ref: str) -> types.ModuleType:
         raise StrategyError(
             f"error importing {module_name!r} for strategy {ref!r}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _may_define(module_name: str, attr: str) -> bool:
+    """False when the module's source is readable and names ``attr`` nowhere (nor star-imports
+    anything); its parent packages are imported to find it, the module itself is not."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named {module_name!r}", name=module_name)
+    get_source = getattr(spec.loader, "get_source", None)
+    try:
+        source = get_source(module_name) if get_source is not None else None
+    except (ImportError, OSError, UnicodeDecodeError):
+        source = None
+    if source is None:  # compiled or generated: only importing it can tell
+        return True
+    return re.search(rf"\b{re.escape(attr)}\b|\bimport\s+\*", source) is not None
 
 
 def _load_file(where: str, ref: str) -> types.ModuleType:

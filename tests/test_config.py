@@ -121,6 +121,9 @@ def test_unknown_modes_and_feeds_list_the_choices() -> None:
     ({"stake": "NaN"}, "stake of BTCUSDT must be a positive number, not 'NaN'"),
     ({"strategies": ["sma_cross:slow=100000000"]}, r"BTCUSDT: strategy 'sma_cross': slow "
                                                    r"must be at most 1000"),
+    ({"strategies": ["macd_cross:fast=500,slow=1000,signal=900"]},
+     r"BTCUSDT: strategy 'macd_cross' needs \d+ bars of warm-up, but a worker keeps the "
+     r"last 1000: use shorter periods"),
 ])
 def test_numbers_must_be_finite_and_bounded(given: dict[str, object], message: str) -> None:
     """nan passes no comparison, so a range check alone lets it through; a stake like

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,3 +302,79 @@ def test_a_journal_file_deleted_or_replaced_while_open_is_noticed_and_saved(
     assert rescued[0].stat().st_mode & 0o777 == 0o600
     with Journal(rescued[0]) as saved:
         assert [o.client_order_id for o in saved.orders()] == ["mb-BTCUSDT-1"]
+
+
+@pytest.mark.parametrize("how", ["truncate", "copy-over"])
+def test_a_journal_file_overwritten_in_place_is_noticed_and_saved(
+        tmp_path: Path, how: str) -> None:
+    """Same inode, other content: `cp other.db multibot.db` or `: > multibot.db` while the
+    orchestrator runs. The inode check cannot see it; the journal's id in the header can."""
+    path = tmp_path / "multibot.db"
+    other = tmp_path / "other.db"
+    with Journal(other) as foreign:  # another home's journal: same schema, another id
+        foreign.set_meta("k", "v")
+    journal = Journal(path)
+    journal.insert_order(order(), seq=1)
+    journal.check_file()
+    inode = path.stat().st_ino
+    with open(path, "r+b") as file:
+        file.truncate(0)
+        if how == "copy-over":
+            file.write(other.read_bytes())
+    assert path.stat().st_ino == inode
+    with pytest.raises(JournalError, match="overwritten in place") as err:
+        journal.check_file()
+    journal.close()
+    rescued = list(tmp_path.glob("multibot.db.rescued-*"))
+    assert len(rescued) == 1 and str(rescued[0]) in str(err.value)
+    with Journal(rescued[0]) as saved:
+        assert [o.client_order_id for o in saved.orders()] == ["mb-BTCUSDT-1"]
+
+
+def test_an_untouched_journal_passes_its_file_check_across_checkpoints(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "multibot.db")
+    for seq in range(1, 300):  # enough pages for automatic checkpoints to rewrite the header
+        journal.insert_order(order(coid=f"mb-BTCUSDT-{seq}"), seq=seq)
+        if seq % 50 == 0:
+            journal.check_file()
+    journal.close()
+    with Journal(tmp_path / "multibot.db") as again:  # the id survives a reopen
+        again.check_file()
+
+
+_FILL_A_TINY_DISK = """
+import sys
+from pathlib import Path
+from orchestrator.broker.journal import Journal, JournalError
+journal = Journal(Path(sys.argv[1]) / "multibot.db")
+n = 0
+try:
+    while n < 100_000:  # the feed cursor, rewritten step after step: a WAL of copies
+        journal.set_meta("feed_cursor", str(n))
+        n += 1
+except JournalError as exc:
+    print("full:", exc)
+journal.set_meta("probe", "1")  # the health probe: raises if the journal stays unwritable
+print("cursor", journal.get_meta("feed_cursor"), "of", n)
+"""
+
+
+def test_a_disk_filled_by_the_wal_becomes_writable_again(tmp_path: Path) -> None:
+    """On a 1 MiB filesystem the WAL fills the disk before its automatic checkpoint; every
+    commit then fails, and the automatic checkpoint only follows a successful commit: halted
+    for good, unless the failure itself reclaims the WAL's space."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    script = tmp_path / "fill.py"
+    script.write_text(_FILL_A_TINY_DISK)
+    if subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs a user and mount namespace (unshare -Urm) for a tiny filesystem")
+    proc = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c",
+         f'mount -t tmpfs -o size=1m tmpfs "{mount}" && exec "{sys.executable}" "{script}" '
+         f'"{mount}"'],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "full: " in proc.stdout and "database or disk is full" in proc.stdout, proc.stdout
+    cursor, _, written = proc.stdout.rsplit("cursor ", 1)[1].split()
+    assert int(cursor) == int(written) - 1  # every committed write is still there

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.invariants import assert_all_final, assert_never_doubled
@@ -57,7 +59,7 @@ def test_locked_journal_halts_trading_then_it_resumes(fleet: FleetCli) -> None:
     record_figures({"journal_faults_injected": 1, "orders_lost_in_journal_fault": 0})
 
 
-@pytest.mark.parametrize("how", ["deleted", "replaced"])
+@pytest.mark.parametrize("how", ["deleted", "replaced", "overwritten in place"])
 def test_a_journal_deleted_or_replaced_under_the_fleet_halts_trading(
         fleet: FleetCli, how: str) -> None:
     fleet.up("BTCUSDT", "--speed", "20", "-s", "sma_cross:fast=3,slow=10")
@@ -67,10 +69,18 @@ def test_a_journal_deleted_or_replaced_under_the_fleet_halts_trading(
     db = fleet.home / "multibot.db"
     if how == "deleted":
         db.unlink()
-    else:  # another file renamed over it, as a careless restore from a backup would
+    elif how == "replaced":  # another file renamed over it, as a careless restore would
         other = fleet.home / "other.db"
         other.write_bytes(b"")
         os.replace(other, db)
+    else:  # same inode, other bytes: `cp backup.db multibot.db` (a copy of another journal)
+        other = fleet.home / "other.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("PRAGMA application_id=7")
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        with open(db, "r+b") as file:
+            file.truncate(0)
+            file.write(other.read_bytes())
     halted = eventually(lambda: (s := fleet.status())["orchestrator"]["journal_error"] and s,
                         timeout=10, what="the fleet to notice")
     error = halted["orchestrator"]["journal_error"]
@@ -128,3 +138,17 @@ def test_every_file_of_a_home_is_private_whatever_the_umask(fleet: FleetCli) -> 
     assert names <= set(found), sorted(found)
     public = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
     assert not public
+
+
+def test_a_fatal_signal_leaves_its_trace_in_the_log(fleet: FleetCli) -> None:
+    """SQLite's shared memory file truncated or unwritable under it kills a process with
+    SIGBUS: the orchestrator's log must say so, not end in silence."""
+    fleet.up("BTCUSDT", "--speed", "20")
+    pid = fleet.orchestrator_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGBUS)
+    eventually(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+               timeout=10, what="the orchestrator to die of SIGBUS")
+    log = (fleet.home / "logs" / "orchestrator.log").read_text()
+    assert "Fatal Python error: Bus error" in log, log[-2000:]
+    eventually(lambda: not fleet.processes(), timeout=15, what="its workers to exit")

@@ -205,6 +205,24 @@ def test_broken_user_files_and_bad_refs_give_strategy_errors(tmp_path: Path) -> 
     assert registry.load_strategy_class("strategies.sma_cross:SmaCross") is SmaCross
 
 
+def test_a_module_that_never_names_the_class_is_not_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-s this:X` must not execute an unrelated module to learn it has no X."""
+    ran = tmp_path / "ran"
+    (tmp_path / "side_effects.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\nclass Other:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(StrategyError, match=r"module 'side_effects' does not define 'Nope' "
+                       r"\(not imported\)"):
+        registry.load_strategy_class("side_effects:Nope")
+    assert not ran.exists()
+    with pytest.raises(StrategyError, match="does not define 'X'"):
+        registry.load_strategy_class("this:X")  # the Zen of Python is not printed
+    with pytest.raises(StrategyError, match="not a Strategy subclass"):
+        registry.load_strategy_class("side_effects:Other")  # named: imported, then checked
+    assert ran.exists()
+
+
 def test_safe_on_bar_wraps_exceptions_and_bad_returns() -> None:
     class Boom(Strategy):
         name = "boom"

@@ -26,6 +26,9 @@ from orchestrator.broker.journal_file import (
     damaged,
     empty_file,
     make_private,
+    out_of_space,
+    reclaim_wal,
+    stamp_identity,
 )
 from orchestrator.broker.order_journal import OrderJournal as OrderJournal
 
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+_WAL_KEEP_BYTES = 4 << 20
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orders (
@@ -162,6 +166,8 @@ class Journal:
                 if str(mode).lower() != "wal":
                     raise JournalError(f"journal {self.path}: cannot enable WAL (mode is {mode})")
                 conn.execute("PRAGMA synchronous=FULL")
+                # a WAL grown by a burst is cut back to this once checkpointed, not kept
+                conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
                 if corrupt := corruption(conn, self.path):
                     raise JournalError(corrupt)
             else:
@@ -181,7 +187,11 @@ class Journal:
         self._watch: FileWatch | None = None
         if on_disk:
             make_private(self.path)
-            self._watch = FileWatch(self.path)
+            try:
+                identity = stamp_identity(conn)
+            except sqlite3.Error as exc:
+                raise self._error("write its identity", exc) from exc
+            self._watch = FileWatch(self.path, identity)
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -217,6 +227,8 @@ class Journal:
             conn.execute("COMMIT")
         except (sqlite3.Error, OverflowError) as exc:
             self._rollback()
+            if isinstance(exc, sqlite3.Error) and out_of_space(exc):
+                reclaim_wal(conn, self.path)
             raise self._error(action, exc) from exc
         except BaseException:
             self._rollback()
@@ -374,6 +386,9 @@ class Journal:
             self._conn.close()
         except sqlite3.Error as exc:
             raise self._error("close", exc) from exc
+        finally:
+            if self._watch is not None:
+                self._watch.close()
 
     def __enter__(self) -> Journal:
         return self

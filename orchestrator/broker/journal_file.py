@@ -1,6 +1,6 @@
-"""The journal's files on disk: refused when damaged, kept private, and watched for being
-deleted or replaced. Each check returns what is wrong (None if nothing is), for the journal
-to raise.
+"""The journal's files on disk: refused when damaged, kept private, watched for being
+deleted, replaced or overwritten in place, and their WAL's space reclaimed when the disk is
+full. Each check returns what is wrong (None if nothing is), for the journal to raise.
 
 SQLite writes through the file descriptors it opened. A journal file deleted (or renamed
 over) while the orchestrator runs goes on taking writes that nobody will ever read again:
@@ -11,12 +11,16 @@ orchestrator compares what it holds open with what the path names now, and says 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["FileWatch", "corruption", "damaged", "empty_file", "make_private"]
+__all__ = ["FileWatch", "corruption", "damaged", "empty_file", "make_private", "out_of_space",
+           "reclaim_wal", "stamp_identity"]
+
+log = logging.getLogger(__name__)
 
 _FileId = tuple[int, int] | None  # (st_dev, st_ino); None = no such file
 
@@ -64,6 +68,47 @@ def damaged(exc: sqlite3.Error) -> bool:
     return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+def header_id(fd: int) -> int | None:
+    """The application id in the SQLite header of the file open as ``fd`` (None: no SQLite
+    header there, e.g. the file was truncated or overwritten with something else)."""
+    try:
+        head = os.pread(fd, 100, 0)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+        return None
+    return int.from_bytes(head[68:72], "big", signed=True)
+
+
+def stamp_identity(conn: sqlite3.Connection) -> int:
+    """The journal's random application id, made once and checkpointed into the file's
+    header, where the file watch reads it back to notice the file overwritten in place."""
+    identity = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if identity == 0:
+        while identity == 0:
+            identity = int.from_bytes(os.urandom(4), "big", signed=True)
+        conn.execute(f"PRAGMA application_id={identity}")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    return identity
+
+
+def out_of_space(exc: sqlite3.Error) -> bool:
+    """SQLite's "database or disk is full", or the I/O error a write past a size limit gives."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL,
+                                                         sqlite3.SQLITE_IOERR)
+
+
+def reclaim_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """A full disk: the WAL holds many copies of the same few pages (the feed cursor is
+    rewritten often) and is checkpointed only after a commit succeeds, so no write would ever
+    succeed again. Copy its pages into the database and truncate it, so the next write has
+    room (best effort: the caller reports the failure either way)."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        log.warning("journal %s: cannot reclaim the WAL's space: %s", path, exc)
+
+
 def _file_id(path: Path) -> _FileId:
     try:
         st = os.stat(path)
@@ -75,9 +120,19 @@ def _file_id(path: Path) -> _FileId:
 class FileWatch:
     """What the journal's path and its -wal named when the connection opened them."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: int) -> None:
+        """``identity``: the journal's own application id, as its file header holds it. A file
+        overwritten in place keeps its inode, but not (unless it is a copy of this very
+        journal) this id."""
         self._db, self._wal, _ = side_files(path)
         self._opened = (_file_id(self._db), _file_id(self._wal))
+        self._identity = identity
+        # Read through one descriptor held until the connection is closed: closing any
+        # descriptor of the file would drop the POSIX locks SQLite holds on it, and another
+        # process could then delete the WAL under us.
+        self._fd = os.open(self._db, os.O_RDONLY | os.O_CLOEXEC)
+        # the id reaches the file's header with a checkpoint: until then the header's 0 is fine
+        self._stamped = header_id(self._fd) == identity
         self._advice: str | None = None  # set once the open journal has been copied aside
 
     def problem(self, conn: sqlite3.Connection) -> str | None:
@@ -87,15 +142,31 @@ class FileWatch:
         journal (``multibot.db.rescued-<time>``), so that nothing journaled is lost even if
         this process dies before anyone acts on the message."""
         now = (_file_id(self._db), _file_id(self._wal))
-        if now == self._opened:
+        if now != self._opened:
+            file, current = ((self._db, now[0]) if now[0] != self._opened[0]
+                             else (self._wal, now[1]))
+            what = "deleted" if current is None else "replaced by another file"
+        elif self._header_intact():
             return None
-        file, current = ((self._db, now[0]) if now[0] != self._opened[0]
-                         else (self._wal, now[1]))
-        what = "deleted" if current is None else "replaced by another file"
+        else:
+            file, what = self._db, "overwritten in place (truncated, or copied over)"
         if self._advice is None:
             self._advice = self._rescue(conn)
         return (f"journal file {file} was {what} while the orchestrator ran: trading is "
                 f"halted (journal writes would be lost). {self._advice}")
+
+    def close(self) -> None:
+        """After the connection is closed (see ``__init__``)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _header_intact(self) -> bool:
+        head = header_id(self._fd)
+        if head == self._identity:
+            self._stamped = True
+            return True
+        return head == 0 and not self._stamped
 
     def _rescue(self, conn: sqlite3.Connection) -> str:
         """Copy the open database (WAL included) aside; say where, and what to do with it."""
