@@ -378,3 +378,17 @@ def test_a_disk_filled_by_the_wal_becomes_writable_again(tmp_path: Path) -> None
     assert "full: " in proc.stdout and "database or disk is full" in proc.stdout, proc.stdout
     cursor, _, written = proc.stdout.rsplit("cursor ", 1)[1].split()
     assert int(cursor) == int(written) - 1  # every committed write is still there
+
+
+def test_a_side_file_of_another_user_is_refused_before_sqlite_maps_it(tmp_path: Path) -> None:
+    path = tmp_path / "multibot.db"
+    with Journal(path) as journal:
+        journal.set_meta("k", "v")
+    shm = tmp_path / "multibot.db-shm"
+    shm.write_bytes(b"\0" * 32768)
+    os.chown(shm, 65534, 65534) if os.getuid() == 0 else shm.chmod(0o400)
+    with pytest.raises(JournalError, match=r"multibot.db-shm is not this user's to write"):
+        Journal(path)
+    shm.unlink()
+    with Journal(path) as journal:  # once it is gone, SQLite rebuilds it
+        assert journal.get_meta("k") == "v"

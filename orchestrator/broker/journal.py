@@ -29,6 +29,7 @@ from orchestrator.broker.journal_file import (
     out_of_space,
     reclaim_wal,
     stamp_identity,
+    unusable_side_file,
 )
 from orchestrator.broker.order_journal import OrderJournal as OrderJournal
 
@@ -149,8 +150,8 @@ class Journal:
         """
         self.path = Path(path)
         on_disk = str(path) != ":memory:"
-        if on_disk and (empty := empty_file(self.path)):
-            raise JournalError(empty)
+        if on_disk and (problem := empty_file(self.path) or unusable_side_file(self.path)):
+            raise JournalError(problem)
         try:
             # isolation_level=None: no implicit transactions; writes use explicit BEGIN/COMMIT.
             # check_same_thread=False only lets the owner hand the journal to its loop thread.

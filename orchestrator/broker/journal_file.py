@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 __all__ = ["FileWatch", "corruption", "damaged", "empty_file", "make_private", "out_of_space",
-           "reclaim_wal", "stamp_identity"]
+           "reclaim_wal", "stamp_identity", "unusable_side_file"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,21 @@ def empty_file(path: Path) -> str | None:
         return None  # missing: a fresh journal (or not openable: sqlite3 says why)
     return (f"journal {path} is empty (0 bytes): it lost what it held, or was never a "
             "journal; restore it from a backup, or remove it to start a fresh journal")
+
+
+def unusable_side_file(path: Path) -> str | None:
+    """A -wal or -shm left next to the journal that this user cannot write (or does not own):
+    SQLite would map the shared memory read-only and the process die of SIGBUS mid-write."""
+    for side in side_files(path)[1:]:
+        try:
+            st = side.stat()
+        except OSError:
+            continue
+        if st.st_uid != os.getuid() or not os.access(side, os.R_OK | os.W_OK):
+            return (f"journal file {side} is not this user's to write (owner uid {st.st_uid}, "
+                    f"mode {st.st_mode & 0o777:o}): if no multibot runs on this home, remove it "
+                    "(SQLite rebuilds it), then start again")
+    return None
 
 
 def corruption(conn: sqlite3.Connection, path: Path) -> str | None:
