@@ -17,6 +17,7 @@ from aiohttp import web
 from tests.fakes.binance import rest
 from tests.fakes.binance.errors import ApiError, FakeBinanceError
 from tests.fakes.binance.faults import normalize_path
+from tests.fakes.binance.liquidity import liquidity_of
 from tests.fakes.binance.state import FakeState, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,15 @@ class FakeBinance:
             raise ValueError("price must be > 0")
         with self._state.lock:
             self._state.market[symbol].set_price(price)
+
+    def set_liquidity(self, symbol: str, levels: list[str] | None = None, level_ticks: int = 1,
+                      fill_parts: int = 1) -> None:
+        """A thin book for ``symbol``: partial fills and EXPIRED remainders (liquidity.py)."""
+        liquidity = liquidity_of(levels, level_ticks, fill_parts)
+        if symbol not in self._state.rules:
+            raise ValueError(f"{symbol} is not one of this fake's symbols")
+        with self._state.lock:
+            self._state.account.liquidity[symbol] = liquidity
 
     def subscriptions(self) -> set[str]:
         return self._state.hub.wanted()
