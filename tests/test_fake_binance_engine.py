@@ -161,3 +161,55 @@ def test_a_resting_limit_fills_in_several_trades_over_time(fake: FakeBinance) ->
             assert len({t["id"] for t in trades}) == 3 and all(t["isMaker"] for t in trades)
             assert len({t["time"] for t in trades}) >= 2  # on different ticks
     run(scenario())
+
+
+def test_maintenance_closes_the_market_but_not_cancels(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            resting = await client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT",
+                                                timeInForce="GTC", quantity="0.001",
+                                                price="49000", newClientOrderId="before")
+            fake.set_maintenance("BTCUSDT")
+            info = await client.get_exchange_info()
+            assert {s["symbol"]: s["status"] for s in info["symbols"]} == {
+                "BTCUSDT": "BREAK", "ETHUSDT": "TRADING"}
+            error = await api_error(client.create_order(
+                symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.001",
+                newClientOrderId="exit"))
+            assert (error.status_code, error.code, error.message) == (
+                400, -2010, "Market is closed.")
+            await client.create_order(symbol="ETHUSDT", side="BUY", type="MARKET",
+                                      quantity="0.01")  # the other market trades on
+            fake.set_price("BTCUSDT", 48000)
+            await asyncio.sleep(0.3)  # crossing ticks: a market in maintenance matches nothing
+            assert (await client.get_order(symbol="BTCUSDT", orderId=resting["orderId"])
+                    )["status"] == "NEW"
+            canceled = await client.cancel_order(symbol="BTCUSDT", orderId=resting["orderId"])
+            assert canceled["status"] == "CANCELED"
+
+            fake.set_maintenance(None)  # the whole exchange
+            assert (await api_error(client.create_order(
+                symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.01"))).message == (
+                "Market is closed.")
+            fake.set_maintenance(None, on=False)
+            order = await client.create_order(symbol="BTCUSDT", side="SELL", type="MARKET",
+                                              quantity="0.001", newClientOrderId="exit")
+            assert order["status"] == "FILLED"
+    run(scenario())
+
+
+def test_each_new_order_rejection_has_its_own_message(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            too_much = await api_error(client.create_order(
+                symbol="BTCUSDT", side="SELL", type="MARKET", quantity="2"))
+            assert (too_much.code, too_much.message) == (
+                -2010, "Account has insufficient balance for requested action.")
+            await client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT",
+                                      timeInForce="GTC", quantity="0.001", price="40000",
+                                      newClientOrderId="twice")
+            duplicate = await api_error(client.create_order(
+                symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
+                quantity="0.001", price="40000", newClientOrderId="twice"))
+            assert (duplicate.code, duplicate.message) == (-2010, "Duplicate order sent.")
+    run(scenario())

@@ -15,7 +15,15 @@ from decimal import Decimal
 from typing import Any
 
 from tests.fakes.binance.book import Order, limit_param, order_id_param
-from tests.fakes.binance.errors import INSUFFICIENT, bad_request, f8, floor8
+from tests.fakes.binance.errors import (
+    DUPLICATE,
+    INSUFFICIENT,
+    MARKET_CLOSED,
+    bad_request,
+    f8,
+    floor8,
+    rejected,
+)
 from tests.fakes.binance.liquidity import Liquidity
 from tests.fakes.binance.market import Market
 from tests.fakes.binance.orders import (
@@ -46,6 +54,7 @@ class Account:
         for r in rules.values():
             self.balances.setdefault(r.base, [_ZERO, _ZERO])
             self.balances.setdefault(r.quote, [_ZERO, _ZERO])
+        self.status = dict.fromkeys(rules, "TRADING")  # BREAK: maintenance (no new orders)
         self.orders: list[Order] = []
         self.trades: list[dict[str, Any]] = []
         self._next_order_id = dict.fromkeys(rules, 1)
@@ -60,6 +69,8 @@ class Account:
     def place(self, symbol: str, params: dict[str, str], now_ms: int) -> dict[str, Any]:
         """POST /api/v3/order: validate, take the funds, match; the response body."""
         new = parse_new_order(params, symbol)
+        if self.status[symbol] != "TRADING":
+            raise rejected(MARKET_CLOSED)
         rules = self.rules[symbol]
         current = self.market[symbol].price
         qty = market_quantity(new, rules, current) if new.type == "MARKET" else new.quantity
@@ -68,7 +79,7 @@ class Account:
         if new.client_id is not None and any(
                 o.is_open and o.symbol == symbol and o.client_id == new.client_id
                 for o in self.orders):
-            raise bad_request(-2010, "Duplicate order sent.")
+            raise rejected(DUPLICATE)
         plan = self.liquidity[symbol].taker_plan(new.side, qty, current, rules.tick,
                                                  new.price if new.type == "LIMIT" else None)
         if new.time_in_force == "FOK" and sum(q for q, _ in plan) < qty:
@@ -115,7 +126,7 @@ class Account:
         else:
             need, have = qty, self.balances[rules.base][0]
         if have < need:
-            raise bad_request(-2010, INSUFFICIENT)
+            raise rejected(INSUFFICIENT)
 
     def _lock(self, order: Order) -> None:
         rules = self.rules[order.symbol]
@@ -168,8 +179,8 @@ class Account:
     def on_tick(self, now_ms: int) -> None:
         """Fill the resting orders whose limit the symbols' new prices cross."""
         for order in self.orders:
-            if not order.is_open:
-                continue
+            if not order.is_open or self.status[order.symbol] != "TRADING":
+                continue  # a market in maintenance matches nothing
             price = self.market[order.symbol].price
             crossed = price <= order.price if order.side == "BUY" else price >= order.price
             if not crossed:

@@ -221,6 +221,18 @@ class FakeBinance:
         with self._state.lock:
             self._state.account.liquidity[symbol] = liquidity
 
+    def set_maintenance(self, symbol: str | None = None, on: bool = True) -> None:
+        """Put ``symbol`` (None: every symbol, the whole exchange) in maintenance, or take it
+        out (``on=False``). In maintenance exchangeInfo shows status BREAK, a new order gets
+        -2010 "Market is closed." (HTTP 400), resting orders do not fill, and cancels and
+        lookups work as usual."""
+        with self._state.lock:
+            names = list(self._state.rules) if symbol is None else [symbol]
+            for name in names:
+                if name not in self._state.rules:
+                    raise ValueError(f"{name} is not one of this fake's symbols")
+                self._state.account.status[name] = "BREAK" if on else "TRADING"
+
     def subscriptions(self) -> set[str]:
         return self._state.hub.wanted()
 

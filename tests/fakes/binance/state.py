@@ -124,5 +124,10 @@ class FakeState:
                  "limit": 61000},
             ],
             "exchangeFilters": copy.deepcopy(info.get("exchangeFilters", [])),
-            "symbols": [copy.deepcopy(self.rules[s].info) for s in symbols],
+            "symbols": [self._symbol_info(s) for s in symbols],
         }
+
+    def _symbol_info(self, symbol: str) -> dict[str, Any]:
+        info = copy.deepcopy(self.rules[symbol].info)
+        info["status"] = self.account.status[symbol]
+        return info
