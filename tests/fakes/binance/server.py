@@ -305,6 +305,27 @@ class FakeBinance:
         with self._state.lock:
             self._state.faults.clear()
 
+    def server_shutdown(self, grace_s: float = 0.5) -> None:
+        """serverShutdown on every market stream connection, each closed ``grace_s`` later
+        (streams.py); clients reconnect to the same server, which keeps running."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        now_ms = self._state.server_ms()
+        loop.call_soon_threadsafe(self._state.hub.shutdown, now_ms, grace_s)
+
+    def set_connection_lifetime(self, seconds: float | None) -> None:
+        """Close each market stream and WebSocket API connection opened from now on
+        ``seconds`` after it opened (Binance: 24 h); None: no limit."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError("seconds must be > 0")
+        self._state.hub.lifetime_s = seconds
+        self._state.ws_api.lifetime_s = seconds
+
+    def ws_connects(self) -> int:
+        """Market stream connections accepted so far (a reconnect counts again)."""
+        return self._state.hub.opened
+
     def drop_streams(self) -> None:
         """Cut every websocket connection now (no close frame); the market keeps running."""
         loop = self._loop

@@ -16,7 +16,8 @@ Point python-binance at it with ``WS_API_URL = fake.ws_api_url`` on an AsyncClie
 Faults (FakeBinance methods): ``drop_user_streams()`` cuts every WebSocket API connection
 (no close frame; the subscriptions die with it, as on Binance) and ``delay_user_events(s)``
 pushes each later event ``s`` seconds after it happened (0 restores), so polling fallbacks can
-be tested. ``user_stream_lifetime_s`` closes each connection that long after it opened."""
+be tested. ``set_connection_lifetime(s)`` closes each connection ``s`` seconds after it opened
+(streams.py)."""
 
 from __future__ import annotations
 
