@@ -14,7 +14,8 @@ import string
 from decimal import Decimal
 from typing import Any
 
-from tests.fakes.binance.book import Order, limit_param, order_id_param
+from tests.fakes.binance import history
+from tests.fakes.binance.book import Order, order_id_param
 from tests.fakes.binance.errors import (
     DUPLICATE,
     INSUFFICIENT,
@@ -237,20 +238,10 @@ class Account:
                 if o.is_open and (symbol is None or o.symbol == symbol)]
 
     def all_orders(self, symbol: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        limit, from_id = limit_param(params), order_id_param(params, "orderId")
-        mine = [o for o in self.orders if o.symbol == symbol]
-        if from_id is not None:
-            return [o.view() for o in mine if o.order_id >= from_id][:limit]
-        return [o.view() for o in mine][-limit:]
+        return history.all_orders([o for o in self.orders if o.symbol == symbol], params)
 
     def my_trades(self, symbol: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        limit = limit_param(params)
-        from_id, order_id = order_id_param(params, "fromId"), order_id_param(params, "orderId")
-        mine = [t for t in self.trades if t["symbol"] == symbol
-                and (order_id is None or t["orderId"] == order_id)]
-        if from_id is not None:
-            return [dict(t) for t in mine if t["id"] >= from_id][:limit]
-        return [dict(t) for t in mine][-limit:]
+        return history.my_trades([t for t in self.trades if t["symbol"] == symbol], params)
 
     def view(self, now_ms: int) -> dict[str, Any]:
         """GET /api/v3/account."""
