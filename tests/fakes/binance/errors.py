@@ -53,7 +53,8 @@ def filter_failure(name: str) -> ApiError:
 INSUFFICIENT = "Account has insufficient balance for requested action."
 MARKET_CLOSED = "Market is closed."
 DUPLICATE = "Duplicate order sent."
-TOO_MANY_ORDERS = "Account has too many open orders."
+MAX_NUM_ORDERS = "Filter failure: MAX_NUM_ORDERS"  # -2010, not -1013, on Binance
+TOO_MANY_ORDERS = "Account has too many open orders."  # EXCHANGE_MAX_NUM_ORDERS
 
 
 def rejected(msg: str) -> ApiError:

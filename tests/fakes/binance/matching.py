@@ -20,6 +20,8 @@ from tests.fakes.binance.errors import (
     DUPLICATE,
     INSUFFICIENT,
     MARKET_CLOSED,
+    MAX_NUM_ORDERS,
+    TOO_MANY_ORDERS,
     bad_request,
     f8,
     floor8,
@@ -55,6 +57,7 @@ class Account:
         for r in rules.values():
             self.balances.setdefault(r.base, [_ZERO, _ZERO])
             self.balances.setdefault(r.quote, [_ZERO, _ZERO])
+        self.max_open_orders = 0  # EXCHANGE_MAX_NUM_ORDERS (0: none)
         self.status = dict.fromkeys(rules, "TRADING")  # BREAK: maintenance (no new orders)
         self.orders: list[Order] = []
         self.trades: list[dict[str, Any]] = []
@@ -76,11 +79,12 @@ class Account:
         current = self.market[symbol].price
         qty = market_quantity(new, rules, current) if new.type == "MARKET" else new.quantity
         assert qty is not None
-        check_filters(new, rules, qty, new.price if new.type == "LIMIT" else current)
+        check_filters(new, rules, qty, new.price if new.type == "LIMIT" else current, current)
         if new.client_id is not None and any(
                 o.is_open and o.symbol == symbol and o.client_id == new.client_id
                 for o in self.orders):
             raise rejected(DUPLICATE)
+        self._check_open_orders(symbol)
         plan = self.liquidity[symbol].taker_plan(new.side, qty, current, rules.tick,
                                                  new.price if new.type == "LIMIT" else None)
         if new.time_in_force == "FOK" and sum(q for q, _ in plan) < qty:
@@ -104,6 +108,15 @@ class Account:
                 self._lock(order)
         self._position(symbol, now_ms)
         return self._response(order, new, now_ms)
+
+    def _check_open_orders(self, symbol: str) -> None:
+        """MAX_NUM_ORDERS per symbol, EXCHANGE_MAX_NUM_ORDERS per account (-2010)."""
+        limit = self.rules[symbol].max_num_orders
+        if limit and sum(1 for o in self.orders if o.is_open and o.symbol == symbol) >= limit:
+            raise rejected(MAX_NUM_ORDERS)
+        if self.max_open_orders and sum(1 for o in self.orders if o.is_open) >= \
+                self.max_open_orders:
+            raise rejected(TOO_MANY_ORDERS)
 
     def _position(self, symbol: str, now_ms: int) -> None:
         rules = self.rules[symbol]

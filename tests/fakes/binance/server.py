@@ -19,6 +19,7 @@ from tests.fakes.binance.errors import ApiError, FakeBinanceError
 from tests.fakes.binance.faults import normalize_path
 from tests.fakes.binance.liquidity import liquidity_of
 from tests.fakes.binance.state import FakeState, RequestRecord
+from tests.fakes.binance.symbols import with_filter
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
@@ -232,6 +233,23 @@ class FakeBinance:
                 if name not in self._state.rules:
                     raise ValueError(f"{name} is not one of this fake's symbols")
                 self._state.account.status[name] = "BREAK" if on else "TRADING"
+
+    def set_filter(self, symbol: str, table: dict[str, Any]) -> None:
+        """Replace one of ``symbol``'s filters (by filterType) in exchangeInfo and in the
+        order checks, e.g. ``{"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 2}`` (the
+        market keeps its price grid: change PRICE_FILTER's tickSize at your own risk)."""
+        with self._state.lock:
+            if symbol not in self._state.rules:
+                raise ValueError(f"{symbol} is not one of this fake's symbols")
+            self._state.rules[symbol] = with_filter(self._state.rules[symbol], table)
+
+    def set_exchange_max_num_orders(self, count: int) -> None:
+        """EXCHANGE_MAX_NUM_ORDERS: open orders per account (0: no limit); over it a new
+        order gets -2010 "Account has too many open orders."."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._state.lock:
+            self._state.account.max_open_orders = count
 
     def subscriptions(self) -> set[str]:
         return self._state.hub.wanted()

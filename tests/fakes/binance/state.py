@@ -123,9 +123,17 @@ class FakeState:
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
                  "limit": 61000},
             ],
-            "exchangeFilters": copy.deepcopy(info.get("exchangeFilters", [])),
+            "exchangeFilters": self._exchange_filters(info),
             "symbols": [self._symbol_info(s) for s in symbols],
         }
+
+    def _exchange_filters(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        filters = [f for f in copy.deepcopy(info.get("exchangeFilters", []))
+                   if f.get("filterType") != "EXCHANGE_MAX_NUM_ORDERS"]
+        if self.account.max_open_orders:
+            filters.append({"filterType": "EXCHANGE_MAX_NUM_ORDERS",
+                            "maxNumOrders": self.account.max_open_orders})
+        return filters
 
     def _symbol_info(self, symbol: str) -> dict[str, Any]:
         info = copy.deepcopy(self.rules[symbol].info)
