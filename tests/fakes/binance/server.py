@@ -301,6 +301,14 @@ class FakeBinance:
         asyncio.run_coroutine_threadsafe(self._state.ws_api.drop_all(), loop).result(
             STOP_TIMEOUT_S)
 
+    def terminate_user_streams(self) -> None:
+        """End every user data stream subscription with eventStreamTerminated; the
+        connections stay up (ws_api.py)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._state.ws_api.terminate, self._state.server_ms())
+
     def delay_user_events(self, seconds: float) -> None:
         """Push each later user data stream event ``seconds`` after it happened (0: at once)."""
         if seconds < 0:
