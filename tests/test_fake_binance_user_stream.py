@@ -91,7 +91,7 @@ def test_every_order_change_and_fill_is_pushed(fake: FakeBinance) -> None:
     run(scenario())
 
 
-def test_resting_fills_and_late_bookings_are_pushed(fake: FakeBinance) -> None:
+def test_resting_fills_expiries_and_late_bookings_are_pushed(fake: FakeBinance) -> None:
     async def scenario() -> None:
         async with client_for(fake) as client, user_socket(client) as user:
             await client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT",
