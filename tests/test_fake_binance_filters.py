@@ -75,7 +75,8 @@ def test_max_num_orders_per_symbol_and_per_account(fake: FakeBinance) -> None:
             fake.set_exchange_max_num_orders(3)
             await rest("e1", "ETHUSDT", "2000")
             error = await api_error(rest("e2", "ETHUSDT", "2000"))
-            assert (error.code, error.message) == (-2010, "Account has too many open orders.")
+            assert (error.code, error.message) == (
+                -2010, "Filter failure: EXCHANGE_MAX_NUM_ORDERS")
             info = await client.get_exchange_info()
             assert info["exchangeFilters"] == [
                 {"filterType": "EXCHANGE_MAX_NUM_ORDERS", "maxNumOrders": 3}]

@@ -53,8 +53,10 @@ def filter_failure(name: str) -> ApiError:
 INSUFFICIENT = "Account has insufficient balance for requested action."
 MARKET_CLOSED = "Market is closed."
 DUPLICATE = "Duplicate order sent."
-MAX_NUM_ORDERS = "Filter failure: MAX_NUM_ORDERS"  # -2010, not -1013, on Binance
-TOO_MANY_ORDERS = "Account has too many open orders."  # EXCHANGE_MAX_NUM_ORDERS
+# Binance documents these as "Account has too many open orders on the symbol / exchange." but
+# answers with the filter's name (seen in the wild as -2010, not -1013)
+MAX_NUM_ORDERS = "Filter failure: MAX_NUM_ORDERS"
+TOO_MANY_ORDERS = "Filter failure: EXCHANGE_MAX_NUM_ORDERS"
 
 
 def rejected(msg: str) -> ApiError:

@@ -245,7 +245,7 @@ class FakeBinance:
 
     def set_exchange_max_num_orders(self, count: int) -> None:
         """EXCHANGE_MAX_NUM_ORDERS: open orders per account (0: no limit); over it a new
-        order gets -2010 "Account has too many open orders."."""
+        order gets -2010 "Filter failure: EXCHANGE_MAX_NUM_ORDERS"."""
         if count < 0:
             raise ValueError("count must be >= 0")
         with self._state.lock:
