@@ -69,19 +69,19 @@ def test_a_private_key_and_its_passphrase_appear_nowhere(fleet: FleetCli, tmp_pa
     and decrypted) and its passphrase are in no worker, argv, log, status or journal."""
     env = dict(os.environ)
     if how.startswith("rsa"):
-        key: RSA.RsaKey | ECC.EccKey = RSA.generate(2048)
-        public = key.public_key().export_key().decode()
-        given = key.export_key(passphrase=PASSPHRASE, pkcs=8,
+        rsa = RSA.generate(2048)
+        public = rsa.public_key().export_key().decode()
+        given = rsa.export_key(passphrase=PASSPHRASE, pkcs=8,
                                protection="scryptAndAES128-CBC").decode()
-        unlocked = key.export_key().decode()
+        unlocked = rsa.export_key().decode()
         env.update(MULTIBOT_BINANCE_TESTNET_PRIVATE_KEY=given,
                    MULTIBOT_BINANCE_TESTNET_PRIVATE_KEY_PASS=PASSPHRASE)
     else:
-        key = ECC.generate(curve="Ed25519")
-        public = key.public_key().export_key(format="PEM")
-        given = key.export_key(format="PEM", passphrase=PASSPHRASE,
-                               protection="PBKDF2WithHMAC-SHA1AndAES128-CBC")
-        unlocked = key.export_key(format="PEM")
+        ed25519 = ECC.generate(curve="Ed25519")
+        public = ed25519.public_key().export_key(format="PEM")
+        given = ed25519.export_key(format="PEM", passphrase=PASSPHRASE,
+                                   protection="PBKDF2WithHMAC-SHA1AndAES128-CBC")
+        unlocked = ed25519.export_key(format="PEM")
         pem_file, key_file = tmp_path / "binance-ed25519.pem", tmp_path / "testnet.toml"
         pem_file.write_text(given)
         key_file.write_text(f'network = "testnet"\napi_key = "{how}-key"\n'
