@@ -126,11 +126,11 @@ class Signer:
         self._keys[api_key] = _public_key_verifier(public_key_pem)
 
     def verify(self, api_key: str | None, payload: str, signature: str) -> bool:
-        """Whether ``signature`` (percent-encoded as sent) signs exactly ``payload`` (as sent)
-        for ``api_key``."""
+        """Whether ``signature`` (its value: hex, or base64 with no percent-encoding) signs
+        exactly ``payload`` for ``api_key``. Also for the WebSocket API's signed requests
+        (their payload is built by the caller from the request's params)."""
         verifier = self._keys.get(api_key or "")
-        return verifier is not None and verifier.verify(payload.encode(),
-                                                        unquote_plus(signature))
+        return verifier is not None and verifier.verify(payload.encode(), signature)
 
     def check(self, api_key: str | None, query: str, body: str, params: dict[str, str],
               server_ms: int) -> None:
@@ -147,7 +147,7 @@ class Signer:
             raise mandatory("timestamp")
         if not signature:
             raise mandatory("signature")
-        if not self.verify(api_key, payload, signature):
+        if not self.verify(api_key, payload, unquote_plus(signature)):
             raise bad_request(-1022, "Signature for this request is not valid.")
         try:
             timestamp = int(params["timestamp"])
