@@ -18,6 +18,7 @@ import zmq
 from multibot.market.orders import OrderType, Side
 from multibot.wire import protocol as p
 from multibot.wire.home import Home
+from orchestrator.worker_routes import WorkerRoutes
 from tests.backtest_support import strategy_file
 from tests.support import FleetCli, eventually, where, worker_running
 
@@ -92,6 +93,31 @@ def _orders(fleet: FleetCli, coid: str) -> int:
         row = journal.execute("SELECT count(*) FROM orders WHERE client_order_id = ?",
                               (coid,)).fetchone()
     return int(row[0])
+
+
+def test_routes_bind_one_connection_to_a_symbols_current_token() -> None:
+    routes = WorkerRoutes()
+    token = routes.issue("BTCUSDT")
+    assert len(token) == p.WORKER_TOKEN_BYTES and token.hex() not in repr(routes)
+    for wrong in (bytes(p.WORKER_TOKEN_BYTES), token[:-1], b""):
+        with pytest.raises(p.ProtocolError, match="not the token of its current worker"):
+            routes.admit("BTCUSDT", wrong, b"a")
+    assert routes.route_of("BTCUSDT") is None
+    routes.admit("BTCUSDT", token, b"a")
+    routes.admit("BTCUSDT", token, b"a")  # the same connection again: no change
+    with pytest.raises(p.ProtocolError, match="registered on another connection"):
+        routes.admit("BTCUSDT", token, b"b")
+    with pytest.raises(p.ProtocolError, match="speaks for BTCUSDT, not ETHUSDT"):
+        routes.admit("ETHUSDT", routes.issue("ETHUSDT"), b"a")
+    assert (routes.symbol_of(b"a"), routes.route_of("BTCUSDT"), routes.symbol_of(b"b")) == (
+        "BTCUSDT", b"a", None)
+    fresh = routes.issue("BTCUSDT")  # a new worker process: the old token and route are void
+    assert fresh != token and routes.symbol_of(b"a") is None
+    with pytest.raises(p.ProtocolError):
+        routes.admit("BTCUSDT", token, b"a")
+    routes.admit("BTCUSDT", fresh, b"c")
+    routes.revoke("BTCUSDT")  # the worker exited
+    assert routes.route_of("BTCUSDT") is None and routes.symbol_of(b"c") is None
 
 
 def test_an_impostor_with_the_workers_identity_cannot_trade_cancel_or_take_its_replies(
