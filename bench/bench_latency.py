@@ -141,6 +141,9 @@ class StandIn:
         self._last_close = dict.fromkeys(SYMBOLS, 0.0)
         self._trade_ids = itertools.count(1)
         self._next_beat = 0.0
+        # routing ids are ZeroMQ's: a worker's is learnt from its Register (tokens unchecked)
+        self._route_of: dict[str, bytes] = {}
+        self._symbol_of: dict[bytes, str] = {}
         self.misses = 0
         self.late = 0
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -149,7 +152,8 @@ class StandIn:
         self._ctx.destroy(linger=0)
 
     def _send(self, symbol: str, message: object) -> None:
-        self._broker.send_multipart([symbol.encode(), encode(message)])  # type: ignore[arg-type]
+        self._broker.send_multipart([self._route_of[symbol],
+                                     encode(message)])  # type: ignore[arg-type]
 
     def bar(self, symbol: str) -> Bar:
         k = self._bars[symbol]
@@ -183,12 +187,13 @@ class StandIn:
             if not self._broker.poll(100):
                 continue
             identity, payload = self._broker.recv_multipart()
-            symbol = identity.decode()
             _envelope, message = decode(payload)
             if isinstance(message, Register):
+                symbol = message.symbol
+                self._route_of[symbol], self._symbol_of[identity] = identity, symbol
                 self._send(symbol, self._welcome(symbol))
             elif isinstance(message, WorkerHeartbeat):
-                running.add(symbol)
+                running.add(self._symbol_of[identity])
 
     def beat(self) -> None:
         now = time.monotonic()
@@ -216,7 +221,7 @@ class StandIn:
             except ProtocolError as exc:
                 raise BenchError(f"a worker sent a bad message: {exc}") from None
             if isinstance(message, PlaceOrder):
-                return received, identity.decode(), message
+                return received, self._symbol_of[identity], message
         return None
 
     def drain(self) -> None:

@@ -103,7 +103,9 @@ class Fleet:
         self._market.setsockopt(zmq.SNDHWM, MARKET_HWM)
         # The PUB only sends: a plain (non-asyncio) view of it skips a future per message.
         self._market_out: zmq.Socket[bytes] = zmq.Socket.shadow(self._market.underlying)
-        self._broker = self._bind(zmq.ROUTER, "broker", BROKER_MAX_MESSAGE_BYTES, handover=True)
+        # Workers get routing ids from ZeroMQ, and a peer claiming an id in use is ignored (no
+        # ROUTER_HANDOVER): nobody takes over a worker's route (orchestrator.worker_routes).
+        self._broker = self._bind(zmq.ROUTER, "broker", BROKER_MAX_MESSAGE_BYTES)
         self._auth: AsyncioAuthenticator | None = None
         self._remote: zmq.asyncio.Socket | None = None
         if settings.control_tcp:  # CURVE only: authorized keys in <home>/keys/authorized
@@ -125,15 +127,12 @@ class Fleet:
     def _cursor_key(self) -> str:
         return f"feed_cursor:{self.settings.feed}:{self.settings.interval}"
 
-    def _bind(self, kind: int, name: str, max_bytes: int,
-              handover: bool = False) -> zmq.asyncio.Socket:
+    def _bind(self, kind: int, name: str, max_bytes: int) -> zmq.asyncio.Socket:
         """An owner-only ipc socket; a peer sending a message over ``max_bytes`` (the most its
         legitimate traffic needs) is dropped by ZeroMQ before the message is buffered."""
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 100)
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-        if handover:  # a restarted worker takes over its symbol's routing id at once
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.bind(self.home.endpoint(name))
         os.chmod(self.home.socket_path(name), 0o600)
         return sock
@@ -257,9 +256,12 @@ class Fleet:
     # --- broker socket (workers) --------------------------------------------------------------
 
     def send_to_worker(self, symbol: str, message: Message, msg_id: str | None = None) -> None:
+        """To the connection the symbol's current worker registered on; dropped if none."""
+        route = self.supervisor.routes.route_of(symbol)
+        if route is None:
+            return
         with contextlib.suppress(zmq.ZMQError):
-            self._broker.send_multipart([symbol.encode(), encode(message, msg_id)],
-                                        flags=zmq.NOBLOCK)
+            self._broker.send_multipart([route, encode(message, msg_id)], flags=zmq.NOBLOCK)
 
     # --- feed clock ---------------------------------------------------------------------------
 

@@ -200,12 +200,16 @@ class Spawner:
             if stop is not None:
                 stop()
 
-    async def spawn(self, symbol: str, log_path: Path) -> WorkerProcess:
+    async def spawn(self, symbol: str, log_path: Path, token: bytes) -> WorkerProcess:
+        """Start a worker of ``symbol`` that alone learns ``token`` (its proof on the broker
+        socket): never through argv or the environment, which other local users may read."""
         if self.mode == "forkserver":
             from worker.main import run_forked
 
+            # The Process's arguments go over a pipe to the forked child alone (the forkserver
+            # only passes the pipe on), so the token travels with them.
             process = self._context.Process(
-                target=run_forked, args=(symbol, str(self._home.root), str(log_path)),
+                target=run_forked, args=(symbol, str(self._home.root), str(log_path), token),
                 name=f"worker-{symbol}", daemon=True,
             )
             # A dead forkserver is replaced inside start(): with this environment, never the
@@ -215,8 +219,11 @@ class Spawner:
             return ForkedWorker(process)
         # The worker's read end reaches EOF when we exit (the write end is ours alone, kept
         # until the worker is reaped): it stops at once instead of waiting out its liveness.
+        # It first carries the worker's token (a pipe holds far more than a token: the write
+        # never blocks), then nothing until its EOF.
         pipe_r, pipe_w = os.pipe()
         try:
+            os.write(pipe_w, token)
             with open(log_path, "ab") as log_file:
                 child = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "worker", "--symbol", symbol,

@@ -30,6 +30,7 @@ from multibot.wire.protocol import (
 )
 from multibot.wire.settings import DEFAULTS
 from orchestrator.spawner import Spawner, WorkerProcess
+from orchestrator.worker_routes import WorkerRoutes
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Supervisor:
         self._on_state = on_state  # every state change (events, journal)
         self._on_gone = on_gone  # a symbol stopped or gave up: clean its open orders
         self.handles: dict[str, WorkerHandle] = {}
+        self.routes = WorkerRoutes()  # which connection speaks for which symbol
         self.spawner = Spawner(home, worker_environment(os.environ))
 
     def _set(self, handle: WorkerHandle, state: State) -> None:
@@ -167,7 +169,9 @@ class Supervisor:
     async def _spawn(self, handle: WorkerHandle) -> None:
         log_path = self._home.worker_log(handle.symbol)
         _rotate(log_path)
-        process = await self.spawner.spawn(handle.symbol, log_path)
+        # a new process, a new token: the previous worker's token and route are void
+        token = self.routes.issue(handle.symbol)
+        process = await self.spawner.spawn(handle.symbol, log_path, token)
         handle.process = process
         handle.registered = False
         handle.spawned_at = time.monotonic()
@@ -191,12 +195,15 @@ class Supervisor:
 
     # --- messages from workers ----------------------------------------------------------------
 
-    def registered(self, symbol: str, pid: int) -> WorkerHandle:
+    def registered(self, symbol: str, pid: int, token: bytes, route: bytes) -> WorkerHandle:
+        """The worker we started for ``symbol`` registers: ``token`` must be the one its
+        process was given; ``route`` (its connection) becomes the symbol's only route."""
         handle = self.handles.get(symbol)
         if handle is None or handle.pid != pid or handle.state not in ACTIVE:
             raise ProtocolError(
                 ErrorCode.NOT_ALLOWED, f"no worker for {symbol} with pid {pid} is expected"
             )
+        self.routes.admit(symbol, token, route)
         handle.registered = True
         handle.last_heartbeat = time.monotonic()
         return handle
@@ -216,6 +223,10 @@ class Supervisor:
         if handle is not None and reason:
             handle.exit_reason = reason
 
+    def symbol_of(self, route: bytes) -> str | None:
+        """The symbol whose registered worker sends on this connection, if any."""
+        return self.routes.symbol_of(route)
+
     def is_live(self, symbol: str) -> bool:
         handle = self.handles.get(symbol)
         # STOPPING still counts: a stopping worker cancels and flattens through the broker
@@ -230,6 +241,7 @@ class Supervisor:
             return
         handle.process = None
         handle.registered = False
+        self.routes.revoke(handle.symbol)
         how = describe_exit(returncode)
         if handle.state == State.STOPPING:
             log.info("%s: worker stopped (%s)", handle.symbol, how)

@@ -71,17 +71,15 @@ class WorkerLink:
                 self._handle(sock, frames)
 
     def _handle(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
-        identity = frames[0]
+        identity = frames[0]  # the connection's routing id, assigned by ZeroMQ
         try:
             if len(frames) != 2:
                 raise ProtocolError(ErrorCode.MALFORMED, "expected exactly one frame")
             envelope, message = decode(frames[1])
-            reply = self._serve(identity.decode("ascii"), message)
+            reply = self._serve(identity, message)
             msg_id = envelope.id
         except ProtocolError as exc:
             reply, msg_id = error_reply(exc), ""
-        except UnicodeDecodeError:
-            reply, msg_id = Error(code=ErrorCode.NOT_ALLOWED, reason="bad identity"), ""
         except JournalError as exc:  # trading halts; the worker resends the same id later
             reply, msg_id = self._halted(exc), ""
         except Exception as exc:  # one message must never stop the loop that serves them all
@@ -114,14 +112,15 @@ class WorkerLink:
             reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
         _send(sock, identity, reply, msg_id)
 
-    def _serve(self, symbol: str, message: Message) -> Message | Awaitable[OrderUpdate] | None:
+    def _serve(self, route: bytes, message: Message) -> Message | Awaitable[OrderUpdate] | None:
         supervisor = self._ports.supervisor
         if isinstance(message, Register):
-            if message.symbol != symbol:
-                raise ProtocolError(ErrorCode.NOT_ALLOWED, "register under your own symbol")
-            return self._welcome(supervisor.registered(symbol, message.pid))
-        if not supervisor.is_live(symbol):
-            raise ProtocolError(ErrorCode.NOT_ALLOWED, f"{symbol} is not a registered worker")
+            return self._welcome(self._register(route, message))
+        # A symbol's messages count only from the connection its current worker registered on
+        symbol = supervisor.symbol_of(route)
+        if symbol is None or not supervisor.is_live(symbol):
+            raise ProtocolError(ErrorCode.NOT_ALLOWED,
+                                "not a registered worker: register with your token first")
         if isinstance(message, Goodbye):
             supervisor.goodbye(symbol, message.reason)
             return None
@@ -140,6 +139,15 @@ class WorkerLink:
         update = at_once(call)
         self._ports.order_event(update)
         return update
+
+    def _register(self, route: bytes, message: Register) -> WorkerHandle:
+        try:
+            return self._ports.supervisor.registered(message.symbol, message.pid,
+                                                     message.token, route)
+        except ProtocolError as exc:  # the reason names the symbol, never the token
+            log.warning("refused a worker registration (pid %d): %.200s", message.pid,
+                        exc.reason)
+            raise
 
     def _welcome(self, handle: WorkerHandle) -> Welcome:
         trading, symbol = self._ports.trading, handle.symbol

@@ -88,7 +88,7 @@ def test_random_bytes_on_control_get_error_replies(live_fleet: FleetCli, data: b
 @given(st.binary(max_size=512) | _TYPED_GARBAGE)
 def test_random_bytes_on_the_broker_socket_get_error_replies(live_fleet: FleetCli,
                                                              data: bytes) -> None:
-    sock = _socket(live_fleet, "broker", identity=b"FUZZUSDT")
+    sock = _socket(live_fleet, "broker")  # no routing id of its own: ZeroMQ assigns one
     try:
         sock.send(data)
         reply = _reply(sock)
@@ -152,7 +152,7 @@ def test_deeply_nested_messages_get_errors_and_every_loop_goes_on(live_fleet: Fl
     data = NESTED if where == "envelope" else msgspec.msgpack.encode(
         {"v": 1, "id": "x", "type": "status", "ts_ns": 0, "body": msgspec.Raw(NESTED)})
     control = _socket(live_fleet, "control")
-    broker = _socket(live_fleet, "broker", identity=b"DEEPUSDT")
+    broker = _socket(live_fleet, "broker")
     try:
         for sock in (control, broker, control, broker):  # twice: the loops still read
             sock.send(data)
@@ -180,13 +180,14 @@ def test_strangers_on_the_broker_socket_are_refused(live_fleet: FleetCli) -> Non
                              quantity="1")
         stranger.send(p.encode(order))
         assert _error_code(stranger) == "not_allowed"
-        stranger.send(p.encode(p.Register(symbol="BTCUSDT", pid=worker["pid"])))
+        stranger.send(p.encode(p.Register(symbol="BTCUSDT", pid=worker["pid"],
+                                          token=bytes(p.WORKER_TOKEN_BYTES))))
         assert _error_code(stranger) == "not_allowed"  # cannot register as someone else
-        stranger.send(p.encode(p.Register(symbol="EVILUSDT", pid=1)))
+        stranger.send(p.encode(p.Register(symbol="EVILUSDT", pid=1, token=b"")))
         assert _error_code(stranger) == "not_allowed"
         stranger.send(b"\xc1")
         assert _error_code(stranger) == "malformed"
-        anonymous.send(p.encode(order))  # a binary routing id is not a symbol
+        anonymous.send(p.encode(order))  # an unregistered connection speaks for nobody
         assert _error_code(anonymous) == "not_allowed"
     finally:
         stranger.close()
@@ -335,7 +336,7 @@ class _Recorder:
 
 
 class _BrokenSupervisor:
-    def registered(self, symbol: str, pid: int) -> None:
+    def registered(self, symbol: str, pid: int, token: bytes, route: bytes) -> None:
         raise RuntimeError("a bug met by one message")
 
 
@@ -344,8 +345,8 @@ def test_an_exception_handling_one_worker_message_is_answered_not_fatal() -> Non
                                        journal=None, order_event=None, spawn=None)
     link, sock = WorkerLink(ports), _Recorder()
     for _ in range(2):  # the link goes on: the next message is handled the same way
-        link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(p.Register(symbol="BTCUSDT",
-                                                                          pid=1))])
+        link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(p.Register(symbol="BTCUSDT", pid=1,
+                                                                          token=b""))])
     assert len(sock.sent) == 2
     for identity, data in sock.sent:
         _, reply = p.decode(data)
@@ -354,6 +355,9 @@ def test_an_exception_handling_one_worker_message_is_answered_not_fatal() -> Non
 
 
 class _LiveSupervisor:
+    def symbol_of(self, route: bytes) -> str:
+        return route.decode()
+
     def is_live(self, symbol: str) -> bool:
         return True
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import psutil
 import pytest
+from Crypto.PublicKey import ECC, RSA
 
 from orchestrator.supervisor import worker_environment
+from tests.fakes.binance import FakeBinance
 from tests.support import FleetCli, eventually, record_figures, where, worker_running
 
 pytestmark = pytest.mark.process
@@ -50,6 +52,82 @@ def test_a_secret_in_the_environment_appears_nowhere(fleet: FleetCli) -> None:
     for text in outputs:
         assert SECRET not in text
     record_figures({"secret_redaction_places_checked": len(outputs) + 2, "secret_leaks": 0})
+
+
+PASSPHRASE = "pp-Kq7vX2mN9wR4-unlock"
+
+
+def _pem_lines(pem: str) -> list[str]:
+    """The lines of a PEM's body (each a piece of the key)."""
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+@pytest.mark.parametrize("how", ["rsa-encrypted-in-env", "ed25519-file-in-key-file"])
+def test_a_private_key_and_its_passphrase_appear_nowhere(fleet: FleetCli, tmp_path: Path,
+                                                         how: str) -> None:
+    """A fleet trading on testnet (the local fake) with an Ed25519 or RSA key: the key (as given
+    and decrypted) and its passphrase are in no worker, argv, log, status or journal."""
+    env = dict(os.environ)
+    if how.startswith("rsa"):
+        rsa = RSA.generate(2048)
+        public = rsa.public_key().export_key().decode()
+        given = rsa.export_key(passphrase=PASSPHRASE, pkcs=8,
+                               protection="scryptAndAES128-CBC").decode()
+        unlocked = rsa.export_key().decode()
+        env.update(MULTIBOT_BINANCE_TESTNET_PRIVATE_KEY=given,
+                   MULTIBOT_BINANCE_TESTNET_PRIVATE_KEY_PASS=PASSPHRASE)
+    else:
+        ed25519 = ECC.generate(curve="Ed25519")
+        public = ed25519.public_key().export_key(format="PEM")
+        given = ed25519.export_key(format="PEM", passphrase=PASSPHRASE,
+                                   protection="PBKDF2WithHMAC-SHA1AndAES128-CBC")
+        unlocked = ed25519.export_key(format="PEM")
+        pem_file, key_file = tmp_path / "binance-ed25519.pem", tmp_path / "testnet.toml"
+        pem_file.write_text(given)
+        key_file.write_text(f'network = "testnet"\napi_key = "{how}-key"\n'
+                            f'private_key = "{pem_file.name}"\n'
+                            f'private_key_pass = "{PASSPHRASE}"\n')
+        for path in (pem_file, key_file):
+            os.chmod(path, 0o600)
+        env.update(MULTIBOT_BINANCE_TESTNET_KEY_FILE=str(key_file))
+    secrets = [PASSPHRASE, *_pem_lines(given), *_pem_lines(unlocked)]
+    with FakeBinance(api_key="hmac-key", api_secret=SECRET, symbols=["BTCUSDT", "ETHUSDT"],
+                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.002) as exchange:
+        exchange.add_api_key(f"{how}-key", public)
+        env.update(MULTIBOT_BINANCE_REST_URL=exchange.rest_url,
+                   MULTIBOT_BINANCE_STREAM_URL=exchange.stream_url,
+                   MULTIBOT_BINANCE_TESTNET_API_KEY=f"{how}-key")
+        fleet.run("up", "BTCUSDT", "ETHUSDT", "--mode", "testnet", "-s",
+                  "sma_cross:fast=2,slow=4", "--interval", "1s", env=env, check=True, timeout=90)
+        eventually(lambda: all(w["trades"] >= 2 for w in fleet.workers().values()), timeout=60,
+                   what="trading signed with the private key")
+        assert exchange.count("POST", "/api/v3/order", 200) >= 4
+        assert exchange.count("POST", "/api/v3/order", 400) == 0  # no signature refused
+        outputs = [_environ_text(w["pid"]) for w in fleet.workers().values()]
+        forkserver = _forkserver(fleet)
+        assert forkserver is not None
+        outputs += [_environ_text(forkserver.pid),
+                    fleet.run("status", check=True).stdout,
+                    fleet.run("status", "--json", check=True).stdout,
+                    fleet.run("logs", "BTCUSDT", "-n", "1000", check=True).stdout]
+        outputs += [" ".join(p.cmdline()) for p in fleet.processes()]
+        fleet.run("kill", "ETHUSDT", "--flatten", check=True)
+        fleet.run("down", check=True)
+    outputs += [p.read_text(errors="replace") for p in (fleet.home / "logs").glob("*.log")]
+    with sqlite3.connect(fleet.home / "multibot.db") as journal:
+        outputs += ["\n".join(journal.iterdump())]
+    assert len(outputs) >= 12
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text
+    record_figures({f"private_key_places_checked_{how.split('-')[0]}": len(outputs),
+                    "private_key_leaks": 0})
+
+
+def _environ_text(pid: int) -> str:
+    environ = _environ(pid)
+    assert "PATH" in environ  # readable: the check means something
+    return "\n".join(f"{k}={v}" for k, v in environ.items())
 
 
 def _forkserver(fleet: FleetCli) -> psutil.Process | None:

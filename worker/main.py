@@ -27,6 +27,7 @@ from multibot.wire.protocol import (
     MARKET_HWM,
     MAX_ERROR_CHARS,
     PARENT_FD_ENV,
+    WORKER_TOKEN_BYTES,
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
     Error,
@@ -71,13 +72,28 @@ def orchestrator_pipe() -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+def read_token(parent_fd: int | None) -> bytes:
+    """An exec'd worker's token: the first WORKER_TOKEN_BYTES on its orchestrator pipe,
+    written before the worker started. Without a pipe there is none (registration fails)."""
+    token = b""
+    while parent_fd is not None and len(token) < WORKER_TOKEN_BYTES:
+        chunk = os.read(parent_fd, WORKER_TOKEN_BYTES - len(token))
+        if not chunk:  # the orchestrator is gone already
+            break
+        token += chunk
+    return token
+
+
 class WorkerProcess:
-    def __init__(self, symbol: str, home: Home, parent_fd: int | None = None) -> None:
+    def __init__(self, symbol: str, home: Home, parent_fd: int | None = None,
+                 token: bytes = b"") -> None:
         self.symbol = symbol
         self._parent_fd = parent_fd
+        self._token = token  # proves who we are when we register; never logged
         self._ctx = zmq.Context()
+        # No routing id of our own: the broker socket assigns one, and our token binds it
+        # to our symbol when we register.
         self._broker = self._ctx.socket(zmq.DEALER)
-        self._broker.setsockopt(zmq.ROUTING_ID, symbol.encode())
         self._market = self._ctx.socket(zmq.SUB)
         for sock in (self._broker, self._market):
             sock.setsockopt(zmq.LINGER, 200)
@@ -114,7 +130,7 @@ class WorkerProcess:
             self._ctx.destroy(linger=200)
 
     def _run(self) -> int:
-        self._send(Register(symbol=self.symbol, pid=os.getpid()))
+        self._send(Register(symbol=self.symbol, pid=os.getpid(), token=self._token))
         welcome = self._await_welcome()
         if welcome is None:
             log.error("no welcome from the orchestrator within %ss; exiting", _WELCOME_TIMEOUT_S)
@@ -303,7 +319,9 @@ def lean_log_records() -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, token: bytes | None = None) -> int:
+    """Run a worker; ``token`` is given by a forked start, else read from the orchestrator
+    pipe of an exec'd one."""
     parser = argparse.ArgumentParser(prog="multibot-worker")
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--home", required=True)
@@ -319,15 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=log_format(args.symbol, os.getpid()))
     log.info("worker starting")
-    return WorkerProcess(args.symbol, home, orchestrator_pipe()).run()
+    parent_fd = orchestrator_pipe()
+    if token is None:
+        token = read_token(parent_fd)
+    return WorkerProcess(args.symbol, home, parent_fd, token).run()
 
 
-
-def run_forked(symbol: str, home: str, log_path: str) -> None:
+def run_forked(symbol: str, home: str, log_path: str, token: bytes) -> None:
     """Entry point of a worker forked by the orchestrator's forkserver."""
     os.setsid()  # a Ctrl-C on the orchestrator's terminal must not reach the workers
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.exit(main(["--symbol", symbol, "--home", home]))
+    sys.exit(main(["--symbol", symbol, "--home", home], token))

@@ -161,8 +161,10 @@ def up(
         help="Binance stream endpoint [env MULTIBOT_BINANCE_STREAM_URL]", show_default=False)
     ] = None,
     key_file: Annotated[str | None, typer.Option(
-        help="TOML file (mode 0600) with network, api_key, api_secret [default: env "
-             "MULTIBOT_BINANCE[_TESTNET]_API_KEY/_SECRET]", show_default=False)] = None,
+        help="TOML file (mode 0600) with network, api_key, and api_secret or private_key "
+             "(an Ed25519/RSA PEM or its path; private_key_pass if encrypted) [default: env "
+             "MULTIBOT_BINANCE[_TESTNET]_API_KEY with _API_SECRET or _PRIVATE_KEY]",
+        show_default=False)] = None,
     confirm_live: Annotated[bool, typer.Option(
         "--confirm-live", help="required with --mode live: real orders, real money")] = False,
 ) -> None:

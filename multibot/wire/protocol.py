@@ -136,10 +136,17 @@ class Error(Message, frozen=True, kw_only=True):
 # --- broker socket (worker <-> orchestrator) ------------------------------------------------
 
 
+WORKER_TOKEN_BYTES = 32  # a worker's secret token (Register.token)
+
+
 class Register(Message, frozen=True, kw_only=True):
     TYPE = "register"
     symbol: str
     pid: int
+    # the secret handed to this worker process alone when it was started (WORKER_TOKEN_BYTES
+    # random bytes, never in argv or the environment): it proves this connection speaks for
+    # the worker the orchestrator started. Never logged or shown.
+    token: bytes
 
 
 class Welcome(Message, frozen=True, kw_only=True):
@@ -300,7 +307,8 @@ def encode(message: Message, msg_id: str | None = None) -> bytes:
 # the frame's prefix, so a worker subscribes to b"SYMBOL\0" and to HEARTBEAT_TOPIC.
 
 HEARTBEAT_TOPIC = b"\0"  # no symbol starts with NUL: every worker takes these
-# an exec'd worker's end of a pipe only the orchestrator writes to: EOF = the orchestrator died
+# an exec'd worker's end of a pipe only the orchestrator writes to: it first carries the
+# worker's token (WORKER_TOKEN_BYTES), then its EOF says the orchestrator died
 PARENT_FD_ENV = "MULTIBOT_PARENT_FD"
 MARKET_HWM = 100_000  # market PUB's SNDHWM and each worker SUB's RCVHWM: a burst is not dropped
 

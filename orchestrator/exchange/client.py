@@ -98,9 +98,8 @@ class ExchangeClient:
 
         sdk_class = type("MultibotAsyncClient", (AsyncClient,), {
             "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s})
-        key = credentials.api_key.reveal() if credentials else None
-        secret = credentials.api_secret.reveal() if credentials else None
-        sdk = sdk_class(api_key=key, api_secret=secret)  # create() would ping unlimited
+        # HMAC secret or Ed25519/RSA private key; create() would ping unlimited
+        sdk = sdk_class(**(credentials.sdk_arguments() if credentials else {}))
         client = cls(sdk, endpoints, limiter or RateLimiter(), credentials)
         try:
             await client.sync_time()

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes.binance.auth import request_params
 from tests.fakes.binance.errors import ApiError, bad_request, illegal, invalid_symbol, mandatory
 from tests.fakes.binance.faults import (
     BEFORE,
@@ -173,8 +173,7 @@ async def handle(state: FakeState, request: web.Request) -> web.StreamResponse:
     body = (await request.read()).decode("utf-8", "replace")
     query = request.rel_url.raw_query_string
     method, path = request.method, request.path
-    params: Params = dict(parse_qsl(query, keep_blank_values=True))
-    params.update(parse_qsl(body, keep_blank_values=True))
+    params: Params = request_params(query, body)  # the query string wins, as on Binance
     with state.lock:
         fault = state.faults.take(method, path)
     if fault is not None and fault.kind == "slow":

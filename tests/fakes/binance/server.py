@@ -270,6 +270,12 @@ class FakeBinance:
         with self._state.lock:
             self._state.clock_offset_ms = int(ms)
 
+    def add_api_key(self, api_key: str, public_key_pem: str) -> None:
+        """Register an API key that signs with Ed25519 or RSA: ``public_key_pem`` is the public
+        half of the user's key pair, as uploaded to Binance."""
+        with self._state.lock:
+            self._state.signer.add_public_key(api_key, public_key_pem)
+
     def place_external_order(self, symbol: str, side: str, type: str, quantity: str,
                              price: str | None = None,
                              client_order_id: str = "web_external_1") -> dict[str, Any]:
