@@ -150,6 +150,7 @@ class WorkerLink:
             open_orders=trading.broker.open_orders(symbol),
             next_seq=trading.broker.next_seq(symbol),
             history=trading.feed.history(symbol, handle.warmup + 1),
+            last_decision_bar=trading.broker.last_decision_bar(symbol),
         )
 
 

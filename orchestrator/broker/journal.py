@@ -38,7 +38,7 @@ __all__ = [
     "OrderJournal",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orders (
@@ -83,6 +83,15 @@ _STEPS: tuple[tuple[str, ...], ...] = (
      # an exchange trade is journaled once, however often it is seen (response, poll, restart)
      "CREATE UNIQUE INDEX IF NOT EXISTS fills_exchange_trade "
      "ON fills (symbol, exchange_trade_id) WHERE exchange_trade_id IS NOT NULL"),
+    # one decision per symbol per bar: the open time of the bar an intent was decided on, and
+    # whether it only retries an exit already decided (not a decision of its own)
+    ("ALTER TABLE orders ADD COLUMN bar_time INTEGER",
+     "ALTER TABLE orders ADD COLUMN exit_retry INTEGER NOT NULL DEFAULT 0",
+     "CREATE INDEX IF NOT EXISTS orders_symbol_bar ON orders (symbol, bar_time)",
+     # live bars seen twice over the fleet's life: workers' reports and refused decisions
+     """CREATE TABLE IF NOT EXISTS duplicate_bars (
+         symbol TEXT PRIMARY KEY,
+         count INTEGER NOT NULL)"""),
 )
 # Column names equal the wire structs' field names, so rows map straight onto them.
 _ORDER_FIELDS = OrderView.__struct_fields__
@@ -91,7 +100,8 @@ _ORDER_COLUMNS = ", ".join(_ORDER_FIELDS)
 _FILL_COLUMNS = ", ".join(_FILL_FIELDS)
 _ORDER_MARKS = ", ".join("?" * (len(_ORDER_FIELDS) + 1))  # + seq
 _FILL_MARKS = ", ".join("?" * len(_FILL_FIELDS))
-_INSERT_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, seq) VALUES ({_ORDER_MARKS})"
+_INSERT_ORDER = (f"INSERT INTO orders ({_ORDER_COLUMNS}, seq, bar_time, exit_retry) "
+                 f"VALUES ({_ORDER_MARKS}, ?, ?)")
 _INSERT_FILL = f"INSERT INTO fills ({_FILL_COLUMNS}) VALUES ({_FILL_MARKS})"
 
 
@@ -237,11 +247,13 @@ class Journal:
 
     # --- orders and fills --------------------------------------------------------------------
 
-    def insert_order(self, order: OrderView, seq: int) -> None:
+    def insert_order(self, order: OrderView, seq: int, bar_time: int | None = None,
+                     exit_retry: bool = False) -> None:
+        """Journal an intent; ``bar_time``: open time of the bar it was decided on."""
         with self._write(f"insert order {order.client_order_id}") as conn:
             conn.execute(
                 _INSERT_ORDER,
-                (*msgspec.structs.astuple(order), seq),
+                (*msgspec.structs.astuple(order), seq, bar_time, int(exit_retry)),
             )
 
     def update_order(
@@ -327,6 +339,28 @@ class Journal:
     def max_seq(self, symbol: str) -> int:
         sql = "SELECT COALESCE(MAX(seq), 0) FROM orders WHERE symbol=?"
         return int(self._read(f"read max seq of {symbol}", sql, (symbol,))[0][0])
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def last_decision_bars(self) -> dict[str, int]:
+        """Each symbol's newest bar an intent was decided on (exit retries are no decision)."""
+        rows = self._read("read last decision bars",
+                          "SELECT symbol, MAX(bar_time) FROM orders WHERE exit_retry=0 "
+                          "AND bar_time IS NOT NULL GROUP BY symbol")
+        return {str(symbol): int(bar_time) for symbol, bar_time in rows}
+
+    def add_duplicate_bars(self, symbol: str, count: int) -> None:
+        """Count ``count`` more live bars ``symbol`` saw twice (over the fleet's life)."""
+        with self._write(f"count duplicate bars of {symbol}") as conn:
+            conn.execute(
+                "INSERT INTO duplicate_bars (symbol, count) VALUES (?, ?) "
+                "ON CONFLICT (symbol) DO UPDATE SET count=count + excluded.count",
+                (symbol, count),
+            )
+
+    def duplicate_bars(self) -> dict[str, int]:
+        rows = self._read("read duplicate bars", "SELECT symbol, count FROM duplicate_bars")
+        return {str(symbol): int(count) for symbol, count in rows}
 
     # --- events and meta ---------------------------------------------------------------------
 
