@@ -127,6 +127,8 @@ class WorkerLink:
             return None
         if isinstance(message, WorkerHeartbeat):
             supervisor.heartbeat(symbol, message)
+            self._ports.trading.broker.decisions.reported(
+                symbol, supervisor.handles[symbol].pid, message.duplicate_bars)
             return None
         if not isinstance(message, PlaceOrder | CancelOrder):
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
@@ -150,7 +152,7 @@ class WorkerLink:
             open_orders=trading.broker.open_orders(symbol),
             next_seq=trading.broker.next_seq(symbol),
             history=trading.feed.history(symbol, handle.warmup + 1),
-            last_decision_bar=trading.broker.last_decision_bar(symbol),
+            last_decision_bar=trading.broker.decisions.last(symbol),
         )
 
 

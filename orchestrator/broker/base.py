@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar
 from multibot.wire.protocol import OrderUpdate, OrderView, PlaceOrder, PositionView, SymbolRules
+from orchestrator.broker.decisions import Decisions
 
 
 class NotReconciled(MultibotError):
@@ -42,8 +43,9 @@ class Broker(Protocol):
         """The sequence number of the symbol's next client order id."""
         ...
 
-    def last_decision_bar(self, symbol: str) -> int | None:
-        """Open time of the newest bar ``symbol`` acted on (journaled with its intent)."""
+    @property
+    def decisions(self) -> Decisions:
+        """Each symbol's last decided bar and its duplicate bars over the fleet's life."""
         ...
 
     def last_price(self, symbol: str) -> Decimal | None: ...

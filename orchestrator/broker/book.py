@@ -148,8 +148,9 @@ class BookQueries:
     def next_seq(self, symbol: str) -> int:
         return self.book.next_seq(symbol)
 
-    def last_decision_bar(self, symbol: str) -> int | None:
-        return self.book.decisions.last(symbol)
+    @property
+    def decisions(self) -> Decisions:
+        return self.book.decisions
 
     def last_price(self, symbol: str) -> Decimal | None:
         return self.book.last_price(symbol)

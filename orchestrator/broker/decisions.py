@@ -7,6 +7,9 @@ a bar re-sent after a crash, or a worker that lost track, can never trade the sa
 An exit retry (``exit_retry``: another try at an exit already decided; SELL only) is no new
 decision: it passes, and does not move the symbol's last decision. A resend of a journaled
 client order id never gets here: the brokers answer it from the journal first.
+
+It also keeps each symbol's duplicate bars over the fleet's life (journaled): the live bars
+its workers saw twice, as they report them, and the decisions refused here as stale.
 """
 
 from __future__ import annotations
@@ -33,10 +36,29 @@ class Decisions:
         self._journal = journal
         self._last = journal.last_decision_bars()
         self._refused: set[str] = set()  # client order ids refused as stale (counted once)
+        self._duplicates = journal.duplicate_bars()
+        self._reported: dict[str, tuple[int | None, int]] = {}  # symbol -> (pid, its count)
 
     def last(self, symbol: str) -> int | None:
         """Open time of the newest bar ``symbol`` acted on, or None if it never did."""
         return self._last.get(symbol)
+
+    def duplicate_bars(self, symbol: str) -> int:
+        """Live bars ``symbol`` saw twice over the fleet's life (as journaled)."""
+        return self._duplicates.get(symbol, 0)
+
+    def reported(self, symbol: str, pid: int | None, count: int) -> None:
+        """A worker process's own count of duplicate bars (since it started): what is new
+        of it is added to the symbol's lifetime count."""
+        last_pid, last = self._reported.get(symbol, (None, 0))
+        new = count - last if pid == last_pid else count
+        if new > 0:
+            self._count(symbol, new)
+        self._reported[symbol] = (pid, count)
+
+    def _count(self, symbol: str, new: int) -> None:
+        self._journal.add_duplicate_bars(symbol, new)
+        self._duplicates[symbol] = self._duplicates.get(symbol, 0) + new
 
     def journal_intent(self, intent: OrderView, seq: int, order: PlaceOrder) -> None:
         """Journal ``intent`` (the broker's record of ``order``) with the decision it carries
@@ -63,8 +85,8 @@ class Decisions:
         if last is not None and bar_time <= last:
             coid = order.client_order_id
             if coid not in self._refused:  # a worker's resends of it count once
+                self._count(symbol, 1)
                 self._refused.add(coid)
-                self._journal.add_duplicate_bars(symbol, 1)
                 log.warning("%s: refused %s: bar %d was already decided (last decision: bar "
                             "%d)", symbol, coid, bar_time, last)
             raise ProtocolError(
