@@ -326,9 +326,10 @@ class Fleet:
 
     def _journal_cursor(self) -> None:
         """The feed's position, if it moved; a failed write halts trading (as a failed order
-        write does), so nothing is acted on that a restart could see again."""
+        write does), so nothing is acted on that a restart could see again. While halted,
+        only the health probe tries (each try may wait out the busy timeout)."""
         cursor = self.feed.cursor
-        if cursor is None or cursor == self._journaled_cursor:
+        if cursor is None or cursor == self._journaled_cursor or self.journal_health.error:
             return
         try:
             self.journal.set_meta(self._cursor_key, str(cursor))
