@@ -77,6 +77,7 @@ class Fleet:
         # A short busy timeout: a locked journal must not stall the loop (and heartbeats).
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self._check_mode()
+        self.journal.start_decision_clock(f"{settings.feed}:{settings.interval}")
         self.broker: Broker = PaperBroker(
             self.journal, {}, fee_rate=Decimal(settings.fee_rate),
             slippage_bps=Decimal(settings.slippage_bps))

@@ -63,10 +63,10 @@ def test_orchestrator_kills_never_make_a_bar_traded_twice(fleet: FleetCli, feed:
             assert _warmup_position(fleet.home, symbol) == at_kill.get(symbol, Decimal(0))
         time.sleep(rng.uniform(1.5, 3.0))  # decisions in flight at a random moment
         orchestrator = fleet.orchestrator_pid()
-        workers = [w["pid"] for w in fleet.workers().values()]
+        pids = [w["pid"] for w in fleet.workers().values()]
         assert orchestrator is not None
         os.kill(orchestrator, signal.SIGKILL)
-        eventually(functools.partial(_none_alive, [orchestrator, *workers]), timeout=10,
+        eventually(functools.partial(_none_alive, [orchestrator, *pids]), timeout=10,
                    what="the orchestrator and its orphaned workers to exit")
         at_kill = fill_positions(db)
     fleet.up(*SYMBOLS, "--feed", feed, *FLEET)

@@ -137,3 +137,16 @@ def test_exchange_refuses_a_stale_decision_before_it_reaches_the_exchange(
             assert journal.last_decision_bars() == {"BTCUSDT": 5}
 
     run(main())
+
+
+def test_another_feed_clock_starts_the_decisions_afresh(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        journal.start_decision_clock("replay:1m")
+        _paper(journal).place_now("BTCUSDT", _order(1, "BUY", 1_735_689_600_000))
+        journal.start_decision_clock("replay:1m")  # the same clock again: decisions stand
+        assert _paper(journal).decisions.last("BTCUSDT") == 1_735_689_600_000
+        journal.start_decision_clock("replay:1h")  # older bar times, on a clock of their own
+        broker = _paper(journal)
+        assert broker.decisions.last("BTCUSDT") is None
+        assert broker.place_now("BTCUSDT", _order(2, "BUY", 1_600_000_000_000)).order.status \
+            == "FILLED"

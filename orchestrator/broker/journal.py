@@ -20,6 +20,7 @@ import msgspec
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.orders import OPEN_STATUSES
 from multibot.wire.protocol import FillView, OrderView
+from orchestrator.broker.journal_decisions import DecisionRecords
 from orchestrator.broker.journal_file import (
     FileWatch,
     corruption,
@@ -141,7 +142,7 @@ def _fill(row: tuple[Any, ...]) -> FillView:
     return _record(FillView, _FILL_FIELDS, row)
 
 
-class Journal:
+class Journal(DecisionRecords):
     def __init__(self, path: Path, *, timeout: float = 5.0, durable: bool = True) -> None:
         """Open (creating if needed) the journal at ``path``; ``timeout`` = busy wait, seconds.
 
@@ -339,28 +340,6 @@ class Journal:
     def max_seq(self, symbol: str) -> int:
         sql = "SELECT COALESCE(MAX(seq), 0) FROM orders WHERE symbol=?"
         return int(self._read(f"read max seq of {symbol}", sql, (symbol,))[0][0])
-
-    # --- decisions ---------------------------------------------------------------------------
-
-    def last_decision_bars(self) -> dict[str, int]:
-        """Each symbol's newest bar an intent was decided on (exit retries are no decision)."""
-        rows = self._read("read last decision bars",
-                          "SELECT symbol, MAX(bar_time) FROM orders WHERE exit_retry=0 "
-                          "AND bar_time IS NOT NULL GROUP BY symbol")
-        return {str(symbol): int(bar_time) for symbol, bar_time in rows}
-
-    def add_duplicate_bars(self, symbol: str, count: int) -> None:
-        """Count ``count`` more live bars ``symbol`` saw twice (over the fleet's life)."""
-        with self._write(f"count duplicate bars of {symbol}") as conn:
-            conn.execute(
-                "INSERT INTO duplicate_bars (symbol, count) VALUES (?, ?) "
-                "ON CONFLICT (symbol) DO UPDATE SET count=count + excluded.count",
-                (symbol, count),
-            )
-
-    def duplicate_bars(self) -> dict[str, int]:
-        rows = self._read("read duplicate bars", "SELECT symbol, count FROM duplicate_bars")
-        return {str(symbol): int(count) for symbol, count in rows}
 
     # --- events and meta ---------------------------------------------------------------------
 
