@@ -21,6 +21,7 @@ from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from tests.exchange_support import Desk, fake_server as fake, market, posts, run
 from tests.fakes.binance import FakeBinance
+from tests.support import FleetCli
 
 __all__ = ["fake"]  # the fixture
 
@@ -150,3 +151,14 @@ def test_another_feed_clock_starts_the_decisions_afresh(tmp_path: Path) -> None:
         assert broker.decisions.last("BTCUSDT") is None
         assert broker.place_now("BTCUSDT", _order(2, "BUY", 1_600_000_000_000)).order.status \
             == "FILLED"
+
+
+@pytest.mark.process
+def test_status_shows_the_duplicate_bars_of_the_fleets_life(fleet: FleetCli) -> None:
+    fleet.home.mkdir(mode=0o700, parents=True)
+    with Journal(fleet.home / "multibot.db") as journal:  # what earlier fleets counted
+        journal.add_duplicate_bars("BTCUSDT", 2)
+    fleet.up("BTCUSDT", "--speed", "5")
+    assert fleet.workers()["BTCUSDT"]["duplicate_bars"] == 2
+    table = fleet.run("status", check=True).stdout
+    assert "live bars seen twice over the fleet's life: BTCUSDT 2" in table
