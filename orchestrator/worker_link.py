@@ -127,8 +127,9 @@ class WorkerLink:
             return None
         if isinstance(message, WorkerHeartbeat):
             supervisor.heartbeat(symbol, message)
-            self._ports.trading.broker.decisions.reported(
-                symbol, supervisor.handles[symbol].pid, message.duplicate_bars)
+            if not self._ports.journal.error:  # else counted once the journal writes again
+                self._ports.trading.broker.decisions.reported(
+                    symbol, supervisor.handles[symbol].pid, message.duplicate_bars)
             return None
         if not isinstance(message, PlaceOrder | CancelOrder):
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
