@@ -142,7 +142,7 @@ class WorkerProcess:
             log.error("bad strategy: %s", exc)
             return EXIT_CONFIG
         runner = Runner(welcome.config, welcome.rules, strategies, welcome.position,
-                        welcome.open_orders, welcome.next_seq)
+                        welcome.open_orders, welcome.next_seq, welcome.last_decision_bar)
         for strategy in strategies:
             strategy.on_start()
         runner.warmup(welcome.history)
@@ -288,7 +288,8 @@ class WorkerProcess:
             if not flattened and not runner.open_orders and not runner.pending:
                 flattened = True
                 price = runner.last_price
-                for action in runner.close_position(price) if price else []:
+                # a commanded exit, not a decision on a bar: may follow one on the same bar
+                for action in runner.close_position(price, exit_retry=True) if price else []:
                     self._send(action)
             if flattened and not runner.open_orders and not runner.pending:
                 break

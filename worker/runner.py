@@ -3,6 +3,9 @@
 Strategies vote a target (long/flat, see strategies.combine); the runner acts only when the
 target CHANGES on a live bar. So a restarted worker, which warms up on history and gets its
 position from the broker, never re-buys what it already holds and never doubles an order.
+Every order carries the open time of the bar it was decided on (``bar_time``); a bar at or
+before the symbol's last journaled decision (``last_decision_bar``, from the broker) is
+evaluated but never acted on again, across worker and orchestrator restarts.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Runner:
         position: PositionView,
         open_orders: list[OrderView],
         next_seq: int,
+        last_decision_bar: int | None = None,
     ) -> None:
         self.config = config
         self._order_type = OrderType(config.order_type)
@@ -79,6 +83,7 @@ class Runner:
         self.last_bar_time: int | None = None
         self._last_live_time: int | None = None
         self.duplicate_bars = 0
+        self._last_decision_bar = last_decision_bar
         self._last_price: Decimal | None = None
         self._last_close: float | None = None  # converted to Decimal only when needed
         self.strategy_errors = 0
@@ -112,6 +117,14 @@ class Runner:
         if not self._advance(bar):
             return []
         self._evaluate(bar)
+        decided = self._last_decision_bar
+        if decided is not None and bar.open_time <= decided:
+            # a bar this symbol already acted on, re-sent live: its decision stands (as after
+            # warm-up), nothing is sent twice
+            self.duplicate_bars += 1
+            self._target = self._combiner.target
+            self._stale_target = False
+            return []
         return self._act()
 
     def _advance(self, bar: Bar) -> bool:
@@ -198,11 +211,14 @@ class Runner:
         qty = round_step_down(self.position, self._step)
         return qty >= self._min_qty and qty * price >= self._min_notional
 
-    def close_position(self, price: Decimal) -> list[Message]:
+    def close_position(self, price: Decimal, exit_retry: bool = False) -> list[Message]:
+        """SELL the position. ``exit_retry``: an exit already decided (or commanded, as a
+        flatten on stop), not a new decision on the latest bar."""
         qty = round_step_down(self.position, self._step)
-        return self._order(Side.SELL, qty, price) if qty > 0 else []
+        return self._order(Side.SELL, qty, price, exit_retry) if qty > 0 else []
 
-    def _order(self, side: Side, qty: Decimal, price: Decimal) -> list[Message]:
+    def _order(self, side: Side, qty: Decimal, price: Decimal,
+               exit_retry: bool = False) -> list[Message]:
         if qty < self._min_qty or qty * price < self._min_notional:
             log.warning("%s: %s %s @ %s is below the exchange minimum; not sent", self.symbol,
                         side, qty, price)
@@ -214,6 +230,7 @@ class Runner:
         order = PlaceOrder(
             client_order_id=coid, side=side, type=order_type,
             quantity=fmt(qty), price=fmt(round_step_down(price, self._tick)) if limit else None,
+            bar_time=self.last_bar_time, exit_retry=exit_retry,
         )
         self.pending[coid] = (order, time.monotonic())
         if limit:
