@@ -57,6 +57,7 @@ class FillReport(msgspec.Struct, frozen=True, kw_only=True):
     commission_asset: str
     time_ms: int | None = None  # myTrades only: a response's fills carry no time
     is_maker: bool | None = None  # myTrades only
+    order_id: int | None = None  # myTrades only: Binance's orderId of the order that traded
 
 
 class OrderStatusReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,7 +140,8 @@ def trade_report(raw: Mapping[str, Any]) -> FillReport:
                       commission=number(raw.get("commission", "0")),
                       commission_asset=str(raw.get("commissionAsset", "")),
                       time_ms=int(raw.get("time", 0)),
-                      is_maker=None if maker is None else bool(maker))
+                      is_maker=None if maker is None else bool(maker),
+                      order_id=None if raw.get("orderId") is None else int(raw["orderId"]))
 
 
 def account_report(data: Mapping[str, Any]) -> AccountReport:
