@@ -232,6 +232,11 @@ class FakeBinance:
             except ApiError as error:
                 raise FakeBinanceError(error.status, error.code, error.msg) from None
 
+    def pending_bookings(self) -> int:
+        """Order requests answered 5xx by a ``late_booking`` fault and not booked yet."""
+        with self._state.lock:
+            return len(self._state.late)
+
     # -- faults ------------------------------------------------------------------------------
     def fail(self, kind: str, times: int = 1, method: str | None = None,
              path: str | None = None, **options: Any) -> None:

@@ -5,6 +5,7 @@ inspection calls all go through here, from different threads."""
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import threading
 import time
@@ -13,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes.binance.auth import Signer
-from tests.fakes.binance.faults import Faults
+from tests.fakes.binance.errors import ApiError
+from tests.fakes.binance.faults import Faults, LateBookings
 from tests.fakes.binance.limits import RateLimiter
 from tests.fakes.binance.market import INTERVALS_MS, Event, Market
 from tests.fakes.binance.matching import Account
 from tests.fakes.binance.streams import StreamHub
 from tests.fakes.binance.symbols import bundled_exchange_info, load_rules, start_price
 
+log = logging.getLogger(__name__)
 _STREAM = re.compile(r"^([a-z0-9]+)@(trade|kline_([0-9]+[smhd]))$")
 MAX_RECORDS = 100_000
 
@@ -53,6 +56,7 @@ class FakeState:
         self.limiter = RateLimiter(weight_limit, orders_10s_limit, orders_1d_limit,
                                    weight_window_s, ban_s)
         self.faults = Faults()
+        self.late = LateBookings()
         self.signer = Signer(api_key, api_secret)
         self.records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self.clock_offset_ms = 0
@@ -75,8 +79,17 @@ class FakeState:
         wanted = self.hub.wanted()
         with self.lock:
             events = self.market.advance(wall_ms(), wanted)
+            self.book_late(time.monotonic())
             self.account.on_tick(self.server_ms())
         return events
+
+    def book_late(self, now: float) -> None:
+        """The matching engine books the requests the API gave up on whose time has come."""
+        for booking in self.late.take_due(now):
+            try:
+                self.account.place(booking.symbol, booking.params, self.server_ms())
+            except ApiError as error:  # rejected by the engine: it never appears
+                log.info("a late booking of %s was rejected: %s", booking.symbol, error.msg)
 
     def exchange_info(self, symbols: list[str]) -> dict[str, Any]:
         info = bundled_exchange_info()
