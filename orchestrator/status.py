@@ -118,7 +118,8 @@ class StatusBuilder:
             unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
             open_orders=len(broker.open_orders(symbol)), trades=position.trades,
             last_error=handle.last_error or stats.last_error,
-            halted=f"journal unavailable: {journal_error}" if journal_error else "",
+            halted=(f"journal unavailable: {journal_error}" if journal_error
+                    else broker.halted(symbol)),
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
         )

@@ -78,7 +78,7 @@ def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
     run(main())
 
 
-def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
+def test_an_intent_that_never_reached_the_exchange_expires_on_evidence(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
@@ -94,9 +94,12 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
             # the recent one may still reach the exchange (within its recvWindow): wait
-            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .* try again in 1[34]s"):
+            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .*outcome is not known "
+                                                    r"yet.* try again in 1[34]s"):
                 await reconcile(desk.broker.ledger, "BTCUSDT")
-            assert desk.order_status("mb-BTCUSDT-1") == "EXPIRED"
+            older = desk.journal.get_order("mb-BTCUSDT-1")
+            assert older is not None and older.status == "EXPIRED"
+            assert older.reason.startswith("never booked: ")  # allOrders, balance agree
             assert desk.order_status("mb-BTCUSDT-2") == "PENDING_NEW"
         finally:
             await desk.close()
