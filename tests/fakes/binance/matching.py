@@ -24,6 +24,7 @@ from tests.fakes.binance.orders import (
     parse_new_order,
 )
 from tests.fakes.binance.symbols import SymbolRules
+from tests.fakes.binance.user_events import account_position, balance_update, execution_report
 
 FEE_RATE = Decimal("0.001")
 _ZERO = Decimal(0)
@@ -111,6 +112,7 @@ class Account:
         self._next_order_id = dict.fromkeys(rules, 1)
         self._ids = random.Random(f"{seed}:client-ids")
         self.update_time = 0
+        self.outbox: list[dict[str, Any]] = []  # user data stream events not yet pushed
 
     def _client_id(self) -> str:
         return "".join(self._ids.choices(string.ascii_letters + string.digits, k=22))
@@ -136,15 +138,31 @@ class Account:
                       time_in_force=new.time_in_force or "GTC", update_time=now_ms)
         self._next_order_id[symbol] += 1
         self.orders.append(order)
+        self.outbox.append(execution_report(order, "NEW", now_ms))
         crosses = new.type == "MARKET" or (
             current <= new.price if new.side == "BUY" else current >= new.price)
         if crosses:
             self._fill(order, qty, current, maker=False, now_ms=now_ms)
         elif order.time_in_force in ("IOC", "FOK"):
             order.status = "EXPIRED"  # nothing to match at once: it never rests
+            self.outbox.append(execution_report(order, "EXPIRED", now_ms))
         else:
             self._lock(order)
+        self._position(symbol, now_ms)
         return self._response(order, new, now_ms)
+
+    def _position(self, symbol: str, now_ms: int) -> None:
+        rules = self.rules[symbol]
+        self.outbox.append(account_position(self.balances, [rules.base, rules.quote], now_ms))
+
+    def deposit(self, asset: str, amount: Decimal, now_ms: int) -> None:
+        """Credit (or debit, if negative) ``asset`` from outside trading (a deposit)."""
+        balance = self.balances.setdefault(asset, [_ZERO, _ZERO])
+        if balance[0] + amount < 0:
+            raise ValueError(f"{asset} free balance would go negative")
+        balance[0] += amount
+        self.outbox.append(balance_update(asset, amount, now_ms))
+        self.outbox.append(account_position(self.balances, [asset], now_ms))
 
     def _check_funds(self, new: NewOrder, rules: SymbolRules, qty: Decimal,
                      current: Decimal) -> None:
@@ -194,8 +212,10 @@ class Account:
         order.status = "FILLED" if order.executed >= order.orig_qty else "PARTIALLY_FILLED"
         order.update_time = now_ms
         self.update_time = now_ms
-        order.fills.append({"price": f8(price), "qty": f8(qty), "commission": f8(commission),
-                            "commissionAsset": fee_asset, "tradeId": trade_id})
+        fill = {"price": f8(price), "qty": f8(qty), "commission": f8(commission),
+                "commissionAsset": fee_asset, "tradeId": trade_id}
+        order.fills.append(fill)
+        self.outbox.append(execution_report(order, "TRADE", now_ms, fill, maker))
         self.trades.append({
             "symbol": order.symbol, "id": trade_id, "orderId": order.order_id,
             "orderListId": -1, "price": f8(price), "qty": f8(qty), "quoteQty": f8(quote),
@@ -219,6 +239,7 @@ class Account:
                     qty = half
             order.fill_ticks += 1
             self._fill(order, qty, order.price, maker=True, now_ms=now_ms)
+            self._position(order.symbol, now_ms)
 
     # -- lookups and cancels -----------------------------------------------------------------
     def find(self, symbol: str, params: dict[str, str], prefer_open: bool = False) -> Order | None:
@@ -252,6 +273,8 @@ class Account:
         self.balances[asset][1] -= amount
         self.balances[asset][0] += amount
         order.status, order.update_time, self.update_time = "CANCELED", now_ms, now_ms
+        self.outbox.append(execution_report(order, "CANCELED", now_ms, cancel_id=cancel_id))
+        self._position(symbol, now_ms)
         fields = order.result_fields()
         for name in ("origQuoteOrderQty", "workingTime"):
             del fields[name]

@@ -185,5 +185,6 @@ async def handle(state: FakeState, request: web.Request) -> web.StreamResponse:
         recorded = {k: v for k, v in params.items() if k != "signature"}
         state.records.append(RequestRecord(method, path, recorded, reply.status, reply.code,
                                            time.monotonic()))
+    state.flush_user_events()
     return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type,
                         headers=reply.headers)

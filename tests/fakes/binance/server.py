@@ -95,6 +95,8 @@ class FakeBinance:
         async def on_rest(request: web.Request) -> web.StreamResponse:
             return await rest.handle(state, request)
 
+        state.ws_api.attach(asyncio.get_running_loop())
+        app.router.add_get("/ws-api/v3", state.ws_api.handle)
         app.router.add_get("/ws", state.hub.handle)
         app.router.add_get("/ws/{tail:.*}", state.hub.handle)
         app.router.add_get("/stream", state.hub.handle)
@@ -111,6 +113,7 @@ class FakeBinance:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await state.hub.close_all()
+            await state.ws_api.close_all()
             await runner.cleanup()
 
     async def _tick_forever(self) -> None:
@@ -162,6 +165,11 @@ class FakeBinance:
     @property
     def stream_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def ws_api_url(self) -> str:
+        """The WebSocket API (user data stream): python-binance's ``WS_API_URL``."""
+        return f"ws://127.0.0.1:{self.port}/ws-api/v3"
 
     # -- inspection (thread-safe copies) -----------------------------------------------------
     def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
@@ -231,6 +239,33 @@ class FakeBinance:
                 return self._state.account.place(symbol, params, self._state.server_ms())
             except ApiError as error:
                 raise FakeBinanceError(error.status, error.code, error.msg) from None
+            finally:
+                self._state.flush_user_events()
+
+    def deposit(self, asset: str, amount: str) -> None:
+        """A deposit (a negative amount: a withdrawal) from outside trading; the user data
+        stream gets a balanceUpdate and an outboundAccountPosition."""
+        with self._state.lock:
+            self._state.account.deposit(asset.upper(), Decimal(amount), self._state.server_ms())
+        self._state.flush_user_events()
+
+    # -- user data stream faults (ws_api.py) -------------------------------------------------
+    def user_stream_subscriptions(self) -> int:
+        return self._state.ws_api.subscriptions()
+
+    def drop_user_streams(self) -> None:
+        """Cut every WebSocket API connection now (no close frame); their subscriptions die."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._state.ws_api.drop_all(), loop).result(
+            STOP_TIMEOUT_S)
+
+    def delay_user_events(self, seconds: float) -> None:
+        """Push each later user data stream event ``seconds`` after it happened (0: at once)."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._state.ws_api.event_delay_s = float(seconds)
 
     def pending_bookings(self) -> int:
         """Order requests answered 5xx by a ``late_booking`` fault and not booked yet."""

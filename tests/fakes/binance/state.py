@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from tests.fakes.binance.auth import Signer
 from tests.fakes.binance.errors import ApiError
@@ -21,6 +22,7 @@ from tests.fakes.binance.market import INTERVALS_MS, Event, Market
 from tests.fakes.binance.matching import Account
 from tests.fakes.binance.streams import StreamHub
 from tests.fakes.binance.symbols import bundled_exchange_info, load_rules, start_price
+from tests.fakes.binance.ws_api import WsApi
 
 log = logging.getLogger(__name__)
 _STREAM = re.compile(r"^([a-z0-9]+)@(trade|kline_([0-9]+[smhd]))$")
@@ -61,6 +63,7 @@ class FakeState:
         self.records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self.clock_offset_ms = 0
         self.hub = StreamHub(self.lock, self.valid_stream)
+        self.ws_api = WsApi(self.lock, self.verify_ws)
         self._lower = {name.lower(): name for name in self.rules}
 
     def server_ms(self) -> int:
@@ -81,7 +84,21 @@ class FakeState:
             events = self.market.advance(wall_ms(), wanted)
             self.book_late(time.monotonic())
             self.account.on_tick(self.server_ms())
+        self.flush_user_events()
         return events
+
+    def flush_user_events(self) -> None:
+        """Push the account's queued events to the user data stream subscriptions."""
+        with self.lock:
+            events, self.account.outbox = self.account.outbox, []
+        self.ws_api.push(events)
+
+    def verify_ws(self, params: dict[str, str]) -> None:
+        """A signed WebSocket API request: the payload is its params but the signature,
+        sorted by name and URL-encoded (what python-binance signs)."""
+        payload = urlencode(sorted((k, v) for k, v in params.items() if k != "signature"))
+        query = f"{payload}&signature={params.get('signature', '')}"
+        self.signer.check(params.get("apiKey"), query, "", params, self.server_ms())
 
     def book_late(self, now: float) -> None:
         """The matching engine books the requests the API gave up on whose time has come."""
