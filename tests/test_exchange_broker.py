@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from multibot.wire.protocol import ErrorCode, ProtocolError
+from multibot.wire.protocol import ProtocolError
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
     KEY,

@@ -1,0 +1,127 @@
+"""Cancels retried until the exchange confirms the order final, a new order that waits for a
+cancel's outcome, and myTrades paged with fromId: the exchange broker with the REAL
+python-binance client against the local Binance-protocol server."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from multibot.wire.protocol import ErrorCode, ProtocolError
+from orchestrator.exchange.watcher import watch
+from tests.exchange_support import (
+    KEY,
+    ORDER_PATH,
+    SECRET,
+    Desk,
+    assert_journal_matches_exchange,
+    fake_server as fake,
+    limit,
+    market,
+    posts,
+    run,
+)
+from tests.fake_binance_support import until
+from tests.fakes.binance import FakeBinance, matching
+
+__all__ = ["fake"]  # the fixture
+
+OVERLOADED = "Server is currently overloaded with other requests. Please try again."
+
+
+def far_below(fake: FakeBinance) -> str:
+    return str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
+
+
+def test_a_cancel_rejected_with_another_code_is_retried_until_confirmed(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        watcher = asyncio.create_task(watch(desk.broker, period_s=0.05))
+        try:
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far_below(fake)))
+            fake.fail("-1013", times=2, method="DELETE", path=ORDER_PATH, msg=OVERLOADED)
+            with pytest.raises(ProtocolError, match="it will be tried again") as info:
+                await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-1")
+            assert info.value.code == ErrorCode.ORDER_REJECTED
+            assert "cancel of order mb-BTCUSDT-1" in desk.broker.halted("BTCUSDT")
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "CANCELED", timeout=10,
+                        what="the cancel retried until confirmed")
+            assert not fake.open_orders("BTCUSDT")
+            assert fake.count("DELETE", ORDER_PATH) == 3  # refused twice, then confirmed
+            assert desk.pushed[-1].order.status == "CANCELED"
+            assert desk.broker.halted("BTCUSDT") == ""
+        finally:
+            watcher.cancel()
+            await desk.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("cancel_failures", [1, 2])
+def test_a_new_order_waits_for_the_outcome_of_a_failed_cancel(
+        fake: FakeBinance, tmp_path: Path, cancel_failures: int) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far_below(fake)))
+            fake.fail("5xx", times=cancel_failures, method="DELETE", path=ORDER_PATH)
+            with pytest.raises(ProtocolError, match="tried again") as info:
+                await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-1")
+            assert info.value.code == ErrorCode.TIMEOUT
+            # the target flips: the new order first has the cancel tried again
+            update = await desk.broker.place("BTCUSDT", market(2, "BUY", "0.002"))
+            if cancel_failures == 1:  # confirmed now: the order goes out after it
+                assert desk.order_status("mb-BTCUSDT-1") == "CANCELED"
+                assert update.order.status == "FILLED"
+                calls = [(r.method, r.params.get("newClientOrderId")) for r in fake.requests()
+                         if r.path == ORDER_PATH and r.method in ("DELETE", "POST")]
+                assert calls[-1] == ("POST", "mb-BTCUSDT-2") and calls[-2][0] == "DELETE"
+            else:  # still not confirmed: the new order is refused, naming the cancel
+                assert desk.order_status("mb-BTCUSDT-1") == "NEW"
+                assert update.order.status == "REJECTED"
+                assert "cancel of order mb-BTCUSDT-1 is not confirmed" in update.order.reason
+                assert posts(fake, "mb-BTCUSDT-2") == 0
+                assert len(fake.open_orders("BTCUSDT")) == 1
+        finally:
+            await desk.close()
+
+    run(main())
+
+
+def test_an_order_with_more_trades_than_a_page_is_journaled_in_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pages of one trade (Binance's are 1000): an order's two trades take two pages
+    real_limit = matching.limit_param
+
+    def one_per_page(params: dict[str, str], default: int = 500, most: int = 1000) -> int:
+        return real_limit(params, default, 1)
+
+    monkeypatch.setattr(matching, "limit_param", one_per_page)
+    monkeypatch.setattr("orchestrator.exchange.client.PAGE", 1)
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
+                     balances={"USDT": "10000"}, tick_s=0.3,
+                     start_prices={"BTCUSDT": 50000.0}) as fake:
+        async def main() -> None:
+            desk = await Desk.open(fake, tmp_path / "j.db")
+            try:
+                price = fake.price("BTCUSDT")
+                rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
+                resting = await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+                assert resting.order.status == "NEW"
+                fake.set_price("BTCUSDT", float(price) * 0.97)
+                await until(lambda: not fake.open_orders("BTCUSDT"), timeout=10,
+                            what="both pieces filled on the exchange")
+                assert len(fake.trades("BTCUSDT")) == 2
+                async with desk.broker.ledger.lock("BTCUSDT"):
+                    update = await desk.broker.ledger.look_up(resting.order)
+                assert update is not None and update.order.status == "FILLED"
+                assert len(update.fills) == 2
+                assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+            finally:
+                await desk.close()
+
+        run(main())
