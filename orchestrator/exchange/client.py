@@ -98,7 +98,8 @@ class ExchangeClient:
         from binance import AsyncClient
 
         sdk_class = type("MultibotAsyncClient", (AsyncClient,), {
-            "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s})
+            "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s,
+            "WS_API_URL": endpoints.ws_api_url or AsyncClient.WS_API_URL})
         key = credentials.api_key.reveal() if credentials else None
         secret = credentials.api_secret.reveal() if credentials else None
         sdk = sdk_class(api_key=key, api_secret=secret)  # create() would ping unlimited
@@ -125,6 +126,17 @@ class ExchangeClient:
         manager = BinanceSocketManager(self.sdk, max_queue_size=100_000)
         manager.STREAM_URL = self.endpoints.stream_url
         return manager
+
+    def user_socket(self) -> Any:
+        """python-binance's user data stream socket (``userDataStream.subscribe.signature``
+        over the WebSocket API): an async context manager whose ``recv()`` gives each event.
+        A dropped connection loses its subscription, which python-binance does not renew: it
+        must end the socket (an ``{"e": "error"}`` event) so that the caller subscribes again,
+        instead of reconnecting silently into a session without events."""
+        from binance import BinanceSocketManager
+
+        self.sdk.ws_api.MAX_RECONNECTS = 0
+        return BinanceSocketManager(self.sdk).user_socket()
 
     # --- the one call path --------------------------------------------------------------------
 

@@ -1,0 +1,157 @@
+"""Fills from Binance's user data stream (WebSocket API, userDataStream.subscribe.signature)
+through the exchange broker's ledger, with the REAL python-binance client against the local
+Binance-protocol server: journaled once by trade id whether the stream or polling sees them
+first, renewed after a drop while polling covers, and late bookings seen as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from multibot.wire.protocol import ErrorCode, ProtocolError
+from orchestrator.exchange.userstream import follow_user_stream
+from orchestrator.exchange.watcher import watch
+from tests.exchange_support import (
+    ORDER_PATH,
+    Desk,
+    assert_journal_matches_exchange,
+    fake_server as fake,
+    limit,
+    market,
+    run,
+)
+from tests.fake_binance_support import until
+from tests.fakes.binance import FakeBinance
+
+__all__ = ["fake"]  # the fixture
+
+
+@contextlib.asynccontextmanager
+async def streaming(fake: FakeBinance, path: Path, poll_s: float | None = None,
+                    reconcile_every_s: float = 3600) -> AsyncIterator[Desk]:
+    """A desk following the user data stream; polling only with ``poll_s``."""
+    desk = await Desk.open(fake, path)
+    desk.client.sdk.ws_api.TIMEOUT = 2.0  # python-binance notices a close between receives
+    tasks = [asyncio.create_task(follow_user_stream(desk.broker, resubscribe_s=(0.2,)))]
+    if poll_s is not None:
+        tasks.append(asyncio.create_task(watch(desk.broker, period_s=poll_s,
+                                               reconcile_every_s=reconcile_every_s)))
+    try:
+        await desk.broker.reconcile("BTCUSDT")
+        await until(lambda: desk.broker.stream_healthy, what="the user data stream")
+        yield desk
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        await desk.close()
+
+
+def resting_at(fake: FakeBinance) -> tuple[str, float]:
+    price = fake.price("BTCUSDT")
+    return str((price * Decimal("0.98")).quantize(Decimal("0.01"))), float(price) * 0.97
+
+
+def test_a_resting_fill_arrives_by_the_stream_and_is_journaled_once(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with streaming(fake, tmp_path / "j.db") as desk:  # no polling at all
+            rest_at, crossing = resting_at(fake)
+            resting = await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            assert resting.order.status == "NEW"
+            lookups = fake.count("GET", ORDER_PATH)
+            fake.set_price("BTCUSDT", crossing)
+            await until(lambda: desk.pushed and desk.pushed[-1].order.status == "FILLED",
+                        what="the fill pushed by the stream")
+            assert fake.count("GET", ORDER_PATH) == lookups  # nobody polled
+            [fill] = desk.journal.order_fills("mb-BTCUSDT-1")
+            [trade] = fake.trades("BTCUSDT")
+            assert fill.exchange_trade_id == trade["id"]
+            # polling sees the same trade: journaled once
+            async with desk.broker.ledger.lock("BTCUSDT"):
+                again = await desk.broker.ledger.look_up(resting.order)
+            assert again is not None and not again.fills
+            assert len(desk.journal.fills("BTCUSDT")) == 1
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+
+    run(main())
+
+
+def test_a_dropped_stream_is_renewed_and_polling_covers_meanwhile(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with streaming(fake, tmp_path / "j.db", poll_s=0.05) as desk:
+            rest_at, crossing = resting_at(fake)
+            fake.delay_user_events(30.0)  # the stream says nothing in time: polling must
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            fake.drop_user_streams()
+            await until(lambda: not desk.broker.stream_healthy, what="the stream seen down")
+            fake.set_price("BTCUSDT", crossing)
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
+                        what="the fill found by polling while the stream is down")
+            fake.delay_user_events(0)
+            await until(lambda: desk.broker.stream_healthy
+                        and fake.user_stream_subscriptions() == 1, timeout=10,
+                        what="the stream subscribed again")
+            # fills come by the stream again (the watcher polls slowly now)
+            rest_at, crossing = resting_at(fake)
+            await desk.broker.place("BTCUSDT", limit(2, "BUY", "0.002", rest_at))
+            fake.set_price("BTCUSDT", crossing)
+            await until(lambda: desk.order_status("mb-BTCUSDT-2") == "FILLED", timeout=10,
+                        what="the second fill")
+            assert len(desk.journal.fills("BTCUSDT")) == 2
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+
+    run(main())
+
+
+def test_a_late_booking_is_seen_on_the_stream_and_unblocks_the_symbol(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
+
+    async def main() -> None:
+        async with streaming(fake, tmp_path / "j.db") as desk:  # no polling at all
+            fake.fail("late_booking", delay=1.0)
+            with pytest.raises(ProtocolError) as info:
+                await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            assert info.value.code == ErrorCode.TIMEOUT
+            assert desk.broker.halted("BTCUSDT")
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
+                        what="the late booking, by the stream")
+            assert desk.broker.halted("BTCUSDT") == ""
+            assert desk.pushed[-1].order.status == "FILLED" and desk.pushed[-1].fills
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+
+    run(main())
+
+
+def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
+    monkeypatch.setattr("orchestrator.exchange.ledger.RECV_WINDOW_NS", 200_000_000)
+    monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_MARGIN_NS", 100_000_000)
+
+    async def main() -> None:
+        # polling settles the unknown order; periodic reconciliation is off: only the stream
+        # can tell that the engine booked it after all
+        async with streaming(fake, tmp_path / "j.db", poll_s=0.05) as desk:
+            fake.fail("late_booking", delay=2.5)
+            with pytest.raises(ProtocolError):
+                await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "EXPIRED", timeout=10,
+                        what="closed as never booked")
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
+                        what="adopted from the stream")
+            order = desk.journal.get_order("mb-BTCUSDT-1")
+            assert order is not None
+            assert order.reason.startswith("adopted: the user data stream")
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+
+    run(main())
