@@ -124,8 +124,6 @@ async def _adopt_trades(ledger: Ledger, symbol: str) -> list[OrderUpdate]:
         return []  # nothing of this symbol was ever sent: no trade can be ours
     start = max(max(known, default=-1), ledger.trade_cursor.get(symbol, -1)) + 1
     trades = await client.my_trades(symbol, from_id=start)
-    if trades:
-        ledger.trade_cursor[symbol] = trades[-1].trade_id
     by_order: dict[int, list[FillReport]] = {}
     for trade in trades:
         if trade.trade_id not in known and trade.order_id is not None:
@@ -135,6 +133,8 @@ async def _adopt_trades(ledger: Ledger, symbol: str) -> list[OrderUpdate]:
         update = await _adopt_order(ledger, symbol, order_id, fills)
         if update is not None:
             updates.append(update)
+    if trades:  # every one looked at: the next round starts after them
+        ledger.trade_cursor[symbol] = trades[-1].trade_id
     return updates
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _MAX_WAIT_S = 1.0  # a round is skipped rather than queued behind the rate limits
 STREAM_SLOWDOWN = 10  # polling period multiplier while the user data stream is healthy
 RECONCILE_EVERY_S = 60.0  # at least; longer when many symbols trade (see _reconcile_due)
-_RECONCILE_SHARE = 0.1  # of the weight budget, at most, for periodic reconciliation
+_RECONCILE_SHARE = 0.5  # of the pollers' weight budget, at most, for periodic reconciliation
 
 
 async def watch(broker: ExchangeBroker, period_s: float = 1.0,
@@ -53,8 +53,9 @@ async def watch(broker: ExchangeBroker, period_s: float = 1.0,
             elif unknown.due(order.client_order_id):
                 await _settle(broker, order.symbol, order.client_order_id, unknown)
         unknown.keep_only({o.client_order_id for o in orders})
+        # a round reads the account (20) and each symbol's new trades (20 each)
         every = max(reconcile_every_s,
-                    len(broker.traded) * 20 / (cost_per_s * _RECONCILE_SHARE))
+                    20 * (1 + len(broker.traded)) / (cost_per_s * _RECONCILE_SHARE))
         if time.monotonic() - reconciled_at >= every:
             reconciled_at = time.monotonic()
             await reconcile_all(broker)
