@@ -10,14 +10,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from binance import BinanceSocketManager
 
 from multibot.wire.protocol import ErrorCode, ProtocolError
-from orchestrator.exchange.userstream import follow_user_stream
+from orchestrator.exchange.userstream import follow_user_stream, on_execution
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
+    KEY,
     ORDER_PATH,
+    SECRET,
     Desk,
     assert_journal_matches_exchange,
     fake_server as fake,
@@ -25,7 +29,7 @@ from tests.exchange_support import (
     market,
     run,
 )
-from tests.fake_binance_support import until
+from tests.fake_binance_support import client_for, until
 from tests.fakes.binance import FakeBinance
 
 __all__ = ["fake"]  # the fixture
@@ -153,5 +157,33 @@ def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
             assert order is not None
             assert order.reason.startswith("adopted: the user data stream")
             assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+
+    run(main())
+
+
+def test_events_twice_and_out_of_order_are_journaled_once_and_never_move_back(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")  # no stream task: we hand it events
+        try:
+            async with client_for(fake, KEY, SECRET) as recorder:
+                recorder.ws_api.TIMEOUT = 2.0
+                async with BinanceSocketManager(recorder).user_socket() as user:
+                    rest_at, crossing = resting_at(fake)
+                    await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+                    fake.set_price("BTCUSDT", crossing)
+                    events: list[dict[str, Any]] = []
+                    while not any(e.get("X") == "FILLED" for e in events):
+                        events.append(dict(await asyncio.wait_for(user.recv(), 5)))
+            new, trade = (next(e for e in events if e.get("x") == kind)
+                          for kind in ("NEW", "TRADE"))
+            for event in (trade, new, trade, new):  # the fill first, then old news, twice
+                await on_execution(desk.broker, event)
+            assert desk.order_status("mb-BTCUSDT-1") == "FILLED"
+            assert [u.order.status for u in desk.pushed] == ["FILLED"]
+            assert len(desk.journal.fills("BTCUSDT")) == 1
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            await desk.close()
 
     run(main())
