@@ -162,28 +162,37 @@ def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
 
 
 def test_events_twice_and_out_of_order_are_journaled_once_and_never_move_back(
-        fake: FakeBinance, tmp_path: Path) -> None:
-    async def main() -> None:
-        desk = await Desk.open(fake, tmp_path / "j.db")  # no stream task: we hand it events
-        try:
-            async with client_for(fake, KEY, SECRET) as recorder:
-                recorder.ws_api.TIMEOUT = 2.0
-                async with BinanceSocketManager(recorder).user_socket() as user:
-                    rest_at, crossing = resting_at(fake)
-                    await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
-                    fake.set_price("BTCUSDT", crossing)
-                    events: list[dict[str, Any]] = []
-                    while not any(e.get("X") == "FILLED" for e in events):
-                        events.append(dict(await asyncio.wait_for(user.recv(), 5)))
-            new, trade = (next(e for e in events if e.get("x") == kind)
-                          for kind in ("NEW", "TRADE"))
-            for event in (trade, new, trade, new):  # the fill first, then old news, twice
-                await on_execution(desk.broker, event)
-            assert desk.order_status("mb-BTCUSDT-1") == "FILLED"
-            assert [u.order.status for u in desk.pushed] == ["FILLED"]
-            assert len(desk.journal.fills("BTCUSDT")) == 1
-            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
-        finally:
-            await desk.close()
+        tmp_path: Path) -> None:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
+                     balances={"USDT": "10000"}, tick_s=0.2,
+                     start_prices={"BTCUSDT": 50000.0}) as fake:  # fills in two pieces
+        run(_replayed(fake, tmp_path))
 
-    run(main())
+
+async def _replayed(fake: FakeBinance, tmp_path: Path) -> None:
+    desk = await Desk.open(fake, tmp_path / "j.db")  # no stream task: we hand it the events
+    try:
+        async with client_for(fake, KEY, SECRET) as recorder:
+            recorder.ws_api.TIMEOUT = 2.0
+            async with BinanceSocketManager(recorder).user_socket() as user:
+                rest_at, crossing = resting_at(fake)
+                await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+                fake.set_price("BTCUSDT", crossing)
+                events: list[dict[str, Any]] = []
+                while not any(e.get("X") == "FILLED" for e in events):
+                    events.append(dict(await asyncio.wait_for(user.recv(), 5)))
+        new = next(e for e in events if e.get("x") == "NEW")
+        half, rest = (e for e in events if e.get("x") == "TRADE")
+        for event in (half, new, half, new):  # a piece, then old news, twice
+            await on_execution(desk.broker, event)
+        order = desk.journal.get_order("mb-BTCUSDT-1")
+        assert order is not None and order.status == "PARTIALLY_FILLED"
+        assert order.executed_qty == "0.001"
+        for event in (rest, half, rest):
+            await on_execution(desk.broker, event)
+        assert desk.order_status("mb-BTCUSDT-1") == "FILLED"
+        assert [u.order.status for u in desk.pushed] == ["PARTIALLY_FILLED", "FILLED"]
+        assert len(desk.journal.fills("BTCUSDT")) == 2
+        assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+    finally:
+        await desk.close()
