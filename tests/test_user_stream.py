@@ -116,6 +116,20 @@ def test_a_dropped_stream_is_renewed_and_polling_covers_meanwhile(
     run(main())
 
 
+def test_polling_slows_down_while_the_stream_is_healthy(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with streaming(fake, tmp_path / "j.db", poll_s=0.05) as desk:
+            far = str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far))
+            before = fake.count("GET", ORDER_PATH)
+            await asyncio.sleep(1.5)  # a measurement over a fixed time, not a wait
+            # without the stream a round every 0.05 s (9 look-ups here); 10x slower with it
+            assert fake.count("GET", ORDER_PATH) - before <= 4
+
+    run(main())
+
+
 def test_a_late_booking_is_seen_on_the_stream_and_unblocks_the_symbol(
         fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
