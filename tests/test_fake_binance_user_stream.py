@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException
 
@@ -90,7 +91,7 @@ def test_every_order_change_and_fill_is_pushed(fake: FakeBinance) -> None:
     run(scenario())
 
 
-def test_resting_fills_and_late_bookings_are_pushed(fake: FakeBinance) -> None:
+def test_resting_fills_expiries_and_late_bookings_are_pushed(fake: FakeBinance) -> None:
     async def scenario() -> None:
         async with client_for(fake) as client, user_socket(client) as user:
             await client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT",
@@ -144,6 +145,21 @@ def test_a_dropped_connection_ends_the_subscription(fake: FakeBinance) -> None:
             finally:
                 user._subscription_id = None  # nothing left to unsubscribe
                 await user.__aexit__(None, None, None)
+    run(scenario())
+
+
+def test_a_terminated_subscription_says_so_then_goes_quiet(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client, user_socket(client) as user:
+            fake.terminate_user_streams()
+            events = await events_until(user, lambda ev: bool(ev))
+            assert events[0]["e"] == "eventStreamTerminated"
+            await until(lambda: fake.user_stream_subscriptions() == 0)
+            await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                      quantity="0.001", newClientOrderId="quiet")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(user.recv(), 0.5)  # nothing more on this subscription
+            assert client.ws_api.ws is not None  # the connection itself is still up
     run(scenario())
 
 

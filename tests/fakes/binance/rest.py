@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes.binance.book import limit_param, order_id_param
 from tests.fakes.binance.errors import ApiError, bad_request, illegal, invalid_symbol, mandatory
 from tests.fakes.binance.faults import (
     BEFORE,
@@ -24,9 +25,9 @@ from tests.fakes.binance.faults import (
     before_error,
     server_error,
 )
+from tests.fakes.binance.history import trades_weight
 from tests.fakes.binance.limits import WEIGHT_HEADER
 from tests.fakes.binance.market import INTERVALS_MS
-from tests.fakes.binance.matching import limit_param, order_id_param
 from tests.fakes.binance.state import FakeState, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                                          _open_orders),
     ("GET", "/api/v3/allOrders"): Route(lambda p: 20, True, lambda s, p: s.account.all_orders(
         _symbol(s, p), p)),
-    ("GET", "/api/v3/myTrades"): Route(lambda p: 20, True, lambda s, p: s.account.my_trades(
+    ("GET", "/api/v3/myTrades"): Route(trades_weight, True, lambda s, p: s.account.my_trades(
         _symbol(s, p), p)),
     ("GET", "/api/v3/account"): Route(lambda p: 20, True,
                                       lambda s, p: s.account.view(s.server_ms())),

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from tests.fakes.binance.auth import Signer
 from tests.fakes.binance.errors import ApiError
@@ -95,9 +95,11 @@ class FakeState:
 
     def verify_ws(self, params: dict[str, str]) -> None:
         """A signed WebSocket API request: the payload is its params but the signature,
-        sorted by name and URL-encoded (what python-binance signs)."""
+        sorted by name and URL-encoded (what python-binance signs). It is checked as the
+        query string of a REST request would be (the signature percent-encoded, as REST
+        clients send it: an Ed25519 or RSA one is base64)."""
         payload = urlencode(sorted((k, v) for k, v in params.items() if k != "signature"))
-        query = f"{payload}&signature={params.get('signature', '')}"
+        query = f"{payload}&signature={quote(params.get('signature', ''), safe='')}"
         self.signer.check(params.get("apiKey"), query, "", params, self.server_ms())
 
     def book_late(self, now: float) -> None:
@@ -123,6 +125,19 @@ class FakeState:
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
                  "limit": 61000},
             ],
-            "exchangeFilters": copy.deepcopy(info.get("exchangeFilters", [])),
-            "symbols": [copy.deepcopy(self.rules[s].info) for s in symbols],
+            "exchangeFilters": self._exchange_filters(info),
+            "symbols": [self._symbol_info(s) for s in symbols],
         }
+
+    def _exchange_filters(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        filters = [f for f in copy.deepcopy(info.get("exchangeFilters", []))
+                   if f.get("filterType") != "EXCHANGE_MAX_NUM_ORDERS"]
+        if self.account.max_open_orders:
+            filters.append({"filterType": "EXCHANGE_MAX_NUM_ORDERS",
+                            "maxNumOrders": self.account.max_open_orders})
+        return filters
+
+    def _symbol_info(self, symbol: str) -> dict[str, Any]:
+        info = copy.deepcopy(self.rules[symbol].info)
+        info["status"] = self.account.status[symbol]
+        return info

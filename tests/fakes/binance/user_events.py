@@ -6,12 +6,10 @@ the WebSocket API pushes them to its subscriptions (ws_api.py)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tests.fakes.binance.book import Order
 from tests.fakes.binance.errors import f8
-
-if TYPE_CHECKING:
-    from tests.fakes.binance.matching import Order
 
 _ZERO = Decimal(0)
 

@@ -14,9 +14,12 @@ Point python-binance at it with ``WS_API_URL = fake.ws_api_url`` on an AsyncClie
 ``BinanceSocketManager(client).user_socket()``.
 
 Faults (FakeBinance methods): ``drop_user_streams()`` cuts every WebSocket API connection
-(no close frame; the subscriptions die with it, as on Binance) and ``delay_user_events(s)``
+(no close frame; the subscriptions die with it, as on Binance); ``terminate_user_streams()``
+ends every subscription with an ``eventStreamTerminated`` event while the connection stays
+up (no event comes after it, silently for a client that ignores it); ``delay_user_events(s)``
 pushes each later event ``s`` seconds after it happened (0 restores), so polling fallbacks can
-be tested. ``user_stream_lifetime_s`` closes each connection that long after it opened."""
+be tested. ``set_connection_lifetime(s)`` closes each connection ``s`` seconds after it opened
+(streams.py)."""
 
 from __future__ import annotations
 
@@ -158,6 +161,17 @@ class WsApi:
             raise ApiError(400, -1000, f"Unknown method {method!r}.")
         except ApiError as error:
             return _error(ident, error)
+
+    def terminate(self, now_ms: int) -> None:
+        """eventStreamTerminated on every subscription, which then ends (loop thread)."""
+        with self._lock:
+            ended = [(c, sorted(c.subscriptions)) for c in self._conns]
+            for conn, _ in ended:
+                conn.subscriptions.clear()
+        for conn, ids in ended:
+            for ident in ids:
+                conn.send({"subscriptionId": ident,
+                           "event": {"e": "eventStreamTerminated", "E": now_ms}})
 
     async def drop_all(self, timeout: float = 2.0) -> None:
         with self._lock:
