@@ -1,6 +1,7 @@
 """Cancels retried until the exchange confirms the order final, a new order that waits for a
-cancel's outcome, and myTrades paged with fromId: the exchange broker with the REAL
-python-binance client against the local Binance-protocol server."""
+cancel's outcome, myTrades paged with fromId, and MAX_NUM_ORDERS over our open orders: the
+exchange broker with the REAL python-binance client against the local Binance-protocol
+server."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from multibot.wire.protocol import ErrorCode, ProtocolError
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
-    KEY,
     ORDER_PATH,
-    SECRET,
     Desk,
     assert_journal_matches_exchange,
     fake_server as fake,
@@ -25,7 +25,7 @@ from tests.exchange_support import (
     run,
 )
 from tests.fake_binance_support import until
-from tests.fakes.binance import FakeBinance, matching
+from tests.fakes.binance import FakeBinance
 
 __all__ = ["fake"]  # the fixture
 
@@ -93,35 +93,41 @@ def test_a_new_order_waits_for_the_outcome_of_a_failed_cancel(
 
 
 def test_an_order_with_more_trades_than_a_page_is_journaled_in_full(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # pages of one trade (Binance's are 1000): an order's two trades take two pages
-    real_limit = matching.limit_param
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            # a thin book: a MARKET BUY of 0.012 takes 1200 levels of 0.00001, one trade each
+            fake.set_liquidity("BTCUSDT", levels=["0.00001"] * 1200, level_ticks=0)
+            fake.fail("5xx_after_accept", method="POST", path=ORDER_PATH)  # its fills are lost
+            update = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.012"))
+            assert update.order.status == "FILLED"  # found, with every trade from myTrades
+            assert len(update.fills) == len(fake.trades("BTCUSDT")) == 1200
+            pages = [r.params for r in fake.requests() if r.path == "/api/v3/myTrades"]
+            assert len(pages) == 2 and pages[1]["fromId"] == str(
+                fake.trades("BTCUSDT")[1000]["id"])
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            await desk.close()
 
-    def one_per_page(params: dict[str, str], default: int = 500, most: int = 1000) -> int:
-        return real_limit(params, default, 1)
+    run(main())
 
-    monkeypatch.setattr(matching, "limit_param", one_per_page)
-    monkeypatch.setattr("orchestrator.exchange.client.PAGE", 1)
-    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
-                     balances={"USDT": "10000"}, tick_s=0.3,
-                     start_prices={"BTCUSDT": 50000.0}) as fake:
-        async def main() -> None:
-            desk = await Desk.open(fake, tmp_path / "j.db")
-            try:
-                price = fake.price("BTCUSDT")
-                rest_at = str((price * Decimal("0.98")).quantize(Decimal("0.01")))
-                resting = await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
-                assert resting.order.status == "NEW"
-                fake.set_price("BTCUSDT", float(price) * 0.97)
-                await until(lambda: not fake.open_orders("BTCUSDT"), timeout=10,
-                            what="both pieces filled on the exchange")
-                assert len(fake.trades("BTCUSDT")) == 2
-                async with desk.broker.ledger.lock("BTCUSDT"):
-                    update = await desk.broker.ledger.look_up(resting.order)
-                assert update is not None and update.order.status == "FILLED"
-                assert len(update.fills) == 2
-                assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
-            finally:
-                await desk.close()
 
-        run(main())
+def test_max_num_orders_counts_the_symbols_open_orders(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            rules = desk.broker.book.rules["BTCUSDT"]
+            desk.broker.add_rules(msgspec.structs.replace(rules, max_num_orders=1))
+            first = await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far_below(fake)))
+            assert first.order.status == "NEW"
+            second = await desk.broker.place("BTCUSDT", limit(2, "BUY", "0.002",
+                                                                 far_below(fake)))
+            assert second.order.status == "REJECTED"
+            assert "MAX_NUM_ORDERS" in second.order.reason
+            assert posts(fake, "mb-BTCUSDT-2") == 0
+        finally:
+            await desk.close()
+
+    run(main())

@@ -158,7 +158,8 @@ class ExchangeBroker(BookQueries):
         limit = parse_decimal(price, "price") if price is not None else None
         if order.type == OrderType.LIMIT and limit is None:
             raise ProtocolError(ErrorCode.BAD_BODY, "a LIMIT order needs a price")
-        check_order(rules, order.side, order.type, qty, limit, self.book.last_price(symbol))
+        check_order(rules, order.side, order.type, qty, limit, self.book.last_price(symbol),
+                    len(self.book.open_orders(symbol)))  # ours: MAX_NUM_ORDERS
         if order.side == Side.SELL:
             held, locked = self.book.sell_balance(symbol)
             if qty > held - locked:

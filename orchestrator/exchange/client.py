@@ -284,7 +284,8 @@ class ExchangeClient:
         only: dict[str, Any] = {} if order_id is None else {"orderId": order_id}
         while True:
             page = [_read(trade_report, trade) for trade in await self.call(
-                "get_my_trades", symbol=symbol, fromId=from_id, limit=PAGE, **only)]
+                "get_my_trades", weight=5 if only else 20, symbol=symbol, fromId=from_id,
+                limit=PAGE, **only)]
             trades.extend(page)
             if len(page) < PAGE:
                 return trades
