@@ -73,6 +73,8 @@ def test_5xx_after_the_exchange_accepted_leaves_exactly_one_order(
 @pytest.mark.parametrize(("kind", "code", "options"), [
     ("-2010", "insufficient_balance", {}),
     ("-2010", "order_rejected", {"msg": "Duplicate order sent."}),  # -2010 is not only balance
+    ("-2010", "order_rejected", {"msg": "Market is closed."}),
+    ("-2010", "order_rejected", {"msg": "Filter failure: EXCHANGE_MAX_NUM_ORDERS"}),
     ("-1013", "order_rejected", {}),
 ])
 def test_rejections_are_journaled_reported_and_not_retried(

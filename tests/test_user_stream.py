@@ -116,6 +116,32 @@ def test_a_dropped_stream_is_renewed_and_polling_covers_meanwhile(
     run(main())
 
 
+@pytest.mark.parametrize("ending", ["terminated", "lifetime"])
+def test_a_subscription_that_ends_is_renewed(
+        fake: FakeBinance, tmp_path: Path, ending: str) -> None:
+    """eventStreamTerminated (the connection stays up, events stop) and the connection's
+    lifetime (Binance's 24 h) both end the subscription: a new one brings fills again."""
+    async def main() -> None:
+        if ending == "lifetime":
+            fake.set_connection_lifetime(1.0)
+        async with streaming(fake, tmp_path / "j.db") as desk:  # no polling at all
+            fake.set_connection_lifetime(None)  # for the connections to come
+            subscribed = desk.broker.stream_subscriptions
+            if ending == "terminated":
+                fake.terminate_user_streams()
+            await until(lambda: desk.broker.stream_subscriptions > subscribed
+                        and fake.user_stream_subscriptions() == 1, timeout=10,
+                        what="a new subscription")
+            await until(lambda: desk.broker.stream_healthy, what="the stream healthy again")
+            rest_at, crossing = resting_at(fake)
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            fake.set_price("BTCUSDT", crossing)
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
+                        what="the fill, by the renewed stream")
+
+    run(main())
+
+
 def test_polling_slows_down_while_the_stream_is_healthy(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:

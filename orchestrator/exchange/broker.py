@@ -62,6 +62,7 @@ class ExchangeBroker(BookQueries):
         self.suspect: set[str] = set()  # symbols short once: halted if short again
         self.traded: set[str] = set()  # reconciled at start-up: reconciled periodically
         self.stream_healthy = False  # the user data stream brings fills: poll less
+        self.stream_subscriptions = 0  # user data stream subscriptions made so far
         for order in journal.orders(open_only=True):
             self.book.track(order)
 

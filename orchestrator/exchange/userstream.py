@@ -52,6 +52,7 @@ async def follow_user_stream(broker: ExchangeBroker,
             try:
                 async with broker.client.user_socket() as socket:
                     broker.stream_healthy = True
+                    broker.stream_subscriptions += 1
                     failures = 0
                     log.info("user data stream subscribed: fills arrive as they happen")
                     while True:
