@@ -19,6 +19,7 @@ from tests.exchange_support import (
     Desk,
     assert_journal_matches_exchange,
     fake_server as fake,
+    limit,
     market,
     posts,
     run,
@@ -161,6 +162,29 @@ def test_an_order_closed_as_never_booked_then_booked_is_adopted_by_reconciliatio
             assert [u.order.status for u in desk.pushed
                     if u.order.client_order_id == "mb-BTCUSDT-1"] == ["EXPIRED", "FILLED"]
             assert desk.broker.halted("BTCUSDT") == ""
+
+    run(main())
+
+
+def test_a_resting_order_booked_after_it_was_closed_is_adopted_from_open_orders(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    short_recv_window(monkeypatch)
+
+    async def main() -> None:
+        async with watched(fake, tmp_path / "j.db") as desk:
+            far = str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
+            fake.fail("late_booking", delay=2.0)
+            with pytest.raises(ProtocolError):
+                await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far))
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "EXPIRED", timeout=10,
+                        what="the order closed as never booked")
+            # booked later: it rests, with no trade to give it away
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "NEW", timeout=15,
+                        what="the resting order adopted")
+            assert [o.client_order_id for o in desk.broker.open_orders("BTCUSDT")] == [
+                "mb-BTCUSDT-1"]
+            canceled = await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-1")  # ours to cancel
+            assert canceled.order.status == "CANCELED" and not fake.open_orders("BTCUSDT")
 
     run(main())
 

@@ -4,10 +4,11 @@ start-up (before it trades; ``reconcile``) and periodically while it trades (``c
 - every order the journal holds as open is looked up and journaled as the exchange has it
   (filled while we were away, cancelled on the website); one whose outcome is unknown is
   settled on evidence only (orchestrator.exchange.unknown), else the symbol does not start;
-- every open order of the symbol on the exchange must be one of those: orders are journaled
-  before they are sent, so any other open order (placed by hand, by another program, or by
-  another multibot home on the same account: client order ids repeat across homes) is not
-  this home's, and the symbol does not trade while it is there;
+- every open order of the symbol on the exchange must be one of those (or one of ours closed
+  as never booked, which is adopted): orders are journaled before they are sent, so any
+  other open order (placed by hand, by another program, or by another multibot home on the
+  same account: client order ids repeat across homes) is not this home's, and the symbol
+  does not start while it is there;
 - the symbol's trades since the last one journaled (myTrades, paged with fromId) are matched
   to their orders: a trade of one of our journaled orders that the journal lacks (an order
   booked late, after it was closed as never booked, say) is adopted, the order's state
@@ -30,8 +31,8 @@ from orchestrator.broker.base import NotReconciled
 from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.ledger import Ledger
 from orchestrator.exchange.orders import describe
-from orchestrator.exchange.reports import AccountReport, FillReport
-from orchestrator.exchange.unknown import settle_unknown
+from orchestrator.exchange.reports import AccountReport, FillReport, OrderStatusReport
+from orchestrator.exchange.unknown import NEVER_BOOKED, settle_unknown
 
 __all__ = ["check", "reconcile"]
 
@@ -54,7 +55,8 @@ async def check(ledger: Ledger, symbol: str,
     the worker) and compare ``account`` with the journal; the problem that must stop the
     symbol's trading, or "". Raises ExchangeError when the exchange cannot be asked."""
     async with ledger.lock(symbol):
-        updates = await _adopt_trades(ledger, symbol)
+        updates, _ = await _open_elsewhere(ledger, symbol)
+        updates += await _adopt_trades(ledger, symbol)
         return updates, _shortfall(ledger, symbol, account)
 
 
@@ -83,12 +85,13 @@ async def _reconcile(ledger: Ledger, symbol: str) -> list[str]:
         if update.order.status != order.status or update.fills:
             changes.append(f"{coid}: {order.status} -> {update.order.status} "
                            f"({len(update.fills)} new fills)")
-    mine = {o.client_order_id for o in book.open_orders(symbol)}
-    for report in await ledger.client.open_orders(symbol):
-        if report.client_order_id not in mine:
-            problems.append(
-                f"open order {describe(report)} was not placed by this multibot home: cancel it "
-                "(or trade this symbol from one place only), then `multibot up` it again")
+    adopted, foreign = await _open_elsewhere(ledger, symbol)
+    for update in adopted:
+        changes.append(f"{update.order.client_order_id}: adopted, {update.order.status}")
+    for report in foreign:
+        problems.append(
+            f"open order {describe(report)} was not placed by this multibot home: cancel it "
+            "(or trade this symbol from one place only), then `multibot up` it again")
     for update in await _adopt_trades(ledger, symbol):
         changes.append(f"{update.order.client_order_id}: {update.order.status} "
                        f"({len(update.fills)} trades adopted)")
@@ -113,6 +116,26 @@ def _shortfall(ledger: Ledger, symbol: str, account: AccountReport) -> str:
         log.debug("%s: the account holds %s %s, the journal %s (the rest is not this bot's)",
                   symbol, fmt(held), rules.base_asset, fmt(journaled))
     return ""
+
+
+async def _open_elsewhere(ledger: Ledger, symbol: str
+                          ) -> tuple[list[OrderUpdate], list[OrderStatusReport]]:
+    """The symbol's open orders on the exchange that the journal does not hold as open:
+    ours closed as never booked and booked after all are adopted (their updates); the
+    others are not this home's (returned)."""
+    mine = {o.client_order_id for o in ledger.book.open_orders(symbol)}
+    adopted: list[OrderUpdate] = []
+    foreign: list[OrderStatusReport] = []
+    for report in await ledger.client.open_orders(symbol):
+        if report.client_order_id in mine:
+            continue
+        order = ledger.journal.get_order(report.client_order_id)
+        if (order is not None and order.symbol == symbol
+                and order.reason.startswith(NEVER_BOOKED) and ledger.is_ours(order, report)):
+            adopted.append(await ledger.adopt(order, report, "openOrders"))
+        else:
+            foreign.append(report)
+    return adopted, foreign
 
 
 async def _adopt_trades(ledger: Ledger, symbol: str) -> list[OrderUpdate]:

@@ -53,9 +53,9 @@ async def watch(broker: ExchangeBroker, period_s: float = 1.0,
             elif unknown.due(order.client_order_id):
                 await _settle(broker, order.symbol, order.client_order_id, unknown)
         unknown.keep_only({o.client_order_id for o in orders})
-        # a round reads the account (20) and each symbol's new trades (20 each)
+        # a round reads the account (20), and each symbol's open orders (6) and trades (20)
         every = max(reconcile_every_s,
-                    20 * (1 + len(broker.traded)) / (cost_per_s * _RECONCILE_SHARE))
+                    (20 + 26 * len(broker.traded)) / (cost_per_s * _RECONCILE_SHARE))
         if time.monotonic() - reconciled_at >= every:
             reconciled_at = time.monotonic()
             await reconcile_all(broker)
