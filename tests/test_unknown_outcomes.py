@@ -79,6 +79,8 @@ def test_a_late_booking_is_journaled_once_and_no_second_entry_is_placed(
             assert second.order.reason.startswith("not_available: BTCUSDT places nothing new")
             assert "mb-BTCUSDT-1" in second.order.reason
             assert "mb-BTCUSDT-1" in desk.broker.halted("BTCUSDT")
+            other = await desk.broker.place("ETHUSDT", market(1, "BUY", "0.01", "ETHUSDT"))
+            assert other.order.status == "FILLED"  # only that symbol waits
             await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
                         what="the late booking found and journaled")
             assert desk.broker.halted("BTCUSDT") == ""
