@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from multibot.wire.protocol import ErrorCode, ProtocolError
+from orchestrator.exchange import ledger
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
     ORDER_PATH,
@@ -131,3 +132,17 @@ def test_max_num_orders_counts_the_symbols_open_orders(
             await desk.close()
 
     run(main())
+
+
+def test_every_signed_request_carries_the_recv_window_the_evidence_assumes(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+        finally:
+            await desk.close()
+
+    run(main())
+    [posted] = [r for r in fake.requests() if r.method == "POST" and r.path == ORDER_PATH]
+    assert int(posted.params["recvWindow"]) * 1_000_000 == ledger.RECV_WINDOW_NS

@@ -44,6 +44,7 @@ _READ_RETRIES = (0.25, 1.0, 2.0)  # back-off between retries of an idempotent re
 # Longer than this behind the limits (or a 429/418): give up on the request. An order is
 # worth less the later it goes out, so it waits less than a read.
 _MAX_RATE_WAIT_S = {"read": 130.0, "order": 15.0}
+RECV_WINDOW_MS = 10_000  # every signed request's recvWindow: refused once older than this
 UNKNOWN_CODES = {-1006, -1007}  # "unexpected response" / "timeout": execution status unknown
 
 
@@ -99,7 +100,8 @@ class ExchangeClient:
 
         sdk_class = type("MultibotAsyncClient", (AsyncClient,), {
             "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s,
-            "WS_API_URL": endpoints.ws_api_url or AsyncClient.WS_API_URL})
+            "WS_API_URL": endpoints.ws_api_url or AsyncClient.WS_API_URL,
+            "REQUEST_RECVWINDOW": RECV_WINDOW_MS})
         key = credentials.api_key.reveal() if credentials else None
         secret = credentials.api_secret.reveal() if credentials else None
         sdk = sdk_class(api_key=key, api_secret=secret)  # create() would ping unlimited

@@ -22,17 +22,22 @@ from multibot.market.records import FillView, OrderView
 from multibot.wire.protocol import OrderUpdate
 from orchestrator.broker.book import Book
 from orchestrator.broker.journal import Journal
-from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown, Rejected, Unavailable
+from orchestrator.exchange.client import (
+    RECV_WINDOW_MS,
+    ExchangeClient,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from orchestrator.exchange.orders import fill_view, journal_status, matches_intent
 from orchestrator.exchange.reports import OrderStatusReport, number
 
 log = logging.getLogger(__name__)
 
-# python-binance signs every request with recvWindow=10000: Binance refuses a request older
-# than that, except for delays inside its matching engine, so an order it does not know by
-# then is only *probably* not booked; the evidence that it was not is gathered by
-# orchestrator.exchange.unknown, never assumed from the time alone.
-RECV_WINDOW_NS = 10 * 10**9
+# Binance refuses a request older than its recvWindow, except for delays inside its matching
+# engine, so an order it does not know by then is only *probably* not booked; the evidence
+# that it was not is gathered by orchestrator.exchange.unknown, never assumed from the time.
+RECV_WINDOW_NS = RECV_WINDOW_MS * 1_000_000
 SETTLE_MARGIN_NS = 5 * 10**9  # on top of the recvWindow: clock skew, transit
 CLOCK_TOLERANCE_NS = 60 * 10**9
 UNKNOWN = "outcome unknown"  # how the reason of an order of unknown outcome begins
