@@ -16,9 +16,14 @@ import pytest
 from binance import BinanceSocketManager
 
 from multibot.wire.protocol import ErrorCode, ProtocolError
+from orchestrator.exchange.client import ExchangeClient
+from orchestrator.exchange.credentials import load_credentials
+from orchestrator.exchange.endpoints import WS_API_ENV, resolve_endpoints
 from orchestrator.exchange.userstream import follow_user_stream, on_execution
+from orchestrator.exchange.venue import trading_rules
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
+    ENV,
     KEY,
     ORDER_PATH,
     SECRET,
@@ -236,3 +241,33 @@ async def _replayed(fake: FakeBinance, tmp_path: Path) -> None:
         assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
     finally:
         await desk.close()
+
+
+def test_a_stream_that_cannot_be_had_does_not_stop_trading(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    async def main() -> None:
+        nowhere = {WS_API_ENV: "ws://127.0.0.1:9/ws-api/v3"}  # nothing listens there
+        endpoints = resolve_endpoints("testnet", fake.rest_url, fake.stream_url, nowhere)
+        client = await ExchangeClient.connect(endpoints, load_credentials("testnet", environ=ENV))
+        desk = Desk(fake, tmp_path / "j.db", client)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for rules in trading_rules(await client.exchange_info()).values():
+                desk.broker.add_rules(rules)
+                desk.price_bar(rules.symbol)
+            tasks += [asyncio.create_task(follow_user_stream(desk.broker, resubscribe_s=(0.1,))),
+                      asyncio.create_task(watch(desk.broker, period_s=0.05))]
+            rest_at, crossing = resting_at(fake)
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            fake.set_price("BTCUSDT", crossing)
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
+                        what="the fill, found by polling")
+            assert not desk.broker.stream_healthy and desk.broker.stream_subscriptions == 0
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await desk.close()
+
+    run(main())
