@@ -71,3 +71,19 @@ def test_all_orders_pages_by_order_id_and_time(fake: FakeBinance) -> None:
             error = await api_error(client.get_all_orders(symbol="BTCUSDT", limit=1001))
             assert error.code == -1130
     run(scenario())
+
+
+def test_a_smaller_page_for_tests(fake: FakeBinance) -> None:
+    trade_many(fake, 5)
+    fake.set_max_page(2)
+
+    async def scenario() -> None:
+        async with client_for(fake) as client:
+            assert len(await client.get_my_trades(symbol="BTCUSDT")) == 2  # the default too
+            first = await client.get_my_trades(symbol="BTCUSDT", fromId=0, limit=2)
+            rest = await client.get_my_trades(symbol="BTCUSDT", fromId=first[-1]["id"] + 1,
+                                              limit=2)
+            assert [t["id"] for t in first + rest] == [t["id"] for t in fake.trades()][:4]
+            assert (await api_error(client.get_all_orders(symbol="BTCUSDT", limit=3))
+                    ).code == -1130
+    run(scenario())

@@ -2,6 +2,8 @@
 
 - ``limit``: default 500, at most 1000; outside 1..1000 the request fails (-1130), so a client
   that asks for more than a page learns it at once instead of silently getting 1000.
+  ``FakeBinance.set_max_page(n)`` lowers the 1000 (and the default) so a paging test needs
+  only a few trades.
 - allOrders (weight 20): ``orderId`` → orders with an id >= it, oldest first, ``limit`` of
   them; ``startTime`` → orders created at or after it, oldest first; ``endTime`` bounds the
   creation time; otherwise the most recent ``limit``. Always in ascending id order.
@@ -28,11 +30,11 @@ _TRADE_COMBOS = {frozenset(), frozenset({"orderId"}), frozenset({"startTime"}),
 T = TypeVar("T")
 
 
-def page_limit(params: dict[str, str]) -> int:
+def page_limit(params: dict[str, str], most: int = MAX_LIMIT) -> int:
     value = order_id_param(params, "limit")
     if value is None:
-        return DEFAULT_LIMIT
-    if not 1 <= value <= MAX_LIMIT:
+        return min(DEFAULT_LIMIT, most)
+    if not 1 <= value <= most:
         raise bad_request(-1130, "Data sent for parameter 'limit' is not valid.")
     return value
 
@@ -56,8 +58,9 @@ def _page(items: Sequence[T], key: Callable[[T], int], time_of: Callable[[T], in
     return chosen[:limit] if from_key is not None or start is not None else chosen[-limit:]
 
 
-def all_orders(orders: Sequence[Order], params: dict[str, str]) -> list[dict[str, Any]]:
-    limit = page_limit(params)
+def all_orders(orders: Sequence[Order], params: dict[str, str],
+               most: int = MAX_LIMIT) -> list[dict[str, Any]]:
+    limit = page_limit(params, most)
     start, end = _window(params)
     page = _page(orders, lambda o: o.order_id, lambda o: o.time,
                  order_id_param(params, "orderId"), start, end, limit)
@@ -68,11 +71,12 @@ def trades_weight(params: dict[str, str]) -> int:
     return 5 if params.get("orderId") else 20
 
 
-def my_trades(trades: Sequence[dict[str, Any]], params: dict[str, str]) -> list[dict[str, Any]]:
+def my_trades(trades: Sequence[dict[str, Any]], params: dict[str, str],
+              most: int = MAX_LIMIT) -> list[dict[str, Any]]:
     given = frozenset(n for n in ("orderId", "startTime", "endTime", "fromId") if params.get(n))
     if given not in _TRADE_COMBOS:
         raise bad_request(-1128, "Combination of optional parameters invalid.")
-    limit = page_limit(params)
+    limit = page_limit(params, most)
     start, end = _window(params)
     order_id = order_id_param(params, "orderId")
     mine = [t for t in trades if order_id is None or t["orderId"] == order_id]

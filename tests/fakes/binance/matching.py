@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from tests.fakes.binance import history
-from tests.fakes.binance.book import Order, order_id_param
+from tests.fakes.binance.book import Order, limit_param, order_id_param
 from tests.fakes.binance.errors import (
     DUPLICATE,
     INSUFFICIENT,
@@ -39,6 +39,8 @@ from tests.fakes.binance.orders import (
 from tests.fakes.binance.symbols import SymbolRules
 from tests.fakes.binance.user_events import account_position, balance_update, execution_report
 
+# the order record and the lookups' parameter readers live in book.py; rest.py reads them here
+__all__ = ["Account", "Order", "limit_param", "order_id_param"]
 FEE_RATE = Decimal("0.001")
 _ZERO = Decimal(0)
 
@@ -57,6 +59,7 @@ class Account:
         for r in rules.values():
             self.balances.setdefault(r.base, [_ZERO, _ZERO])
             self.balances.setdefault(r.quote, [_ZERO, _ZERO])
+        self.max_page = history.MAX_LIMIT  # allOrders / myTrades rows per page at most
         self.max_open_orders = 0  # EXCHANGE_MAX_NUM_ORDERS (0: none)
         self.status = dict.fromkeys(rules, "TRADING")  # BREAK: maintenance (no new orders)
         self.orders: list[Order] = []
@@ -251,10 +254,12 @@ class Account:
                 if o.is_open and (symbol is None or o.symbol == symbol)]
 
     def all_orders(self, symbol: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        return history.all_orders([o for o in self.orders if o.symbol == symbol], params)
+        return history.all_orders([o for o in self.orders if o.symbol == symbol], params,
+                                  self.max_page)
 
     def my_trades(self, symbol: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        return history.my_trades([t for t in self.trades if t["symbol"] == symbol], params)
+        return history.my_trades([t for t in self.trades if t["symbol"] == symbol], params,
+                                 self.max_page)
 
     def view(self, now_ms: int) -> dict[str, Any]:
         """GET /api/v3/account."""

@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.fakes.binance.book import limit_param, order_id_param
 from tests.fakes.binance.errors import ApiError, bad_request, illegal, invalid_symbol, mandatory
 from tests.fakes.binance.faults import (
     BEFORE,
@@ -28,6 +27,7 @@ from tests.fakes.binance.faults import (
 from tests.fakes.binance.history import trades_weight
 from tests.fakes.binance.limits import WEIGHT_HEADER
 from tests.fakes.binance.market import INTERVALS_MS
+from tests.fakes.binance.matching import limit_param, order_id_param
 from tests.fakes.binance.state import FakeState, RequestRecord
 
 log = logging.getLogger(__name__)

@@ -243,6 +243,14 @@ class FakeBinance:
                 raise ValueError(f"{symbol} is not one of this fake's symbols")
             self._state.rules[symbol] = with_filter(self._state.rules[symbol], table)
 
+    def set_max_page(self, rows: int = 1000) -> None:
+        """allOrders and myTrades answer at most ``rows`` rows a page (Binance: 1000; a
+        larger limit is -1130), so a paging test needs only a few trades (history.py)."""
+        if not 1 <= rows <= 1000:
+            raise ValueError("rows must be 1..1000")
+        with self._state.lock:
+            self._state.account.max_page = rows
+
     def set_exchange_max_num_orders(self, count: int) -> None:
         """EXCHANGE_MAX_NUM_ORDERS: open orders per account (0: no limit); over it a new
         order gets -2010 "Filter failure: EXCHANGE_MAX_NUM_ORDERS"."""
