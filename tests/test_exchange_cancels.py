@@ -146,3 +146,25 @@ def test_every_signed_request_carries_the_recv_window_the_evidence_assumes(
     run(main())
     [posted] = [r for r in fake.requests() if r.method == "POST" and r.path == ORDER_PATH]
     assert int(posted.params["recvWindow"]) * 1_000_000 == ledger.RECV_WINDOW_NS
+
+
+def test_all_orders_and_my_trades_are_paged_to_the_end(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.set_max_page(2)  # Binance's pages are 1000 rows: ours as well, shrunk alike
+    monkeypatch.setattr("orchestrator.exchange.client.PAGE", 2)
+    for n in range(5):
+        fake.place_external_order("BTCUSDT", "BUY", "MARKET", "0.001", None, f"web_{n}")
+
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            orders = await desk.client.all_orders("BTCUSDT", start_ms=0)
+            assert [o.client_order_id for o in orders] == [f"web_{n}" for n in range(5)]
+            trades = await desk.client.my_trades("BTCUSDT")
+            assert [t.trade_id for t in trades] == [t["id"] for t in fake.trades("BTCUSDT")]
+        finally:
+            await desk.close()
+
+    run(main())
+    assert fake.count("GET", "/api/v3/allOrders") == 3  # 2 + 2 + 1
+    assert fake.count("GET", "/api/v3/myTrades") == 3
