@@ -74,6 +74,7 @@ class StatusBuilder:
             stream_reconnects=stats.reconnects if stats else 0,
             gap_filled_bars=stats.gap_filled_bars if stats else 0,
             last_error=client.last_error,
+            user_stream=client.user_stream,
         )
 
     def _process_facts(self, pid: int | None) -> tuple[float | None, int | None]:

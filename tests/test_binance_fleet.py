@@ -212,6 +212,8 @@ def test_an_order_booked_late_halts_its_symbol_in_status_until_the_exchange_answ
         fleet: FleetCli, exchange: FakeBinance) -> None:
     exchange.fail("late_booking", delay=6.0)  # the first order: 503 -1007, booked 6 s later
     up(fleet, exchange, "BTCUSDT", "ETHUSDT")
+    eventually(lambda: fleet.status()["orchestrator"]["exchange"]["user_stream"]
+               == "subscribed", timeout=30, what="the user data stream in status")
     halted = eventually(lambda: fleet.workers()["BTCUSDT"]["halted"]
                         or fleet.workers()["ETHUSDT"]["halted"], timeout=60,
                         what="the symbol of the unknown order halted in status")

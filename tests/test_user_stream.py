@@ -263,6 +263,7 @@ def test_a_stream_that_cannot_be_had_does_not_stop_trading(
             await until(lambda: desk.order_status("mb-BTCUSDT-1") == "FILLED", timeout=10,
                         what="the fill, found by polling")
             assert not desk.broker.stream_healthy and desk.broker.stream_subscriptions == 0
+            assert client.user_stream.startswith("down, polling covers: ")  # status shows it
             assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
         finally:
             for task in tasks:

@@ -90,6 +90,7 @@ class ExchangeClient:
         self.limiter = limiter
         self._credentials = credentials
         self.last_error = ""
+        self.user_stream = ""  # for status: "subscribed", or why it is down (polling covers)
         self.exchange_info_at_connect: dict[str, Any] = {}
 
     @classmethod

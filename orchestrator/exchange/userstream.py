@@ -52,6 +52,7 @@ async def follow_user_stream(broker: ExchangeBroker,
             try:
                 async with broker.client.user_socket() as socket:
                     broker.stream_healthy = True
+                    broker.client.user_stream = "subscribed"
                     broker.stream_subscriptions += 1
                     failures = 0
                     log.info("user data stream subscribed: fills arrive as they happen")
@@ -61,6 +62,7 @@ async def follow_user_stream(broker: ExchangeBroker,
                 raise
             except Exception as exc:  # any failure: polling covers, we subscribe again
                 broker.stream_healthy = False
+                broker.client.user_stream = f"down, polling covers: {_describe(exc)}"[:200]
                 wait = resubscribe_s[min(failures, len(resubscribe_s) - 1)]
                 failures += 1
                 log.warning("user data stream: %s; polling covers, subscribing again in "
@@ -68,6 +70,7 @@ async def follow_user_stream(broker: ExchangeBroker,
                 await asyncio.sleep(wait)
     finally:
         broker.stream_healthy = False
+        broker.client.user_stream = ""
         router.close()
 
 
