@@ -144,6 +144,10 @@ class ExchangeClient:
     # --- the one call path --------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
+        return self.redact(text)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the credentials (for logs and status)."""
         return self._credentials.redact(text) if self._credentials else text
 
     @property

@@ -61,12 +61,13 @@ async def follow_user_stream(broker: ExchangeBroker,
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: polling covers, we subscribe again
+                why = broker.client.redact(_describe(exc))[:200]
                 broker.stream_healthy = False
-                broker.client.user_stream = f"down, polling covers: {_describe(exc)}"[:200]
+                broker.client.user_stream = f"down, polling covers: {why}"
                 wait = resubscribe_s[min(failures, len(resubscribe_s) - 1)]
                 failures += 1
                 log.warning("user data stream: %s; polling covers, subscribing again in "
-                            "%gs", _describe(exc), wait)
+                            "%gs", why, wait)
                 await asyncio.sleep(wait)
     finally:
         broker.stream_healthy = False
