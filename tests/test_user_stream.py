@@ -18,7 +18,7 @@ from binance import BinanceSocketManager
 from multibot.wire.protocol import ErrorCode, ProtocolError
 from orchestrator.exchange.client import ExchangeClient
 from orchestrator.exchange.credentials import load_credentials
-from orchestrator.exchange.endpoints import WS_API_ENV, resolve_endpoints
+from orchestrator.exchange.endpoints import REAL_WS_API, WS_API_ENV, resolve_endpoints
 from orchestrator.exchange.userstream import follow_user_stream, on_execution
 from orchestrator.exchange.venue import trading_rules
 from orchestrator.exchange.watcher import watch
@@ -272,3 +272,12 @@ def test_a_stream_that_cannot_be_had_does_not_stop_trading(
             await desk.close()
 
     run(main())
+
+
+def test_the_websocket_api_is_binances_or_beside_the_configured_streams() -> None:
+    assert resolve_endpoints("live", environ={}).ws_api_url == REAL_WS_API["live"]
+    assert resolve_endpoints("testnet", environ={}).ws_api_url == REAL_WS_API["testnet"]
+    mine = resolve_endpoints("live", "http://127.0.0.1:9/api", "ws://127.0.0.1:9", environ={})
+    assert mine.ws_api_url == "ws://127.0.0.1:9/ws-api/v3"
+    env = {WS_API_ENV: "ws://127.0.0.1:8/ws-api/v3"}
+    assert resolve_endpoints("live", environ=env).ws_api_url == "ws://127.0.0.1:8/ws-api/v3"

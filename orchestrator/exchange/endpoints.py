@@ -18,7 +18,7 @@ REAL_ENDPOINTS = {
 # the WebSocket API (the user data stream); a server named by its stream URL serves it at
 # <stream URL>ws-api/v3, as Binance-protocol servers do
 REAL_WS_API = {
-    "live": "wss://ws-api.binance.com:443/ws-api/v3",
+    "live": "wss://ws-api.binance.com/ws-api/v3",
     "testnet": "wss://ws-api.testnet.binance.vision/ws-api/v3",
 }
 REST_ENV = "MULTIBOT_BINANCE_REST_URL"
