@@ -208,24 +208,35 @@ def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
 
 def test_events_twice_and_out_of_order_are_journaled_once_and_never_move_back(
         tmp_path: Path) -> None:
-    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
-                     balances={"USDT": "10000"}, tick_s=0.2,
-                     start_prices={"BTCUSDT": 50000.0}) as fake:  # fills in two pieces
+    with partial_fills() as fake:
         run(_replayed(fake, tmp_path))
+
+
+async def _recorded(fake: FakeBinance, desk: Desk) -> list[dict[str, Any]]:
+    """The user data stream's events of a resting BUY that fills, as another client of the
+    same account receives them (the desk's own stream is not running)."""
+    async with client_for(fake, KEY, SECRET) as recorder:
+        recorder.ws_api.TIMEOUT = 2.0
+        async with BinanceSocketManager(recorder).user_socket() as user:
+            rest_at, crossing = resting_at(fake)
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
+            fake.set_price("BTCUSDT", crossing)
+            events: list[dict[str, Any]] = []
+            while not any(e.get("X") == "FILLED" for e in events):
+                events.append(dict(await asyncio.wait_for(user.recv(), 5)))
+    return events
+
+
+def partial_fills() -> FakeBinance:
+    return FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], partial_fills=True,
+                       balances={"USDT": "10000"}, tick_s=0.2,
+                       start_prices={"BTCUSDT": 50000.0})  # resting orders fill in two
 
 
 async def _replayed(fake: FakeBinance, tmp_path: Path) -> None:
     desk = await Desk.open(fake, tmp_path / "j.db")  # no stream task: we hand it the events
     try:
-        async with client_for(fake, KEY, SECRET) as recorder:
-            recorder.ws_api.TIMEOUT = 2.0
-            async with BinanceSocketManager(recorder).user_socket() as user:
-                rest_at, crossing = resting_at(fake)
-                await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", rest_at))
-                fake.set_price("BTCUSDT", crossing)
-                events: list[dict[str, Any]] = []
-                while not any(e.get("X") == "FILLED" for e in events):
-                    events.append(dict(await asyncio.wait_for(user.recv(), 5)))
+        events = await _recorded(fake, desk)
         new = next(e for e in events if e.get("x") == "NEW")
         half, rest = (e for e in events if e.get("x") == "TRADE")
         for event in (half, new, half, new):  # a piece, then old news, twice
@@ -241,6 +252,27 @@ async def _replayed(fake: FakeBinance, tmp_path: Path) -> None:
         assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
     finally:
         await desk.close()
+
+
+def test_a_missed_event_is_filled_in_by_polling(tmp_path: Path) -> None:
+    async def main(fake: FakeBinance) -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            events = await _recorded(fake, desk)
+            _, rest = (e for e in events if e.get("x") == "TRADE")
+            await on_execution(desk.broker, rest)  # the first piece's event was lost
+            order = desk.journal.get_order("mb-BTCUSDT-1")
+            assert order is not None and order.status == "PARTIALLY_FILLED"  # not FILLED short
+            async with desk.broker.ledger.lock("BTCUSDT"):
+                update = await desk.broker.ledger.look_up(order)
+            assert update is not None and update.order.status == "FILLED"
+            assert len(update.fills) == 1  # the missing piece, found before the known one
+            assert_journal_matches_exchange(desk, "BTCUSDT", "BTC")
+        finally:
+            await desk.close()
+
+    with partial_fills() as fake:
+        run(main(fake))
 
 
 def test_a_stream_that_cannot_be_had_does_not_stop_trading(

@@ -169,9 +169,8 @@ class Ledger:
             first = self.journal.next_trade_id()
             return [fill_view(coid, f, first + i, now) for i, f in enumerate(fresh)], filled_before
         if Decimal(executed) > filled_before and report.order_id is not None:
-            # every trade of the order, paged from its first one we know (or from the start)
-            trades = await self.client.my_trades(order.symbol, report.order_id,
-                                                 from_id=min(known, default=0))
+            # every trade of the order, from its first (a gap may lie before the ones known)
+            trades = await self.client.my_trades(order.symbol, report.order_id)
             first = self.journal.next_trade_id()
             return [fill_view(coid, t, first + i, 0) for i, t in enumerate(
                 t for t in trades if t.trade_id not in known)], filled_before
