@@ -191,6 +191,7 @@ class Fleet:
             binance_feed=self.binance_feed)
 
     async def _open_exchange(self) -> None:
+        from orchestrator.exchange.userstream import follow_user_stream
         from orchestrator.exchange.venue import open_venue
         from orchestrator.exchange.watcher import watch
 
@@ -199,6 +200,7 @@ class Fleet:
         if venue.broker is not None:
             self.broker = venue.broker
             self.spawn(watch(venue.broker))
+            self.spawn(follow_user_stream(venue.broker))  # fills as they happen
 
     def _exchange_update(self, update: OrderUpdate) -> None:
         """An order changed on the exchange by itself (a resting order filled, say)."""

@@ -74,6 +74,7 @@ class StatusBuilder:
             stream_reconnects=stats.reconnects if stats else 0,
             gap_filled_bars=stats.gap_filled_bars if stats else 0,
             last_error=client.last_error,
+            user_stream=client.user_stream,
         )
 
     def _process_facts(self, pid: int | None) -> tuple[float | None, int | None]:
@@ -118,7 +119,8 @@ class StatusBuilder:
             unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
             open_orders=len(broker.open_orders(symbol)), trades=position.trades,
             last_error=handle.last_error or stats.last_error,
-            halted=f"journal unavailable: {journal_error}" if journal_error else "",
+            halted=(f"journal unavailable: {journal_error}" if journal_error
+                    else broker.halted(symbol)),
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
         )

@@ -206,3 +206,30 @@ def test_paper_mode_on_live_prices_sends_nothing_to_the_exchange(
     assert not [r for r in exchange.requests() if r.path == "/api/v3/account"]  # no keys used
     btc = fleet.workers()["BTCUSDT"]
     assert btc["last_price"] is not None and btc["duplicate_bars"] == 0
+
+
+def test_an_order_booked_late_halts_its_symbol_in_status_until_the_exchange_answers(
+        fleet: FleetCli, exchange: FakeBinance) -> None:
+    exchange.fail("late_booking", delay=6.0)  # the first order: 503 -1007, booked 6 s later
+    up(fleet, exchange, "BTCUSDT", "ETHUSDT")
+    eventually(lambda: fleet.status()["orchestrator"]["exchange"]["user_stream"]
+               == "subscribed", timeout=30, what="the user data stream in status")
+    halted = eventually(lambda: fleet.workers()["BTCUSDT"]["halted"]
+                        or fleet.workers()["ETHUSDT"]["halted"], timeout=60,
+                        what="the symbol of the unknown order halted in status")
+    first = next(r for r in exchange.requests() if r.method == "POST" and r.path == ORDER_PATH)
+    symbol, coid = first.params["symbol"], first.params["newClientOrderId"]
+    assert coid in halted and "outcome unknown" in halted
+    eventually(lambda: exchange.pending_bookings() == 0
+               and not fleet.workers()[symbol]["halted"], timeout=60,
+               what="the late booking found and the symbol trading again")
+    fleet.run("kill", "BTCUSDT", "ETHUSDT", check=True)
+    with sqlite3.connect(fleet.home / "multibot.db") as conn:
+        status = conn.execute("SELECT status FROM orders WHERE client_order_id=?",
+                              (coid,)).fetchone()
+    assert status == ("FILLED",)
+    for name in ("BTCUSDT", "ETHUSDT"):
+        assert journal_fills(fleet, name) == exchange_fills(exchange, name)
+    posted = [r.params["newClientOrderId"] for r in exchange.requests()
+              if r.method == "POST" and r.path == ORDER_PATH]
+    assert len(posted) == len(set(posted))  # nothing sent twice

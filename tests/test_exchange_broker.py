@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from multibot.wire.protocol import ErrorCode, ProtocolError
+from multibot.wire.protocol import ProtocolError
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
     KEY,
@@ -70,38 +70,11 @@ def test_5xx_after_the_exchange_accepted_leaves_exactly_one_order(
     run(main())
 
 
-def test_a_5xx_before_acceptance_is_looked_up_never_resent_then_expired(
-        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
-    monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_NS", 500_000_000)
-
-    async def main() -> None:
-        desk = await Desk.open(fake, tmp_path / "j.db")
-        try:
-            fake.fail("5xx", times=4, method="POST", path=ORDER_PATH)  # the read retries too
-            with pytest.raises(ProtocolError) as info:
-                await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
-            assert info.value.code == ErrorCode.TIMEOUT
-            assert desk.order_status("mb-BTCUSDT-1") == "PENDING_NEW"
-            outcome = None
-            for _ in range(20):  # the worker's resends: each one only looks it up
-                await asyncio.sleep(0.1)
-                try:
-                    outcome = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
-                    break
-                except ProtocolError as exc:
-                    assert exc.code == ErrorCode.TIMEOUT
-            assert outcome is not None and outcome.order.status == "EXPIRED"
-            assert posts(fake, "mb-BTCUSDT-1") == 1 and not fake.orders("BTCUSDT")
-        finally:
-            await desk.close()
-
-    run(main())
-
-
 @pytest.mark.parametrize(("kind", "code", "options"), [
     ("-2010", "insufficient_balance", {}),
     ("-2010", "order_rejected", {"msg": "Duplicate order sent."}),  # -2010 is not only balance
+    ("-2010", "order_rejected", {"msg": "Market is closed."}),
+    ("-2010", "order_rejected", {"msg": "Filter failure: EXCHANGE_MAX_NUM_ORDERS"}),
     ("-1013", "order_rejected", {}),
 ])
 def test_rejections_are_journaled_reported_and_not_retried(

@@ -3,6 +3,7 @@ bot was away is journaled; what cannot be explained keeps that symbol from tradi
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from multibot.market.orders import OrderStatus, OrderType, Side
 from multibot.wire.protocol import OrderView
 from orchestrator.broker.base import NotReconciled
 from orchestrator.exchange.reconcile import reconcile
+from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
+    KEY,
+    SECRET,
     Desk,
     assert_journal_matches_exchange,
     fake_server as fake,
@@ -20,6 +24,7 @@ from tests.exchange_support import (
     market,
     run,
 )
+from tests.fake_binance_support import until
 from tests.fakes.binance import FakeBinance
 from tests.support import eventually
 
@@ -78,7 +83,7 @@ def test_an_unknown_open_order_keeps_only_that_symbol_from_trading(
     run(main())
 
 
-def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
+def test_an_intent_that_never_reached_the_exchange_expires_on_evidence(
         fake: FakeBinance, tmp_path: Path) -> None:
     async def main() -> None:
         desk = await Desk.open(fake, tmp_path / "j.db")
@@ -94,9 +99,12 @@ def test_an_intent_that_never_reached_the_exchange_expires_once_settled(
         desk = await Desk.open(fake, tmp_path / "j.db")
         try:
             # the recent one may still reach the exchange (within its recvWindow): wait
-            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .* try again in 1[34]s"):
+            with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .*outcome is not known "
+                                                    r"yet.* try again in 1[34]s"):
                 await reconcile(desk.broker.ledger, "BTCUSDT")
-            assert desk.order_status("mb-BTCUSDT-1") == "EXPIRED"
+            older = desk.journal.get_order("mb-BTCUSDT-1")
+            assert older is not None and older.status == "EXPIRED"
+            assert older.reason.startswith("never booked: ")  # allOrders, balance agree
             assert desk.order_status("mb-BTCUSDT-2") == "PENDING_NEW"
         finally:
             await desk.close()
@@ -128,3 +136,34 @@ def test_another_homes_order_is_refused_and_so_is_a_shortfall(
             await desk.close()
 
     run(main())
+
+
+def test_a_shortfall_found_while_trading_halts_the_symbol_until_it_agrees_again(
+        tmp_path: Path) -> None:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
+                     balances={"USDT": "10000"}, tick_s=0.05, weight_limit=120_000,
+                     start_prices={"BTCUSDT": 50000.0}) as fake:  # reconciled every 0.1 s
+        run(_shortfall_while_trading(fake, tmp_path))
+
+
+async def _shortfall_while_trading(fake: FakeBinance, tmp_path: Path) -> None:
+    desk = await Desk.open(fake, tmp_path / "j.db")
+    watcher = asyncio.create_task(watch(desk.broker, period_s=0.05, reconcile_every_s=0.1))
+    try:
+        await desk.broker.reconcile("BTCUSDT")
+        bought = await desk.broker.place("BTCUSDT", market(1, "BUY", "0.002"))
+        held = str(Decimal(bought.position.qty))[:7]
+        # the coins leave the account behind the bot's back (the user's own order)
+        fake.place_external_order("BTCUSDT", "SELL", "MARKET", held, None, "web_sell_1")
+        halt = await until(lambda: desk.broker.halted("BTCUSDT"), timeout=10,
+                           what="the shortfall seen twice: the symbol halted")
+        assert halt.startswith("not reconciled with the exchange: the journal says")
+        refused = await desk.broker.place("BTCUSDT", market(2, "SELL", held))
+        assert refused.order.status == "REJECTED" and "not reconciled" in refused.order.reason
+        assert desk.journal.get_order("web_sell_1") is None  # the user's: not adopted
+        fake.place_external_order("BTCUSDT", "BUY", "MARKET", "0.002", None, "web_buy_1")
+        await until(lambda: desk.broker.halted("BTCUSDT") == "", timeout=10,
+                    what="the halt lifted once the account holds enough again")
+    finally:
+        watcher.cancel()
+        await desk.close()

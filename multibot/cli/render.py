@@ -51,6 +51,8 @@ def _exchange_line(x: ExchangeStatus) -> str:
             f" · weight {x.used_weight_1m}/{x.weight_limit} per min · streams "
             f"{x.streams} on {x.stream_connections} connection(s), {x.stream_reconnects} "
             f"reconnect(s), {x.gap_filled_bars} bar(s) gap-filled")
+    if x.user_stream:
+        line += f" · user stream {x.user_stream}"
     if x.rate_limited_s:
         line += f" · RATE LIMITED for {x.rate_limited_s:.0f}s"
     if x.last_error:

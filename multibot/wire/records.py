@@ -64,6 +64,8 @@ class ExchangeStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_reconnects: int
     gap_filled_bars: int
     last_error: str = ""
+    # the user data stream (fills as they happen): "" none, "subscribed", or why it is down
+    user_stream: str = ""
 
 
 class OrchestratorStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

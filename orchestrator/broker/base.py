@@ -52,6 +52,11 @@ class Broker(Protocol):
 
     def unrealized_pnl(self, symbol: str) -> Decimal: ...
 
+    def halted(self, symbol: str) -> str:
+        """Why ``symbol`` places no new order now, e.g. an order of unknown outcome ("" if
+        it may); shown by status."""
+        ...
+
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
         """A closed bar: its close is the last price; paper fills the orders it crosses."""
         ...

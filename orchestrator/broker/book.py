@@ -157,3 +157,7 @@ class BookQueries:
 
     def unrealized_pnl(self, symbol: str) -> Decimal:
         return self.book.unrealized_pnl(symbol)
+
+    def halted(self, symbol: str) -> str:
+        """Why ``symbol`` places no new order now ("" if it may)."""
+        return ""

@@ -6,7 +6,12 @@ Same contract as the paper broker, with the exchange in the middle:
 - 5xx, -1007 or a timeout means the outcome is unknown: the order is looked up by client
   order id (never resent blindly). Until it is known the worker gets a ``timeout`` error and
   its resends of the same id are answered from the journal, without touching the exchange;
+- while an order's outcome is unknown, or a cancel is not confirmed, or reconciliation found
+  the journal and the account at odds, the symbol places nothing new: a new intent is
+  journaled REJECTED with the reason (naming the order), and status shows it (``halted``);
 - a rejection (-2010, -1013, ...) is journaled REJECTED and reported once: no retry;
+- a cancel that fails (any rejection but "unknown order", or no answer) is tried again with
+  backoff until the exchange confirms the order final (orchestrator.exchange.cancels);
 - resting orders are polled (within a share of the rate limit) for fills and final states,
   which reach the worker through ``on_update`` (orchestrator.exchange.watcher).
 What the exchange says about an order is journaled by the ledger (orchestrator.exchange.ledger),
@@ -22,13 +27,14 @@ from collections.abc import Callable, Mapping
 
 from multibot.errors import ErrorCode, ProtocolError
 from multibot.market.bar import Bar
-from multibot.market.orders import OrderStatus, OrderType, Side
+from multibot.market.orders import FINAL_STATUSES, OrderStatus, OrderType, Side
 from multibot.market.records import OrderView, SymbolRules
 from multibot.market.rules import check_order, fmt, parse_decimal
 from multibot.wire.protocol import OrderUpdate, PlaceOrder
 from orchestrator.broker.book import Book, BookQueries
 from orchestrator.broker.journal import Journal
 from orchestrator.broker.order_ids import check_client_order_id, parse_seq
+from orchestrator.exchange.cancels import PendingCancels
 from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown, Rejected, Unavailable
 from orchestrator.exchange.ledger import Ledger
 from orchestrator.exchange.orders import on_grid, rejection_reason
@@ -51,7 +57,12 @@ class ExchangeBroker(BookQueries):
         self.ledger = Ledger(journal, client, self.book, clock)
         self.notify = on_update  # an update the worker did not ask for (the watcher's)
         self._clock = clock
-        self.failed_cancels: set[tuple[str, str]] = set()  # (symbol, coid): retried by watcher
+        self.cancels = PendingCancels()  # not confirmed yet: retried by the watcher
+        self.halts: dict[str, str] = {}  # symbol -> why reconciliation stopped its trading
+        self.suspect: set[str] = set()  # symbols short once: halted if short again
+        self.traded: set[str] = set()  # reconciled at start-up: reconciled periodically
+        self.stream_healthy = False  # the user data stream brings fills: poll less
+        self.stream_subscriptions = 0  # user data stream subscriptions made so far
         for order in journal.orders(open_only=True):
             self.book.track(order)
 
@@ -61,6 +72,21 @@ class ExchangeBroker(BookQueries):
 
     async def reconcile(self, symbol: str) -> None:
         await reconcile(self.ledger, symbol)
+        self.halts.pop(symbol, None)
+        self.traded.add(symbol)
+
+    def halted(self, symbol: str) -> str:
+        """Why ``symbol`` places no new order now ("" if it may)."""
+        unknown = self.ledger.unknown(symbol)
+        if unknown is not None:
+            return (f"order {unknown.client_order_id} ({unknown.side} {unknown.quantity}): "
+                    f"{unknown.reason or 'outcome unknown: not confirmed yet'}; it is being "
+                    "looked up and nothing new is placed until the exchange answers")
+        pending = self.cancels.of(symbol)
+        if pending:
+            return "; ".join(f"the cancel of order {coid} is not confirmed ({why}); it is "
+                             "being tried again" for coid, why in pending)
+        return self.halts.get(symbol, "")
 
     def on_bar(self, bar: Bar) -> list[OrderUpdate]:
         """Prices only: fills come from the exchange."""
@@ -80,6 +106,10 @@ class ExchangeBroker(BookQueries):
             rules = self.book.rules.get(symbol)
             if rules is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, f"no exchange rules for {symbol}")
+            refusal = await self._blocked(symbol)
+            if refusal:
+                return self._reject(symbol, order, f"{ErrorCode.NOT_AVAILABLE.value}: "
+                                    f"{symbol} places nothing new: {refusal}")
             try:
                 quantity, price = on_grid(order, rules)
                 self._validate(symbol, rules, order, quantity, price)
@@ -105,8 +135,23 @@ class ExchangeBroker(BookQueries):
                                           f"not sent: {exc.message}")
             except OutcomeUnknown as exc:
                 log.warning("%s: order %s: %s; looking it up", symbol, coid, exc.message)
+                intent = self.ledger.unknown_since(intent, str(exc.message))
                 return await self._await_outcome(intent, str(exc.message))
             return await self.ledger.apply(intent, report)
+
+    async def _blocked(self, symbol: str) -> str:
+        """``halted``, after trying the symbol's unconfirmed cancels once more (a new order
+        waits for a cancel's outcome). The caller holds the symbol's lock."""
+        for coid, _ in self.cancels.of(symbol):
+            order = self.book.open_order(symbol, coid)
+            if order is None:
+                self.cancels.done(symbol, coid)
+            elif order.status != OrderStatus.PENDING_NEW:
+                try:
+                    await self._cancel(symbol, order)
+                except ProtocolError as exc:
+                    log.info("%s: cancel of %s: %s", symbol, coid, exc.reason)
+        return self.halted(symbol)
 
     def _validate(self, symbol: str, rules: SymbolRules, order: PlaceOrder, quantity: str,
                   price: str | None) -> None:
@@ -114,7 +159,8 @@ class ExchangeBroker(BookQueries):
         limit = parse_decimal(price, "price") if price is not None else None
         if order.type == OrderType.LIMIT and limit is None:
             raise ProtocolError(ErrorCode.BAD_BODY, "a LIMIT order needs a price")
-        check_order(rules, order.side, order.type, qty, limit, self.book.last_price(symbol))
+        check_order(rules, order.side, order.type, qty, limit, self.book.last_price(symbol),
+                    len(self.book.open_orders(symbol)))  # ours: MAX_NUM_ORDERS
         if order.side == Side.SELL:
             held, locked = self.book.sell_balance(symbol)
             if qty > held - locked:
@@ -157,7 +203,8 @@ class ExchangeBroker(BookQueries):
             if update is not None and update.order.status != OrderStatus.PENDING_NEW:
                 return update
         raise ProtocolError(ErrorCode.TIMEOUT, f"order {intent.client_order_id}: outcome "
-                            f"unknown ({why}); it is being looked up, not resent")
+                            f"unknown ({why}); it is being looked up, not resent, and "
+                            f"{intent.symbol} places nothing new until the exchange answers")
 
     # --- cancelling ---------------------------------------------------------------------------
 
@@ -165,28 +212,44 @@ class ExchangeBroker(BookQueries):
         async with self.ledger.lock(symbol):
             order = self.book.open_order(symbol, client_order_id)
             if order is None:
+                self.cancels.done(symbol, client_order_id)
                 raise ProtocolError(ErrorCode.UNKNOWN_ORDER,
                                     f"{symbol} has no open order {client_order_id!r}")
-            if order.status == OrderStatus.PENDING_NEW:  # not known to be placed: cancel once it is
-                self.failed_cancels.add((symbol, client_order_id))
-                raise ProtocolError(ErrorCode.TIMEOUT, f"order {client_order_id}: outcome not "
-                                    "known yet; it will be cancelled once it is")
-            try:
-                report = await self.client.cancel_order(symbol, client_order_id)
-            except Rejected as exc:
-                if exc.binance_code not in (-2011, -2013):
-                    raise ProtocolError(ErrorCode.ORDER_REJECTED, exc.message) from None
-                # already final (filled, say): journal what it became
-                update = await self.ledger.look_up(order)
-                if update is None:
-                    raise ProtocolError(ErrorCode.TIMEOUT, exc.message) from None
-                return update
-            except (OutcomeUnknown, Unavailable) as exc:
-                self.failed_cancels.add((symbol, client_order_id))  # the watcher tries again
-                raise ProtocolError(ErrorCode.TIMEOUT, f"cancel of {client_order_id}: "
+            return await self._cancel(symbol, order)
+
+    async def _cancel(self, symbol: str, order: OrderView) -> OrderUpdate:
+        """Cancel an open order; until the exchange confirms it final, the cancel stays
+        pending (tried again by the watcher). The caller holds the symbol's lock."""
+        coid = order.client_order_id
+        if order.status == OrderStatus.PENDING_NEW:  # not known to be placed: cancel once it is
+            self.cancels.failed(symbol, coid, "its order's outcome is unknown")
+            raise ProtocolError(ErrorCode.TIMEOUT, f"order {coid}: outcome not "
+                                "known yet; it will be cancelled once it is")
+        try:
+            report = await self.client.cancel_order(symbol, coid)
+        except Rejected as exc:
+            if exc.binance_code not in (-2011, -2013):
+                self.cancels.failed(symbol, coid, exc.message)
+                raise ProtocolError(ErrorCode.ORDER_REJECTED, f"cancel of {coid}: "
                                     f"{exc.message}; it will be tried again") from None
-            self.failed_cancels.discard((symbol, client_order_id))
-            return await self.ledger.apply(order, report)
+            # the exchange says it is not open (filled, say): journal what it became
+            update = await self.ledger.look_up(order)
+            if update is None or update.order.status not in FINAL_STATUSES:
+                self.cancels.failed(symbol, coid, f"{exc.message}, yet not final")
+                raise ProtocolError(ErrorCode.TIMEOUT, f"cancel of {coid}: {exc.message}; "
+                                    "it will be tried again") from None
+            self.cancels.done(symbol, coid)
+            return update
+        except (OutcomeUnknown, Unavailable) as exc:
+            self.cancels.failed(symbol, coid, exc.message)  # the watcher tries again
+            raise ProtocolError(ErrorCode.TIMEOUT, f"cancel of {coid}: "
+                                f"{exc.message}; it will be tried again") from None
+        update = await self.ledger.apply(order, report)
+        if update.order.status in FINAL_STATUSES:
+            self.cancels.done(symbol, coid)
+        else:
+            self.cancels.failed(symbol, coid, f"the exchange answered {report.status}")
+        return update
 
     async def cancel_all(self, symbol: str) -> list[OrderUpdate]:
         updates = []

@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = {"ping": 1, "get_server_time": 1, "get_exchange_info": 20, "get_klines": 2,
            "create_order": 1, "get_order": 4, "cancel_order": 1, "get_open_orders": 6,
-           "get_my_trades": 20, "get_account": 20}
+           "get_my_trades": 20, "get_all_orders": 20, "get_account": 20}
+PAGE = 1000  # myTrades and allOrders: the most Binance returns per request
 _READ_RETRIES = (0.25, 1.0, 2.0)  # back-off between retries of an idempotent read
 # Longer than this behind the limits (or a 429/418): give up on the request. An order is
 # worth less the later it goes out, so it waits less than a read.
 _MAX_RATE_WAIT_S = {"read": 130.0, "order": 15.0}
+RECV_WINDOW_MS = 10_000  # every signed request's recvWindow: refused once older than this
 UNKNOWN_CODES = {-1006, -1007}  # "unexpected response" / "timeout": execution status unknown
 
 
@@ -88,6 +90,7 @@ class ExchangeClient:
         self.limiter = limiter
         self._credentials = credentials
         self.last_error = ""
+        self.user_stream = ""  # for status: "subscribed", or why it is down (polling covers)
         self.exchange_info_at_connect: dict[str, Any] = {}
 
     @classmethod
@@ -97,7 +100,9 @@ class ExchangeClient:
         from binance import AsyncClient
 
         sdk_class = type("MultibotAsyncClient", (AsyncClient,), {
-            "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s})
+            "API_URL": endpoints.rest_url, "REQUEST_TIMEOUT": request_timeout_s,
+            "WS_API_URL": endpoints.ws_api_url or AsyncClient.WS_API_URL,
+            "REQUEST_RECVWINDOW": RECV_WINDOW_MS})
         # HMAC secret or Ed25519/RSA private key; create() would ping unlimited
         sdk = sdk_class(**(credentials.sdk_arguments() if credentials else {}))
         client = cls(sdk, endpoints, limiter or RateLimiter(), credentials)
@@ -124,9 +129,24 @@ class ExchangeClient:
         manager.STREAM_URL = self.endpoints.stream_url
         return manager
 
+    def user_socket(self) -> Any:
+        """python-binance's user data stream socket (``userDataStream.subscribe.signature``
+        over the WebSocket API): an async context manager whose ``recv()`` gives each event.
+        A dropped connection loses its subscription, which python-binance does not renew: it
+        must end the socket (an ``{"e": "error"}`` event) so that the caller subscribes again,
+        instead of reconnecting silently into a session without events."""
+        from binance import BinanceSocketManager
+
+        self.sdk.ws_api.MAX_RECONNECTS = 0
+        return BinanceSocketManager(self.sdk).user_socket()
+
     # --- the one call path --------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
+        return self.redact(text)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the credentials (for logs and status)."""
         return self._credentials.redact(text) if self._credentials else text
 
     @property
@@ -238,12 +258,15 @@ class ExchangeClient:
         return _read(order_report, await self.call("create_order", orders=1,
                                                    idempotent=False, **params))
 
-    async def get_order(self, symbol: str, client_order_id: str,
-                        max_wait_s: float | None = None) -> OrderStatusReport | None:
-        """The order, or None when the exchange says it does not exist (-2013)."""
+    async def get_order(self, symbol: str, client_order_id: str | None = None,
+                        max_wait_s: float | None = None,
+                        order_id: int | None = None) -> OrderStatusReport | None:
+        """The order by client order id (or by Binance's ``order_id``), or None when the
+        exchange says it does not exist (-2013)."""
+        key: dict[str, Any] = ({"origClientOrderId": client_order_id} if order_id is None
+                               else {"orderId": order_id})
         try:
-            order = await self.call("get_order", max_wait_s=max_wait_s, symbol=symbol,
-                                    origClientOrderId=client_order_id)
+            order = await self.call("get_order", max_wait_s=max_wait_s, symbol=symbol, **key)
         except Rejected as exc:
             if exc.binance_code == -2013:
                 return None
@@ -259,15 +282,48 @@ class ExchangeClient:
         return [_read(order_report, order)
                 for order in await self.call("get_open_orders", symbol=symbol)]
 
-    async def my_trades(self, symbol: str, order_id: int) -> list[FillReport]:
-        return [_read(trade_report, trade) for trade in await self.call(
-            "get_my_trades", symbol=symbol, orderId=order_id, limit=1000)]
+    async def my_trades(self, symbol: str, order_id: int | None = None,
+                        from_id: int = 0) -> list[FillReport]:
+        """Every trade of ``symbol`` (of one order, with ``order_id``) whose id is at least
+        ``from_id``, oldest first: paged with fromId, however many there are."""
+        trades: list[FillReport] = []
+        only: dict[str, Any] = {} if order_id is None else {"orderId": order_id}
+        while True:
+            page = [_read(trade_report, trade) for trade in await self.call(
+                "get_my_trades", weight=5 if only else 20, symbol=symbol, fromId=from_id,
+                limit=PAGE, **only)]
+            trades.extend(page)
+            if len(page) < PAGE:
+                return trades
+            from_id = _next_page(from_id, page[-1].trade_id, "myTrades")
+
+    async def all_orders(self, symbol: str, start_ms: int) -> list[OrderStatusReport]:
+        """Every order of ``symbol`` placed since ``start_ms`` (the exchange's clock), oldest
+        first: paged by orderId, however many there are."""
+        orders: list[OrderStatusReport] = []
+        window: dict[str, Any] = {"startTime": start_ms}
+        while True:
+            page = [_read(order_report, order) for order in await self.call(
+                "get_all_orders", symbol=symbol, limit=PAGE, **window)]
+            orders.extend(page)
+            last = page[-1].order_id if page else None
+            if len(page) < PAGE or last is None:
+                return orders
+            window = {"orderId": _next_page(window.get("orderId", 0), last, "allOrders")}
 
     async def account(self) -> AccountReport:
         return _read(account_report, await self.call("get_account"))
 
 
 _Report = TypeVar("_Report")
+
+
+def _next_page(current: int, last_id: int, what: str) -> int:
+    """The id the next page starts from; an exchange whose pages do not move forward would
+    have us page forever: its answer is unreadable."""
+    if last_id + 1 <= current:
+        raise OutcomeUnknown(f"{what} did not page forward from id {current}")
+    return last_id + 1
 
 
 def _read(parse: Callable[[Any], _Report], document: Any) -> _Report:

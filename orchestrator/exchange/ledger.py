@@ -22,16 +22,25 @@ from multibot.market.records import FillView, OrderView
 from multibot.wire.protocol import OrderUpdate
 from orchestrator.broker.book import Book
 from orchestrator.broker.journal import Journal
-from orchestrator.exchange.client import ExchangeClient, OutcomeUnknown, Rejected, Unavailable
+from orchestrator.exchange.client import (
+    RECV_WINDOW_MS,
+    ExchangeClient,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from orchestrator.exchange.orders import fill_view, journal_status, matches_intent
 from orchestrator.exchange.reports import OrderStatusReport, number
 
 log = logging.getLogger(__name__)
 
-# Binance refuses a request older than its recvWindow (python-binance sends 10 s): an
-# order it still does not know this long after we sent it was never placed.
-SETTLE_NS = 15 * 10**9
+# Binance refuses a request older than its recvWindow, except for delays inside its matching
+# engine, so an order it does not know by then is only *probably* not booked; the evidence
+# that it was not is gathered by orchestrator.exchange.unknown, never assumed from the time.
+RECV_WINDOW_NS = RECV_WINDOW_MS * 1_000_000
+SETTLE_MARGIN_NS = 5 * 10**9  # on top of the recvWindow: clock skew, transit
 CLOCK_TOLERANCE_NS = 60 * 10**9
+UNKNOWN = "outcome unknown"  # how the reason of an order of unknown outcome begins
 _ZERO = Decimal(0)
 
 
@@ -43,6 +52,7 @@ class Ledger:
         self.book = book
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self.trade_cursor: dict[str, int] = {}  # symbol -> the last exchange trade id seen
 
     def now_ns(self) -> int:
         return self._clock()
@@ -60,13 +70,24 @@ class Ledger:
         return matches_intent(order, report, CLOCK_TOLERANCE_NS,
                               self.client.server_offset_ms * 1_000_000)
 
-    def settled(self, order: OrderView) -> bool:
-        """Long enough since ``order`` was sent that the exchange's answer is final."""
-        return self.settles_in_s(order) < 0
+    def recv_window_ends_in_s(self, order: OrderView) -> float:
+        """Seconds until the exchange would refuse ``order``'s request as too old (< 0: it
+        would now)."""
+        return (order.created_ns + RECV_WINDOW_NS + SETTLE_MARGIN_NS - self._clock()) / 1e9
 
-    def settles_in_s(self, order: OrderView) -> float:
-        """Seconds until the exchange's answer about ``order`` is final (< 0: it is)."""
-        return (order.created_ns + SETTLE_NS - self._clock()) / 1e9
+    def unknown(self, symbol: str) -> OrderView | None:
+        """The symbol's oldest order whose outcome is unknown (sent, never confirmed)."""
+        return next((o for o in self.book.open_orders(symbol)
+                     if o.status == OrderStatus.PENDING_NEW), None)
+
+    def unknown_since(self, order: OrderView, why: str) -> OrderView:
+        """Journal why ``order``'s outcome is unknown (it stays PENDING_NEW)."""
+        reason = f"{UNKNOWN}: {why}"
+        self.journal.update_order(order.client_order_id, order.status, order.executed_qty,
+                                  reason, order.updated_ns)
+        noted = msgspec.structs.replace(order, reason=reason)
+        self.book.track(noted)
+        return noted
 
     async def exchange_copy(self, order: OrderView,
                             max_wait_s: float | None = None) -> OrderStatusReport | None:
@@ -75,16 +96,11 @@ class Ledger:
         report = await self.client.get_order(order.symbol, order.client_order_id, max_wait_s)
         return report if report is not None and self.is_ours(order, report) else None
 
-    def expire_unsent(self, order: OrderView) -> OrderUpdate:
-        """A settled PENDING_NEW order the exchange does not know: it was never sent."""
-        return self.finish(order, OrderStatus.EXPIRED,
-                           "never reached the exchange (it has no such order)")
-
     async def look_up(self, order: OrderView,
                       max_wait_s: float | None = None) -> OrderUpdate | None:
         """Ask the exchange for ``order`` by client order id and journal what it says.
-        None when it could not be asked; a PENDING_NEW order the exchange still does not know
-        once ``settled`` is EXPIRED (it never reached the exchange)."""
+        None when it could not be asked; an order it does not know is left as it is (not
+        knowing an order is no proof it was never booked: orchestrator.exchange.unknown)."""
         try:
             report = await self.exchange_copy(order, max_wait_s)
         except (OutcomeUnknown, Unavailable, Rejected) as exc:
@@ -92,10 +108,24 @@ class Ledger:
                         exc.message)
             return None
         if report is None:
-            if order.status == OrderStatus.PENDING_NEW and self.settled(order):
-                return self.expire_unsent(order)
             return OrderUpdate(order=order, position=self.book.position(order.symbol))
         return await self.apply(order, report)
+
+    async def adopt(self, order: OrderView, report: OrderStatusReport,
+                    how: str) -> OrderUpdate:
+        """The exchange booked ``order`` although the journal closed it (or still waits for
+        it): journal its trades and state as the exchange has them, say so in its reason and
+        in the events."""
+        update = await self.apply(order, report)
+        reason = (f"adopted: {how} shows the exchange booked it ({report.status}, "
+                  f"{update.order.executed_qty} executed)")
+        self.journal.update_order(order.client_order_id, update.order.status,
+                                  update.order.executed_qty, reason, update.order.updated_ns)
+        adopted = msgspec.structs.replace(update.order, reason=reason)
+        self.book.track(adopted)
+        self.journal.add_event("order", order.symbol, f"{order.client_order_id} {reason}")
+        log.warning("%s: %s %s", order.symbol, order.client_order_id, reason)
+        return msgspec.structs.replace(update, order=adopted)
 
     async def apply(self, order: OrderView, report: OrderStatusReport) -> OrderUpdate:
         """Journal the exchange's report of ``order``: new fills first, then its state."""
@@ -116,8 +146,10 @@ class Ledger:
                                      executed if last else order.executed_qty)
             self.book.position_of(symbol).apply(fill)
         now = self._clock()
-        reason = order.reason if status not in (OrderStatus.REJECTED, OrderStatus.EXPIRED) else (
-            order.reason or f"the exchange says {report.status}")
+        kept = ("" if order.reason.startswith(UNKNOWN) and status != OrderStatus.PENDING_NEW
+                else order.reason)  # the exchange has answered
+        reason = kept if status not in (OrderStatus.REJECTED, OrderStatus.EXPIRED) else (
+            kept or f"the exchange says {report.status}")
         self.journal.update_order(coid, status, executed, reason, now)
         updated = msgspec.structs.replace(order, status=status, executed_qty=executed,
                                           reason=reason, updated_ns=now)
@@ -137,6 +169,7 @@ class Ledger:
             first = self.journal.next_trade_id()
             return [fill_view(coid, f, first + i, now) for i, f in enumerate(fresh)], filled_before
         if Decimal(executed) > filled_before and report.order_id is not None:
+            # every trade of the order, from its first (a gap may lie before the ones known)
             trades = await self.client.my_trades(order.symbol, report.order_id)
             first = self.journal.next_trade_id()
             return [fill_view(coid, t, first + i, 0) for i, t in enumerate(

@@ -29,9 +29,11 @@ def journal_status(report: OrderStatusReport) -> OrderStatus | None:
 
 
 def rejection_reason(exc: Rejected) -> str:
-    """"insufficient_balance: binance -2010: Account has insufficient balance ..."."""
+    """"insufficient_balance: binance -2010: Account has insufficient balance ...". -2010 is
+    any new order's rejection ("Market is closed.", "Duplicate order sent.", a filter of the
+    account): insufficient balance only when it says so."""
     code = _REJECTION_CODES.get(exc.binance_code, ErrorCode.ORDER_REJECTED)
-    if exc.binance_code == -2010 and "Duplicate order" in exc.message:  # -2010 is not only balance
+    if exc.binance_code == -2010 and "insufficient balance" not in exc.message.lower():
         code = ErrorCode.ORDER_REJECTED
     return f"{code.value}: {exc.message}"
 

@@ -25,6 +25,7 @@ __all__ = [
     "OrderRequest",
     "OrderStatusReport",
     "account_report",
+    "execution_report",
     "number",
     "order_report",
     "trade_report",
@@ -57,6 +58,7 @@ class FillReport(msgspec.Struct, frozen=True, kw_only=True):
     commission_asset: str
     time_ms: int | None = None  # myTrades only: a response's fills carry no time
     is_maker: bool | None = None  # myTrades only
+    order_id: int | None = None  # myTrades only: Binance's orderId of the order that traded
 
 
 class OrderStatusReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,7 +141,39 @@ def trade_report(raw: Mapping[str, Any]) -> FillReport:
                       commission=number(raw.get("commission", "0")),
                       commission_asset=str(raw.get("commissionAsset", "")),
                       time_ms=int(raw.get("time", 0)),
-                      is_maker=None if maker is None else bool(maker))
+                      is_maker=None if maker is None else bool(maker),
+                      order_id=None if raw.get("orderId") is None else int(raw["orderId"]))
+
+
+def execution_report(event: Mapping[str, Any]) -> OrderStatusReport:
+    """A user data stream ``executionReport``: the order's state after the event, with the
+    one trade it reports (execution type TRADE). A cancel's ``c`` is the cancel's own id, its
+    ``C`` the order's."""
+    symbol, side = str(event.get("s", "")), _side(event.get("S"))
+    order_id = event.get("i")
+    fills: tuple[FillReport, ...] = ()
+    if event.get("x") == "TRADE":
+        fills = (FillReport(trade_id=int(event["t"]), symbol=symbol, side=side,
+                            price=number(event["L"]), qty=number(event["l"]),
+                            commission=number(event.get("n") or "0"),
+                            commission_asset=str(event.get("N") or ""),
+                            time_ms=int(event.get("T") or 0),
+                            is_maker=bool(event.get("m", False)),
+                            order_id=None if order_id is None else int(order_id)),)
+    return OrderStatusReport(
+        client_order_id=str(event.get("C") or event.get("c") or ""),
+        order_id=None if order_id is None else int(order_id),
+        symbol=symbol,
+        side=side,
+        type=str(event.get("o", "")),
+        status=_STATUSES.get(str(event.get("X", ""))),
+        orig_qty=number(event.get("q", "0")),
+        executed_qty=number(event["z"]),
+        cumulative_quote=number(event.get("Z", "0")),
+        price=number(event.get("p", "0")),
+        time_ms=int(event.get("O") or 0),
+        fills=fills,
+    )
 
 
 def account_report(data: Mapping[str, Any]) -> AccountReport:
