@@ -36,6 +36,9 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     TIMEOUT = "timeout"
     INTERNAL = "internal"
+    # a decision on a bar at or before the symbol's last journaled decision: a bar is acted
+    # on once (the order is not journaled and never reaches the exchange)
+    STALE_DECISION = "stale_decision"
 
 
 # What the user asked for is wrong: the CLI exits 2 (nothing was done); anything else exits 1.
