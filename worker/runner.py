@@ -78,7 +78,7 @@ class Runner:
         # False only while the combiner's target is known to equal _target (set whenever a
         # stance changes), so a bar without a new signal skips recomputing the target
         self._stale_target = False
-        self.position = Decimal(position.qty)
+        self._set_position(Decimal(position.qty))
         self.open_orders = {o.client_order_id: o for o in open_orders if o.status in OPEN_STATUSES}
         self._placed_at_bar: dict[str, int] = {}  # LIMIT orders' bar count when sent
         # on_fill is called only on strategies that define it (most do not)
@@ -169,7 +169,7 @@ class Runner:
                 else:
                     self._entry_wanted = False
                     self._exit.decide()
-        if self._target == _LONG or self.position or self.open_orders:
+        if (self._target is not _LONG and self.position) or self.open_orders or self._entry_wanted:
             actions += self._pursue()
         return actions
 
@@ -252,13 +252,8 @@ class Runner:
         """An exit try waits only for its time (nothing else has to happen first)."""
         return self._target != _LONG and self._settled() and self._holds_tradable()
 
-    @property
-    def position(self) -> Decimal:
-        return self._position
-
-    @position.setter
-    def position(self, qty: Decimal) -> None:
-        self._position = qty
+    def _set_position(self, qty: Decimal) -> None:
+        self.position = qty
         self._for_sale = round_step_down(qty, self._step)  # what a SELL of it may carry
 
     def _holds_tradable(self) -> bool:
@@ -379,7 +374,7 @@ class Runner:
         if order.status == OrderStatus.REJECTED:
             self.last_error = f"order {order.client_order_id} rejected: {order.reason}"
             log.warning("%s: %s", self.symbol, self.last_error)
-        self.position = Decimal(update.position.qty)
+        self._set_position(Decimal(update.position.qty))
         if self._exit.tries and not self.position:
             self._exit.reset()
         for fill in update.fills:
