@@ -1,0 +1,139 @@
+"""Exits until flat with real fleets: an exit that expired or was rejected is tried again
+until the position is flat, and a rejected entry is never sent again (#16 item 3)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multibot.market.bundled import load_klines
+from multibot.market.rules import bundled_rules
+from tests.fakes.binance import FakeBinance
+from tests.support import FleetCli, eventually, where
+
+pytestmark = pytest.mark.process
+
+STRATEGIES = Path(__file__).with_name("steered_strategies.py")
+ORDER_PATH = "/api/v3/order"
+KEY, SECRET = "exits-key-4Rt8", "exits-secret-Lp3vN6qZ"
+CLOSED = "Market is closed."
+
+
+def _orders(fleet: FleetCli, symbol: str) -> list[Any]:
+    with fleet.journal() as conn:
+        return conn.execute("SELECT * FROM orders WHERE symbol=? ORDER BY seq",
+                            (symbol,)).fetchall()
+
+
+def _falling_after(symbol: str, start: int, bars: int) -> int:
+    """The first bar from ``start`` on whose close no high of the next ``bars`` bars reaches:
+    a SELL LIMIT at that close rests unfilled for that long."""
+    klines = load_klines(symbol, "1m")
+    high, close = klines["high"], klines["close"]
+    for k in range(start, len(klines) - bars):
+        if high[k + 1:k + 1 + bars].max() < close[k]:
+            return k
+    raise AssertionError(f"no falling stretch of {bars} bars in the bundled {symbol} klines")
+
+
+def test_a_paper_limit_exit_that_expires_is_tried_again_until_flat(fleet: FleetCli) -> None:
+    """The worker turns flat half a second late (at 40 bars/s): the market has fallen
+    since, and stays below the SELL LIMIT for the next 40 bars, so it expires unfilled after
+    limit_ttl_bars. The strategy stays flat: the runner must try again (a new LIMIT at the
+    latest close, or after 3 expiries a MARKET order) until nothing tradable is held."""
+    klines = load_klines("BTCUSDT", "1m")
+    k = _falling_after("BTCUSDT", 1300, 40)  # the replay starts at bar 1000
+    long_at, flat_at = int(klines["open_time"][k - 10]), int(klines["open_time"][k])
+    fleet.up("BTCUSDT", "-s",
+             f"{STRATEGIES}:LateExit:long_at={long_at},flat_at={flat_at},lag_s=0.5",
+             "--order-type", "LIMIT", "--speed", "40")
+    eventually(lambda: any(o["side"] == "SELL" for o in _orders(fleet, "BTCUSDT")),
+               timeout=60, what="the late exit")
+    eventually(lambda: where(_orders(fleet, "BTCUSDT"),
+                             lambda os_: os_[-1]["side"] == "SELL"
+                             and os_[-1]["status"] == "FILLED"),
+               timeout=30, what="an exit filled")
+    orders = _orders(fleet, "BTCUSDT")
+    buys = [o for o in orders if o["side"] == "BUY"]
+    sells = [o for o in orders if o["side"] == "SELL"]
+    assert [b["status"] for b in buys] == ["FILLED"], "the entry fills at once (no lag then)"
+    assert sells[0]["type"] == "LIMIT" and sells[0]["status"] == "CANCELED"  # expired
+    assert all(s["status"] == "CANCELED" for s in sells[:-1])
+    assert len(sells) <= 4  # after 3 expiries, a MARKET exit
+    worker = eventually(lambda: where(fleet.workers()["BTCUSDT"],
+                                      lambda w: Decimal(str(w["position"])) == 0),
+                        what="the worker flat")
+    assert worker["last_error"] == ""
+
+
+# --- on Binance's protocol ------------------------------------------------------------------
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeBinance]:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
+                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.002) as fake:
+        yield fake
+
+
+def _up_steered(fleet: FleetCli, fake: FakeBinance, target: Path) -> None:
+    env = dict(os.environ, MULTIBOT_BINANCE_REST_URL=fake.rest_url,
+               MULTIBOT_BINANCE_STREAM_URL=fake.stream_url,
+               MULTIBOT_BINANCE_TESTNET_API_KEY=KEY, MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
+    fleet.run("up", "BTCUSDT", "--mode", "testnet", "--interval", "1s", "-s",
+              f"{STRATEGIES}:Steered:path={target}", env=env, check=True, timeout=90)
+
+
+def _posted(fake: FakeBinance, side: str) -> list[Any]:
+    return [r for r in fake.requests()
+            if r.method == "POST" and r.path == ORDER_PATH and r.params.get("side") == side]
+
+
+def _bars_later(fleet: FleetCli, bars: int) -> None:
+    seen = fleet.workers()["BTCUSDT"]["bars"]
+    eventually(lambda: fleet.workers()["BTCUSDT"]["bars"] >= seen + bars, timeout=30,
+               what=f"{bars} more bars")
+
+
+def _held(fake: FakeBinance, asset: str) -> Decimal:
+    free, locked = fake.balances().get(asset, (Decimal(0), Decimal(0)))
+    return free + locked
+
+
+def test_an_exit_rejected_while_the_market_is_closed_is_retried_until_flat(
+        fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("flat")
+    _up_steered(fleet, exchange, target)
+    # an entry rejected during maintenance is not sent again: a new entry is a new decision
+    exchange.fail("-2010", times=1, method="POST", path=ORDER_PATH, msg=CLOSED)
+    target.write_text("long")
+    eventually(lambda: _posted(exchange, "BUY"), timeout=30, what="the entry")
+    _bars_later(fleet, 4)
+    assert [r.code for r in _posted(exchange, "BUY")] == [-2010]
+    target.write_text("flat")
+    _bars_later(fleet, 2)  # a bar saw it: the next "long" is a new decision
+    target.write_text("long")
+    eventually(lambda: _held(exchange, "BTC") > 0, timeout=30, what="the second entry filled")
+    # the exit is rejected while the market is closed, and tried again until it goes through
+    exchange.fail("-2010", times=3, method="POST", path=ORDER_PATH, msg=CLOSED)
+    target.write_text("flat")
+    step = Decimal(bundled_rules()["BTCUSDT"].step_size)
+    eventually(lambda: _held(exchange, "BTC") < step, timeout=60, what="flat on the exchange")
+    sells = _posted(exchange, "SELL")
+    assert [r.code for r in sells] == [-2010, -2010, -2010, None]
+    assert [r.params["newClientOrderId"] for r in sells] == sorted(
+        {r.params["newClientOrderId"] for r in sells}, key=lambda c: int(c.rsplit("-", 1)[1]))
+    waits = [b.at - a.at for a, b in itertools.pairwise(sells)]
+    assert waits[0] >= 0.9 and waits[1] >= 1.9 and waits[2] >= 3.9  # the growing wait
+    assert len(_posted(exchange, "BUY")) == 2  # no entry retried
+    worker = eventually(lambda: where(fleet.workers()["BTCUSDT"],
+                                      lambda w: Decimal(str(w["position"])) < step),
+                        what="the worker flat")
+    assert Decimal(str(worker["position"])) == _held(exchange, "BTC")
