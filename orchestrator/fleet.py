@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CURSOR_SAVE_S = 1.0
+_PROBE_S = 1.0  # the journal's health probe (it rewrites the feed cursor)
 
 _JOURNAL_BUSY_S = 0.25
 _HOUSEKEEPING_S = 0.25
@@ -77,12 +77,14 @@ class Fleet:
         # A short busy timeout: a locked journal must not stall the loop (and heartbeats).
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self._check_mode()
+        self.journal.start_decision_clock(f"{settings.feed}:{settings.interval}")
         self.broker: Broker = PaperBroker(
             self.journal, {}, fee_rate=Decimal(settings.fee_rate),
             slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
         self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
         saved = self.journal.get_meta(self._cursor_key)
+        self._journaled_cursor = int(saved) if saved else None
         self.feed: Feed = (make_feed(settings, int(saved) if saved else None)
                            if settings.feed != "binance" else PendingFeed())
         self.rules: dict[str, SymbolRules] = {}
@@ -280,7 +282,12 @@ class Fleet:
                 await asyncio.sleep(0.5)
 
     def _publish_bars(self, bars: list[Bar]) -> None:
-        """Closed bars to the broker (resting paper orders fill), then to the workers."""
+        """Closed bars to the broker (resting paper orders fill), then to the workers.
+
+        The feed's new position is journaled first (one write per step, whatever the number
+        of symbols): after a crash the feed resumes past these bars, so no bar a worker may
+        have acted on is ever sent again (one in flight at the crash becomes history)."""
+        self._journal_cursor()
         for bar in bars:
             updates: list[OrderUpdate] = []
             if not self.journal_health.error:  # no fill may happen that cannot be journaled
@@ -314,9 +321,23 @@ class Fleet:
                 last_beat = now
                 with contextlib.suppress(zmq.ZMQError):
                     self._market_out.send(heartbeat_frame(), zmq.NOBLOCK)
-            if now - last_save >= _CURSOR_SAVE_S:
+            if now - last_save >= _PROBE_S:
                 last_save = now
                 self._save_cursor()
+
+    def _journal_cursor(self) -> None:
+        """The feed's position, if it moved; a failed write halts trading (as a failed order
+        write does), so nothing is acted on that a restart could see again. While halted,
+        only the health probe tries (each try may wait out the busy timeout)."""
+        cursor = self.feed.cursor
+        if cursor is None or cursor == self._journaled_cursor or self.journal_health.error:
+            return
+        try:
+            self.journal.set_meta(self._cursor_key, str(cursor))
+        except JournalError as exc:
+            self.journal_health.failed(exc)
+            return
+        self._journaled_cursor = cursor
 
     def _save_cursor(self) -> None:
         """Also the journal's health probe: a journal file deleted or replaced under us halts
@@ -326,6 +347,7 @@ class Fleet:
             if self.feed.cursor is None:
                 return
             self.journal.set_meta(self._cursor_key, str(self.feed.cursor))
+            self._journaled_cursor = self.feed.cursor
         except JournalError as exc:
             self.journal_health.failed(exc)
             return

@@ -110,7 +110,7 @@ class StatusBuilder:
             last_price=stats.last_close if stats.last_close is not None else (
                 float(last_price) if last_price is not None else None),
             bars=stats.bars, foreign_bars=stats.foreign_bars,
-            duplicate_bars=stats.duplicate_bars,
+            duplicate_bars=broker.decisions.duplicate_bars(symbol),
             position=float(position.qty),
             worker_position=float(stats.position) if handle.registered else None,
             avg_entry=float(position.avg_entry),

@@ -127,6 +127,9 @@ class WorkerLink:
             return None
         if isinstance(message, WorkerHeartbeat):
             supervisor.heartbeat(symbol, message)
+            if not self._ports.journal.error:  # else counted once the journal writes again
+                self._ports.trading.broker.decisions.reported(
+                    symbol, supervisor.handles[symbol].pid, message.duplicate_bars)
             return None
         if not isinstance(message, PlaceOrder | CancelOrder):
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
@@ -150,6 +153,7 @@ class WorkerLink:
             open_orders=trading.broker.open_orders(symbol),
             next_seq=trading.broker.next_seq(symbol),
             history=trading.feed.history(symbol, handle.warmup + 1),
+            last_decision_bar=trading.broker.decisions.last(symbol),
         )
 
 

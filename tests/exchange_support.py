@@ -88,12 +88,12 @@ class Desk:
 
 def market(seq: int, side: str, qty: str, symbol: str = "BTCUSDT") -> PlaceOrder:
     return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=Side(side), type=OrderType.MARKET,
-                      quantity=qty)
+                      quantity=qty, bar_time=seq)  # a decision per seq: on a bar of its own
 
 
 def limit(seq: int, side: str, qty: str, price: str, symbol: str = "BTCUSDT") -> PlaceOrder:
     return PlaceOrder(client_order_id=f"mb-{symbol}-{seq}", side=Side(side), type=OrderType.LIMIT,
-                      quantity=qty, price=price)
+                      quantity=qty, price=price, bar_time=seq)
 
 
 def posts(fake: FakeBinance, coid: str) -> int:

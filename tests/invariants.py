@@ -51,3 +51,16 @@ def assert_all_final(db: Path) -> None:
         db, "SELECT client_order_id FROM orders WHERE status = 'FILLED' AND client_order_id "
             "NOT IN (SELECT client_order_id FROM fills)")
     assert not filled_without_fill, [tuple(r) for r in filled_without_fill]
+
+
+def assert_one_decision_per_bar(db: Path) -> int:
+    """No symbol decided twice on one bar: every intent that is not an exit retry carries
+    its bar's open time, and no two of one symbol carry the same. Returns the decisions."""
+    undated = _rows(db, "SELECT client_order_id FROM orders WHERE exit_retry = 0 "
+                        "AND bar_time IS NULL")
+    assert not undated, [tuple(r) for r in undated]
+    twice = _rows(db, "SELECT symbol, bar_time, group_concat(side || ' ' || client_order_id) "
+                      "FROM orders WHERE exit_retry = 0 GROUP BY symbol, bar_time "
+                      "HAVING count(*) > 1")
+    assert not twice, [tuple(r) for r in twice]
+    return int(_rows(db, "SELECT count(*) FROM orders WHERE exit_retry = 0")[0][0])

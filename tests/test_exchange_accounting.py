@@ -86,6 +86,10 @@ def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         journal.insert_order(OrderView(client_order_id="mb-BTCUSDT-1", symbol="BTCUSDT",
                                        side=Side.BUY, type=OrderType.MARKET, quantity="1"), 1)
     with sqlite3.connect(path) as conn:  # make it look like a journal from before v2
+        for statement in ("DROP INDEX orders_symbol_bar", "DROP TABLE duplicate_bars",
+                          "ALTER TABLE orders DROP COLUMN bar_time",
+                          "ALTER TABLE orders DROP COLUMN exit_retry"):  # v3
+            conn.execute(statement)
         conn.execute("DROP INDEX fills_exchange_trade")
         conn.execute("ALTER TABLE fills DROP COLUMN exchange_trade_id")
         conn.execute("PRAGMA user_version=1")

@@ -376,7 +376,7 @@ def test_a_paper_order_is_placed_and_answered_when_it_is_read() -> None:
         journal=_OpenJournal(), order_event=events.append, spawn=None)
     link, sock = WorkerLink(ports), _Recorder()
     order = p.PlaceOrder(client_order_id="mb-BTCUSDT-1", side=Side.BUY, type=OrderType.MARKET,
-                         quantity="0.001")
+                         quantity="0.001", bar_time=0)
     link._handle(cast(Any, sock), [b"BTCUSDT", p.encode(order)])
     assert len(sock.sent) == 1 and len(events) == 1  # answered now, no task left to run
     _, reply = p.decode(sock.sent[0][1])

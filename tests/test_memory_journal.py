@@ -164,12 +164,13 @@ def scenario(journal: AnyJournal,
                 answers.append(broker.on_bar(bar("XRPUSDT", close, close - wick, close + wick)))
             elif kind in ("BUY", "SELL"):
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
-                    client_order_id=coid, side=Side(kind), type=OrderType.MARKET, quantity=qty)))
+                    client_order_id=coid, side=Side(kind), type=OrderType.MARKET, quantity=qty,
+                    bar_time=seq)))
             elif kind in ("LBUY", "LSELL"):
                 price = str(max(last + D(b) / 10_000, D("0.01")))
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=coid, side=Side(kind[1:]), type=OrderType.LIMIT, quantity=qty,
-                    price=price)))
+                    price=price, bar_time=seq)))
             elif kind == "cancel":
                 opened = broker.open_orders("XRPUSDT")
                 target = opened[a % len(opened)].client_order_id if opened else "none"
@@ -177,7 +178,7 @@ def scenario(journal: AnyJournal,
             elif kind == "resend":  # an id used before: answered from the journal
                 answers.append(broker.place_now("XRPUSDT", PlaceOrder(
                     client_order_id=client_order_id("XRPUSDT", max(1, seq - 1 - a % 3)),
-                    side=Side.BUY, type=OrderType.MARKET, quantity=qty)))
+                    side=Side.BUY, type=OrderType.MARKET, quantity=qty, bar_time=seq)))
         except ProtocolError as exc:
             answers.append(("error", exc.code, exc.reason))
     answers.append(broker.positions())

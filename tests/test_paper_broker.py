@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -34,15 +35,18 @@ def bar(symbol: str, close: str, low: str | None = None, high: str | None = None
     )  # fmt: skip
 
 
+_BARS = itertools.count(1)  # each new intent a decision on a bar of its own
+
+
 def market(coid: str, side: str, qty: str) -> PlaceOrder:
     # any text: some tests send what the wire would refuse, to see the broker refuse it too
     return PlaceOrder(client_order_id=coid, side=cast(Side, side), type=OrderType.MARKET,
-                      quantity=qty)
+                      quantity=qty, bar_time=next(_BARS))
 
 
 def limit(coid: str, side: str, qty: str, price: str) -> PlaceOrder:
     return PlaceOrder(client_order_id=coid, side=cast(Side, side), type=OrderType.LIMIT,
-                      quantity=qty, price=price)
+                      quantity=qty, price=price, bar_time=next(_BARS))
 
 
 def status(journal: Journal, coid: str) -> str:

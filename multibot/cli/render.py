@@ -76,6 +76,9 @@ def status_table(report: StatusReport) -> str:
         footer = "no symbols yet: `multibot up SYMBOL`"
     if o.journal_error:
         footer += f"\nTRADING HALTED: journal unavailable: {o.journal_error}"
+    duplicates = [f"{w.symbol} {w.duplicate_bars}" for w in report.workers if w.duplicate_bars]
+    if duplicates:  # must stay 0: a bar acted on twice would show here
+        footer += f"\nlive bars seen twice over the fleet's life: {', '.join(duplicates)}"
     return "\n".join([header, "", *lines, "", footer])
 
 

@@ -93,7 +93,9 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     last_price: float | None
     bars: int
     foreign_bars: int
-    duplicate_bars: int  # live bars that reached it twice (or out of order): must stay 0
+    # live bars it saw twice over the fleet's life (journaled: worker reports and decisions
+    # refused as stale): must stay 0
+    duplicate_bars: int
     position: float
     worker_position: float | None
     avg_entry: float

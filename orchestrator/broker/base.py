@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar
 from multibot.wire.protocol import OrderUpdate, OrderView, PlaceOrder, PositionView, SymbolRules
+from orchestrator.broker.decisions import Decisions
 
 
 class NotReconciled(MultibotError):
@@ -40,6 +41,11 @@ class Broker(Protocol):
 
     def next_seq(self, symbol: str) -> int:
         """The sequence number of the symbol's next client order id."""
+        ...
+
+    @property
+    def decisions(self) -> Decisions:
+        """Each symbol's last decided bar and its duplicate bars over the fleet's life."""
         ...
 
     def last_price(self, symbol: str) -> Decimal | None: ...

@@ -15,6 +15,7 @@ from multibot.market.orders import FINAL_STATUSES, Side
 from multibot.market.position import Position
 from multibot.market.records import OrderView, PositionView, SymbolRules
 from multibot.market.rules import price_decimal
+from orchestrator.broker.decisions import Decisions
 from orchestrator.broker.order_journal import OrderJournal
 
 __all__ = ["Book", "BookQueries"]
@@ -39,6 +40,7 @@ class Book:
         # Bar closes not yet converted to Decimal (that is done when a price is needed): most
         # bars fill nothing, and repr() + Decimal() per bar would dominate a backtest's time.
         self.closes: dict[str, float] = {}
+        self.decisions = Decisions(journal)  # every intent is journaled through it
         for fill in journal.fills():
             self.position_of(fill.symbol).apply(fill)
 
@@ -145,6 +147,10 @@ class BookQueries:
 
     def next_seq(self, symbol: str) -> int:
         return self.book.next_seq(symbol)
+
+    @property
+    def decisions(self) -> Decisions:
+        return self.book.decisions
 
     def last_price(self, symbol: str) -> Decimal | None:
         return self.book.last_price(symbol)

@@ -20,6 +20,7 @@ import msgspec
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.orders import OPEN_STATUSES
 from multibot.wire.protocol import FillView, OrderView
+from orchestrator.broker.journal_decisions import DecisionRecords
 from orchestrator.broker.journal_file import (
     FileWatch,
     corruption,
@@ -38,7 +39,7 @@ __all__ = [
     "OrderJournal",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orders (
@@ -83,6 +84,15 @@ _STEPS: tuple[tuple[str, ...], ...] = (
      # an exchange trade is journaled once, however often it is seen (response, poll, restart)
      "CREATE UNIQUE INDEX IF NOT EXISTS fills_exchange_trade "
      "ON fills (symbol, exchange_trade_id) WHERE exchange_trade_id IS NOT NULL"),
+    # one decision per symbol per bar: the open time of the bar an intent was decided on, and
+    # whether it only retries an exit already decided (not a decision of its own)
+    ("ALTER TABLE orders ADD COLUMN bar_time INTEGER",
+     "ALTER TABLE orders ADD COLUMN exit_retry INTEGER NOT NULL DEFAULT 0",
+     "CREATE INDEX IF NOT EXISTS orders_symbol_bar ON orders (symbol, bar_time)",
+     # live bars seen twice over the fleet's life: workers' reports and refused decisions
+     """CREATE TABLE IF NOT EXISTS duplicate_bars (
+         symbol TEXT PRIMARY KEY,
+         count INTEGER NOT NULL)"""),
 )
 # Column names equal the wire structs' field names, so rows map straight onto them.
 _ORDER_FIELDS = OrderView.__struct_fields__
@@ -91,7 +101,8 @@ _ORDER_COLUMNS = ", ".join(_ORDER_FIELDS)
 _FILL_COLUMNS = ", ".join(_FILL_FIELDS)
 _ORDER_MARKS = ", ".join("?" * (len(_ORDER_FIELDS) + 1))  # + seq
 _FILL_MARKS = ", ".join("?" * len(_FILL_FIELDS))
-_INSERT_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}, seq) VALUES ({_ORDER_MARKS})"
+_INSERT_ORDER = (f"INSERT INTO orders ({_ORDER_COLUMNS}, seq, bar_time, exit_retry) "
+                 f"VALUES ({_ORDER_MARKS}, ?, ?)")
 _INSERT_FILL = f"INSERT INTO fills ({_FILL_COLUMNS}) VALUES ({_FILL_MARKS})"
 
 
@@ -131,7 +142,7 @@ def _fill(row: tuple[Any, ...]) -> FillView:
     return _record(FillView, _FILL_FIELDS, row)
 
 
-class Journal:
+class Journal(DecisionRecords):
     def __init__(self, path: Path, *, timeout: float = 5.0, durable: bool = True) -> None:
         """Open (creating if needed) the journal at ``path``; ``timeout`` = busy wait, seconds.
 
@@ -237,11 +248,13 @@ class Journal:
 
     # --- orders and fills --------------------------------------------------------------------
 
-    def insert_order(self, order: OrderView, seq: int) -> None:
+    def insert_order(self, order: OrderView, seq: int, bar_time: int | None = None,
+                     exit_retry: bool = False) -> None:
+        """Journal an intent; ``bar_time``: open time of the bar it was decided on."""
         with self._write(f"insert order {order.client_order_id}") as conn:
             conn.execute(
                 _INSERT_ORDER,
-                (*msgspec.structs.astuple(order), seq),
+                (*msgspec.structs.astuple(order), seq, bar_time, int(exit_retry)),
             )
 
     def update_order(

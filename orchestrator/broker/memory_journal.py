@@ -39,6 +39,8 @@ class MemoryJournal:
         self._max_trade_id: int | None = None  # None: no fills yet
         self._events: list[JournalEvent] = []
         self._meta: dict[str, str] = {}
+        self._decided: dict[str, int] = {}  # symbol -> newest bar_time of a decision
+        self._duplicates: dict[str, int] = {}
         self._closed = False
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -53,7 +55,8 @@ class MemoryJournal:
 
     # --- orders and fills --------------------------------------------------------------------
 
-    def insert_order(self, order: OrderView, seq: int) -> None:
+    def insert_order(self, order: OrderView, seq: int, bar_time: int | None = None,
+                     exit_retry: bool = False) -> None:
         coid = order.client_order_id
         reason: str | None = None  # checked in SQLite's order: closed, binding, constraints
         if self._closed:
@@ -62,6 +65,7 @@ class MemoryJournal:
             _LOW <= seq <= _HIGH
             and _LOW <= order.created_ns <= _HIGH
             and _LOW <= order.updated_ns <= _HIGH
+            and (bar_time is None or _LOW <= bar_time <= _HIGH)
         ):
             reason = _TOO_BIG
         elif coid in self._orders:
@@ -72,6 +76,8 @@ class MemoryJournal:
         symbol = order.symbol
         if symbol not in self._max_seq or seq > self._max_seq[symbol]:
             self._max_seq[symbol] = seq
+        if bar_time is not None and not exit_retry and bar_time > self._decided.get(symbol, _LOW):
+            self._decided[symbol] = bar_time
 
     def update_order(
         self, client_order_id: str, status: str, executed_qty: str, reason: str, updated_ns: int
@@ -156,6 +162,20 @@ class MemoryJournal:
     def max_seq(self, symbol: str) -> int:
         self._open(f"read max seq of {symbol}")
         return self._max_seq.get(symbol, 0)
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def last_decision_bars(self) -> dict[str, int]:
+        self._open("read last decision bars")
+        return dict(self._decided)
+
+    def add_duplicate_bars(self, symbol: str, count: int) -> None:
+        self._open(f"count duplicate bars of {symbol}")
+        self._duplicates[symbol] = self._duplicates.get(symbol, 0) + count
+
+    def duplicate_bars(self) -> dict[str, int]:
+        self._open("read duplicate bars")
+        return dict(self._duplicates)
 
     # --- events and meta ---------------------------------------------------------------------
 

@@ -138,9 +138,10 @@ class PaperBroker(BookQueries):
     def place_now(self, symbol: str, order: PlaceOrder) -> OrderUpdate:
         """Place (or, for a known client_order_id, look up) an order.
 
-        Raises ProtocolError only for an unusable client_order_id (BAD_BODY) or one already
-        used by another symbol (CONFLICT); every other rejection is journaled as REJECTED and
-        returned.
+        Raises ProtocolError only for an unusable client_order_id (BAD_BODY), one already
+        used by another symbol (CONFLICT), or a decision the symbol already took on that bar
+        or a later one (STALE_DECISION; see orchestrator.broker.decisions); every other
+        rejection is journaled as REJECTED and returned.
         """
         coid = order.client_order_id
         check_client_order_id(coid)
@@ -175,7 +176,7 @@ class PaperBroker(BookQueries):
                 created_ns=now,
                 updated_ns=now,
             )
-            self._journal.insert_order(rejected, seq)
+            self.book.decisions.journal_intent(rejected, seq, order)
             return OrderUpdate(order=rejected, position=self.position(symbol))
         accepted = OrderView(
             client_order_id=coid,
@@ -189,7 +190,7 @@ class PaperBroker(BookQueries):
             updated_ns=now,
         )
         # Committed before any fill: a crash in between leaves a NEW order, never a lone fill.
-        self._journal.insert_order(accepted, seq)
+        self.book.decisions.journal_intent(accepted, seq, order)
         if accepted.type == _LIMIT:
             self.book.track(accepted)
         fill_price = self._taker_price(accepted, price, last)

@@ -91,7 +91,7 @@ class ExchangeBroker(BookQueries):
                 created_ns=self._clock(), updated_ns=self._clock())
             # Committed before it is sent: a crash from here on leaves a PENDING_NEW order
             # that reconciliation looks up, never an order the journal does not know.
-            self.journal.insert_order(intent, parse_seq(symbol, coid))
+            self.book.decisions.journal_intent(intent, parse_seq(symbol, coid), order)
             self.book.track(intent)
             request = OrderRequest(client_order_id=coid, symbol=rules.symbol,
                                    side=Side(order.side), type=OrderType(order.type),
@@ -130,7 +130,8 @@ class ExchangeBroker(BookQueries):
                              side=order.side, type=order.type, quantity=order.quantity,
                              price=order.price, status=OrderStatus.REJECTED, reason=reason,
                              created_ns=now, updated_ns=now)
-        self.journal.insert_order(rejected, parse_seq(symbol, order.client_order_id))
+        self.book.decisions.journal_intent(rejected, parse_seq(symbol, order.client_order_id),
+                                           order)
         return OrderUpdate(order=rejected, position=self.position(symbol))
 
     async def _known(self, symbol: str, order: OrderView) -> OrderUpdate:
