@@ -46,6 +46,7 @@ async def client_for(fake: FakeBinance, key: str = KEY,
                      secret: str = SECRET) -> AsyncIterator[AsyncClient]:
     class Local(AsyncClient):  # type: ignore[misc]  # python-binance is untyped (Any)
         API_URL = fake.rest_url  # class attribute: create() pings before we could set it
+        WS_API_URL = fake.ws_api_url  # the user data stream; __init__ builds ws_api from it
 
     client = await Local.create(key, secret)
     try:

@@ -252,3 +252,38 @@ def test_malformed_orders_are_bad_body(
     error = rejection(XRP, side, type_, qty, price=price, last="1")
     assert error.code is ErrorCode.BAD_BODY
     assert fragment in error.reason
+
+
+def _with_filters(*extra: dict[str, Any]) -> SymbolRules:
+    info = json.loads(SNAPSHOT.read_text())
+    symbol = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
+    symbol["filters"] = [*symbol["filters"], *extra]
+    return load_rules({"symbols": [symbol]})["BTCUSDT"]
+
+
+def test_percent_price_by_side_bands_limit_prices_around_the_last_price() -> None:
+    rules = _with_filters({"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": "5",
+                           "bidMultiplierDown": "0.2", "askMultiplierUp": "4",
+                           "askMultiplierDown": "0.5", "avgPriceMins": 5})
+    assert (rules.bid_multiplier_up, rules.ask_multiplier_down) == ("5", "0.5")
+    high = rejection(rules, "BUY", "LIMIT", "0.001", "250000.01", last="50000")
+    assert high.code == ErrorCode.ORDER_REJECTED
+    assert str(high.reason).startswith("PERCENT_PRICE_BY_SIDE: BUY price 250000.01 is above 5")
+    low = rejection(rules, "SELL", "LIMIT", "0.001", "24999.99", last="50000")
+    assert "below 0.5 x the average price 50000" in str(low.reason)
+    for side, price in (("BUY", "250000"), ("BUY", "10000"), ("SELL", "200000"),
+                        ("SELL", "25000")):
+        check_order(rules, side, "LIMIT", D("0.001"), D(price), D("50000"))
+    check_order(rules, "BUY", "LIMIT", D("0.001"), D("900000"), None)  # no reference: no band
+    assert BTC.bid_multiplier_up == "0"  # the snapshot has no such filter: no band
+    check_order(BTC, "BUY", "LIMIT", D("0.001"), D("900000"), D("50000"))
+
+
+def test_max_num_orders_counts_the_open_orders_passed() -> None:
+    rules = _with_filters({"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200})
+    assert rules.max_num_orders == 200
+    check_order(rules, "BUY", "MARKET", D("0.001"), None, D("50000"), open_orders=199)
+    with pytest.raises(ProtocolError) as info:
+        check_order(rules, "BUY", "MARKET", D("0.001"), None, D("50000"), open_orders=200)
+    assert str(info.value.reason).startswith("MAX_NUM_ORDERS: 200 orders are open")
+    check_order(BTC, "BUY", "MARKET", D("0.001"), None, D("50000"), open_orders=10_000)

@@ -145,6 +145,40 @@ def test_drop_streams_and_python_binance_reconnects(fake: FakeBinance) -> None:
     run(scenario())
 
 
+def test_server_shutdown_event_then_close_and_python_binance_reconnects(
+        fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        async with client_for(fake) as client, \
+                quick(sockets(client, fake).kline_socket("BTCUSDT", "1s")) as socket:
+            await next_data(socket)
+            fake.server_shutdown(grace_s=0.3)
+            while (await asyncio.wait_for(socket.recv(), 5))["e"] != "serverShutdown":
+                pass
+            while (await asyncio.wait_for(socket.recv(), 5))["e"] != "error":
+                pass  # the close that follows: python-binance reports it and reconnects
+            await until(lambda: fake.ws_connects() == 2 and fake.ws_connections() == 1,
+                        timeout=8, what="python-binance to reconnect")
+            assert (await next_data(socket))["e"] == "kline"
+    run(scenario())
+
+
+def test_connection_lifetime_closes_with_a_close_frame(fake: FakeBinance) -> None:
+    async def scenario() -> None:
+        fake.set_connection_lifetime(0.5)
+        async with websockets.connect(fake.stream_url + "ws/btcusdt@trade",
+                                      close_timeout=0.5) as ws:
+            opened = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosedOK) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert time.monotonic() - opened >= 0.4
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        async with websockets.connect(fake.ws_api_url, close_timeout=0.5) as api:
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await asyncio.wait_for(api.recv(), 5)  # the WebSocket API ends the same way
+    run(scenario())
+
+
 def test_more_than_five_messages_a_second_closes_the_connection(fake: FakeBinance) -> None:
     async def scenario() -> None:
         async with websockets.connect(fake.stream_url + "ws", close_timeout=0.5) as ws:

@@ -22,6 +22,13 @@ class SymbolRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_qty: str
     min_notional: str
     market_max_qty: str = "0"
+    # PERCENT_PRICE_BY_SIDE ("0": no bound): a LIMIT BUY's price within [bid_multiplier_down,
+    # bid_multiplier_up] x the average price, a SELL's within the ask multipliers
+    bid_multiplier_up: str = "0"
+    bid_multiplier_down: str = "0"
+    ask_multiplier_up: str = "0"
+    ask_multiplier_down: str = "0"
+    max_num_orders: int = 0  # MAX_NUM_ORDERS: open orders per symbol (0: no limit)
 
 
 class OrderView(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

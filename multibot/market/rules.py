@@ -1,8 +1,9 @@
 """Binance spot exchange filters: load them, invent plausible ones, check orders against them.
 
 Everything is ``Decimal`` and exact: a paper order is rejected exactly when Binance would answer
--1013 (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, NOTIONAL). A zero bound means "no bound", as
-on Binance. Pure module: stdlib, msgspec and the wire protocol only.
+-1013 (PRICE_FILTER, PERCENT_PRICE_BY_SIDE, LOT_SIZE, MARKET_LOT_SIZE, NOTIONAL) or -2010
+"Filter failure: MAX_NUM_ORDERS". A zero bound means "no bound", as on Binance. Pure module:
+stdlib, msgspec and the wire protocol only.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def load_rules(exchange_info: dict[str, Any]) -> dict[str, SymbolRules]:
         # NOTIONAL replaced MIN_NOTIONAL on Binance; older snapshots still carry the latter.
         notional = by_type.get("NOTIONAL", by_type.get("MIN_NOTIONAL", {}))
         market_lot = by_type.get("MARKET_LOT_SIZE", {})
+        side = by_type.get("PERCENT_PRICE_BY_SIDE", {})
         name = sym.symbol
         rules[name] = SymbolRules(
             symbol=name,
@@ -152,6 +154,12 @@ def load_rules(exchange_info: dict[str, Any]) -> dict[str, SymbolRules]:
             max_qty=_filter_value(name, lot, "maxQty"),
             min_notional=_filter_value(name, notional, "minNotional"),
             market_max_qty=_filter_value(name, market_lot, "maxQty"),
+            bid_multiplier_up=_filter_value(name, side, "bidMultiplierUp"),
+            bid_multiplier_down=_filter_value(name, side, "bidMultiplierDown"),
+            ask_multiplier_up=_filter_value(name, side, "askMultiplierUp"),
+            ask_multiplier_down=_filter_value(name, side, "askMultiplierDown"),
+            max_num_orders=int(_filter_value(
+                name, by_type.get("MAX_NUM_ORDERS", {}), "maxNumOrders").partition(".")[0]),
         )
     return rules
 
@@ -252,12 +260,16 @@ def check_order(
     qty: Decimal,
     price: Decimal | None,
     last_price: Decimal | None,
+    open_orders: int | None = None,
 ) -> None:
     """Raise ProtocolError as Binance would reject this order; return None if it passes.
 
     Malformed orders (side, type, missing or stray price, non-positive numbers) are BAD_BODY;
     filter failures are ORDER_REJECTED with "<FILTER>: reason" (Binance -1013). A MARKET order's
-    notional uses ``last_price`` and is not checked without one.
+    notional uses ``last_price`` and is not checked without one; a LIMIT price's
+    PERCENT_PRICE_BY_SIDE band is around ``last_price`` (standing in for Binance's average
+    price) and not checked without one. MAX_NUM_ORDERS is checked when the caller passes the
+    symbol's ``open_orders``.
     """
     if side not in SIDES:
         raise ProtocolError(ErrorCode.BAD_BODY, f"side must be BUY or SELL, got {side!r}")
@@ -271,9 +283,14 @@ def check_order(
         if not price.is_finite() or price <= _ZERO:
             raise ProtocolError(ErrorCode.BAD_BODY, f"price must be positive, got {price}")
         _check_price(rules, price)
+        if last_price is not None:
+            _check_side_band(rules, side, price, last_price)
     elif price is not None:
         raise ProtocolError(ErrorCode.BAD_BODY, "a MARKET order takes no price")
     _check_lot(rules, qty)
+    if open_orders is not None and 0 < rules.max_num_orders <= open_orders:
+        raise _reject("MAX_NUM_ORDERS", f"{open_orders} orders are open, the most allowed is "
+                                        f"{rules.max_num_orders}")
     if type == "MARKET":
         market_max = decimal_of(rules.market_max_qty)
         if market_max > _ZERO and qty > market_max:
@@ -304,6 +321,18 @@ def _check_price(rules: SymbolRules, price: Decimal) -> None:
         raise _reject(
             "PRICE_FILTER", f"price {fmt(price)} is not a multiple of the tick size {fmt(tick)}"
         )
+
+
+def _check_side_band(rules: SymbolRules, side: str, price: Decimal, average: Decimal) -> None:
+    up, down = ((rules.bid_multiplier_up, rules.bid_multiplier_down) if side == "BUY"
+                else (rules.ask_multiplier_up, rules.ask_multiplier_down))
+    high, low = average * decimal_of(up), average * decimal_of(down)
+    if high > _ZERO and price > high:
+        raise _reject("PERCENT_PRICE_BY_SIDE", f"{side} price {fmt(price)} is above {up} x the "
+                                               f"average price {fmt(average)}")
+    if price < low:
+        raise _reject("PERCENT_PRICE_BY_SIDE", f"{side} price {fmt(price)} is below {down} x "
+                                               f"the average price {fmt(average)}")
 
 
 def _check_lot(rules: SymbolRules, qty: Decimal) -> None:

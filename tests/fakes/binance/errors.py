@@ -49,7 +49,19 @@ def filter_failure(name: str) -> ApiError:
     return bad_request(-1013, f"Filter failure: {name}")
 
 
+# -2010 NEW_ORDER_REJECTED has many causes; each has its own message
 INSUFFICIENT = "Account has insufficient balance for requested action."
+MARKET_CLOSED = "Market is closed."
+DUPLICATE = "Duplicate order sent."
+# Binance documents these as "Account has too many open orders on the symbol / exchange." but
+# answers with the filter's name (seen in the wild as -2010, not -1013)
+MAX_NUM_ORDERS = "Filter failure: MAX_NUM_ORDERS"
+TOO_MANY_ORDERS = "Filter failure: EXCHANGE_MAX_NUM_ORDERS"
+
+
+def rejected(msg: str) -> ApiError:
+    """-2010 (HTTP 400) with the cause's own message."""
+    return bad_request(-2010, msg)
 
 
 def f8(value: Decimal) -> str:

@@ -1,7 +1,23 @@
 """Fault injection: ``fail(kind, times, method, path, **options)`` arms a fault for the next
-``times`` matching requests. A fault either replaces the reply before anything happens, or
-(``5xx_after_accept``) lets the order through and then loses the reply, or (``slow``) delays
-it. Thread-safe through the fake's lock, which the caller holds."""
+``times`` matching requests. Thread-safe through the fake's lock, which the caller holds.
+
+Kinds and their options:
+
+- ``429`` (retry_after, msg, ban), ``418`` (retry_after, msg), ``-1021``, ``-2010``,
+  ``-1013`` (msg): that error instead of the reply, before anything happens.
+- ``5xx`` (status, body="html"|"json"): a 5xx before anything happens; nothing is booked.
+- ``5xx_after_accept`` (status, body="json"): the order is booked at once, the reply is lost
+  (503 -1007 "... execution status unknown.").
+- ``late_booking`` (delay=2.0, status, body="json"): POST order only. The reply is the 5xx
+  -1007 and nothing is booked yet; ``delay`` seconds later the matching engine books the
+  order (checked and matched then, with the account and price of that moment), and from then
+  on it is in GET order, openOrders, allOrders, myTrades and the user data stream as any
+  order. Before that it is invisible everywhere (:meth:`FakeBinance.pending_bookings`
+  counts them). A booking the engine rejects then (e.g. the balance is gone) never appears.
+- ``never_booked`` (status, body="json"): POST order only. The same 5xx -1007 answer, but
+  the request died in the backend: the order never appears.
+- ``slow`` (delay): the reply comes ``delay`` seconds late.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +28,11 @@ from tests.fakes.binance.errors import INSUFFICIENT, ApiError
 
 ORDER_PATH = "/api/v3/order"
 BEFORE = ("429", "418", "5xx", "-1021", "-2010", "-1013")
-KINDS = (*BEFORE, "5xx_after_accept", "slow")
+LATE = ("late_booking", "never_booked")  # answered 5xx after the API checks passed
+ORDER_ONLY = ("5xx_after_accept", *LATE)
+KINDS = (*BEFORE, "5xx_after_accept", *LATE, "slow")
 _OPTIONS = {
+    "late_booking": {"delay", "status", "body"}, "never_booked": {"status", "body"},
     "429": {"retry_after", "msg", "ban"}, "418": {"retry_after", "msg"},
     "5xx": {"status", "body"}, "5xx_after_accept": {"status", "body"},
     "-1021": {"msg"}, "-2010": {"msg"}, "-1013": {"msg"}, "slow": {"delay"},
@@ -39,7 +58,7 @@ class Fault:
     options: dict[str, Any] = field(default_factory=dict)
 
     def matches(self, method: str, path: str) -> bool:
-        if self.kind == "5xx_after_accept" and (method, path) != ("POST", ORDER_PATH):
+        if self.kind in ORDER_ONLY and (method, path) != ("POST", ORDER_PATH):
             return False
         return ((self.method is None or self.method == method)
                 and (self.path is None or self.path == path))
@@ -59,8 +78,10 @@ class Faults:
         if times < 1:
             raise ValueError("times must be >= 1")
         status = int(options.get("status", 503))
-        if kind.startswith("5xx") and not 500 <= status <= 599:
+        if (kind.startswith("5xx") or kind in LATE) and not 500 <= status <= 599:
             raise ValueError("status must be a 5xx")
+        if float(options.get("delay", 0)) < 0:
+            raise ValueError("delay must be >= 0")
         self._armed.append(Fault(kind, times, method.upper() if method else None,
                                  normalize_path(path) if path else None, dict(options)))
 
@@ -106,7 +127,32 @@ def before_error(fault: Fault, now_ms: int) -> ApiError:
 def server_error(fault: Fault) -> tuple[int, str, str]:
     """(status, body, content type) of a 5xx fault: JSON -1007 or an HTML proxy page."""
     status = int(fault.options.get("status", 503))
-    default = "json" if fault.kind == "5xx_after_accept" else "html"
+    default = "html" if fault.kind == "5xx" else "json"
     if fault.options.get("body", default) == "html":
         return status, HTML_5XX.format(status), "text/html"
     return status, f'{{"code":-1007,"msg":"{UNKNOWN_STATUS}"}}', "application/json"
+
+
+@dataclass(frozen=True)
+class LateBooking:
+    """An order request the API gave up on that the matching engine books at ``due``."""
+
+    due: float  # time.monotonic()
+    symbol: str
+    params: dict[str, str]
+
+
+class LateBookings:
+    def __init__(self) -> None:
+        self._pending: list[LateBooking] = []
+
+    def add(self, booking: LateBooking) -> None:
+        self._pending.append(booking)
+
+    def take_due(self, now: float) -> list[LateBooking]:
+        due = [b for b in self._pending if b.due <= now]
+        self._pending = [b for b in self._pending if b.due > now]
+        return due
+
+    def __len__(self) -> int:
+        return len(self._pending)

@@ -107,12 +107,16 @@ def market_quantity(order: NewOrder, rules: SymbolRules, price: Decimal) -> Deci
     return (order.quote_qty / price / step).to_integral_value(ROUND_DOWN) * step
 
 
-def check_filters(order: NewOrder, rules: SymbolRules, qty: Decimal, price: Decimal) -> None:
+def check_filters(order: NewOrder, rules: SymbolRules, qty: Decimal, price: Decimal,
+                  average: Decimal) -> None:
     """-1013 "Filter failure: <FILTER>" as Binance checks them; ``price`` is the limit price
-    or, for MARKET, the current price (used for the notional only)."""
+    or, for MARKET, the current price (used for the notional only); ``average`` stands for
+    Binance's average price over avgPriceMins (the fake uses the current price)."""
     if order.type == "LIMIT" and not _lot_ok(price, rules.min_price, rules.max_price,
                                              rules.tick):
         raise filter_failure("PRICE_FILTER")  # the same bounds-and-grid rule as a lot
+    if order.type == "LIMIT" and not _within_side_band(order.side, price, average, rules):
+        raise filter_failure("PERCENT_PRICE_BY_SIDE")
     if not _lot_ok(qty, rules.min_qty, rules.max_qty, rules.step):
         raise filter_failure("LOT_SIZE")
     if order.type == "MARKET" and not _lot_ok(qty, rules.market_min_qty, rules.market_max_qty,
@@ -126,6 +130,11 @@ def check_filters(order: NewOrder, rules: SymbolRules, qty: Decimal, price: Deci
     applies_max = order.type == "LIMIT" or rules.max_notional_market
     if applies_max and rules.max_notional and notional > rules.max_notional:
         raise filter_failure(name)
+
+
+def _within_side_band(side: str, price: Decimal, average: Decimal, rules: SymbolRules) -> bool:
+    up, down = (rules.bid_up, rules.bid_down) if side == "BUY" else (rules.ask_up, rules.ask_down)
+    return not ((up and price > average * up) or (down and price < average * down))
 
 
 def _filter_names(rules: SymbolRules) -> set[str]:

@@ -16,7 +16,15 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.fakes.binance.errors import ApiError, bad_request, illegal, invalid_symbol, mandatory
-from tests.fakes.binance.faults import BEFORE, Fault, before_error, server_error
+from tests.fakes.binance.faults import (
+    BEFORE,
+    LATE,
+    Fault,
+    LateBooking,
+    before_error,
+    server_error,
+)
+from tests.fakes.binance.history import trades_weight
 from tests.fakes.binance.limits import WEIGHT_HEADER
 from tests.fakes.binance.market import INTERVALS_MS
 from tests.fakes.binance.matching import limit_param, order_id_param
@@ -97,7 +105,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                                          _open_orders),
     ("GET", "/api/v3/allOrders"): Route(lambda p: 20, True, lambda s, p: s.account.all_orders(
         _symbol(s, p), p)),
-    ("GET", "/api/v3/myTrades"): Route(lambda p: 20, True, lambda s, p: s.account.my_trades(
+    ("GET", "/api/v3/myTrades"): Route(trades_weight, True, lambda s, p: s.account.my_trades(
         _symbol(s, p), p)),
     ("GET", "/api/v3/account"): Route(lambda p: 20, True,
                                       lambda s, p: s.account.view(s.server_ms())),
@@ -136,6 +144,14 @@ def _process(state: FakeState, method: str, path: str, query: str, body: str, pa
             state.signer.check(api_key, query, body, params, state.server_ms())
         if (method, path) == ("POST", "/api/v3/order"):
             headers.update(state.limiter.admit_order(now))
+        if fault is not None and fault.kind in LATE:
+            symbol = _symbol(state, params)
+            if fault.kind == "late_booking":
+                delay = float(fault.options.get("delay", 2.0))
+                state.late.add(LateBooking(time.monotonic() + delay, symbol, dict(params)))
+            status, text, ctype = server_error(fault)
+            return Reply(status, text, ctype, headers,
+                         -1007 if ctype == "application/json" else None)
         result = route.handler(state, params)
         reply = Reply(200, json.dumps(result), "application/json", headers)
     except ApiError as error:
@@ -170,5 +186,6 @@ async def handle(state: FakeState, request: web.Request) -> web.StreamResponse:
         recorded = {k: v for k, v in params.items() if k != "signature"}
         state.records.append(RequestRecord(method, path, recorded, reply.status, reply.code,
                                            time.monotonic()))
+    state.flush_user_events()
     return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type,
                         headers=reply.headers)

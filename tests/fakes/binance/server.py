@@ -17,7 +17,9 @@ from aiohttp import web
 from tests.fakes.binance import rest
 from tests.fakes.binance.errors import ApiError, FakeBinanceError
 from tests.fakes.binance.faults import normalize_path
+from tests.fakes.binance.liquidity import liquidity_of
 from tests.fakes.binance.state import FakeState, RequestRecord
+from tests.fakes.binance.symbols import with_filter
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
@@ -95,6 +97,8 @@ class FakeBinance:
         async def on_rest(request: web.Request) -> web.StreamResponse:
             return await rest.handle(state, request)
 
+        state.ws_api.attach(asyncio.get_running_loop())
+        app.router.add_get("/ws-api/v3", state.ws_api.handle)
         app.router.add_get("/ws", state.hub.handle)
         app.router.add_get("/ws/{tail:.*}", state.hub.handle)
         app.router.add_get("/stream", state.hub.handle)
@@ -111,6 +115,7 @@ class FakeBinance:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await state.hub.close_all()
+            await state.ws_api.close_all()
             await runner.cleanup()
 
     async def _tick_forever(self) -> None:
@@ -163,6 +168,11 @@ class FakeBinance:
     def stream_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
+    @property
+    def ws_api_url(self) -> str:
+        """The WebSocket API (user data stream): python-binance's ``WS_API_URL``."""
+        return f"ws://127.0.0.1:{self.port}/ws-api/v3"
+
     # -- inspection (thread-safe copies) -----------------------------------------------------
     def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
         with self._state.lock:
@@ -203,6 +213,52 @@ class FakeBinance:
         with self._state.lock:
             self._state.market[symbol].set_price(price)
 
+    def set_liquidity(self, symbol: str, levels: list[str] | None = None, level_ticks: int = 1,
+                      fill_parts: int = 1) -> None:
+        """A thin book for ``symbol``: partial fills and EXPIRED remainders (liquidity.py)."""
+        liquidity = liquidity_of(levels, level_ticks, fill_parts)
+        if symbol not in self._state.rules:
+            raise ValueError(f"{symbol} is not one of this fake's symbols")
+        with self._state.lock:
+            self._state.account.liquidity[symbol] = liquidity
+
+    def set_maintenance(self, symbol: str | None = None, on: bool = True) -> None:
+        """Put ``symbol`` (None: every symbol, the whole exchange) in maintenance, or take it
+        out (``on=False``). In maintenance exchangeInfo shows status BREAK, a new order gets
+        -2010 "Market is closed." (HTTP 400), resting orders do not fill, and cancels and
+        lookups work as usual."""
+        with self._state.lock:
+            names = list(self._state.rules) if symbol is None else [symbol]
+            for name in names:
+                if name not in self._state.rules:
+                    raise ValueError(f"{name} is not one of this fake's symbols")
+                self._state.account.status[name] = "BREAK" if on else "TRADING"
+
+    def set_filter(self, symbol: str, table: dict[str, Any]) -> None:
+        """Replace one of ``symbol``'s filters (by filterType) in exchangeInfo and in the
+        order checks, e.g. ``{"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 2}`` (the
+        market keeps its price grid: change PRICE_FILTER's tickSize at your own risk)."""
+        with self._state.lock:
+            if symbol not in self._state.rules:
+                raise ValueError(f"{symbol} is not one of this fake's symbols")
+            self._state.rules[symbol] = with_filter(self._state.rules[symbol], table)
+
+    def set_max_page(self, rows: int = 1000) -> None:
+        """allOrders and myTrades answer at most ``rows`` rows a page (Binance: 1000; a
+        larger limit is -1130), so a paging test needs only a few trades (history.py)."""
+        if not 1 <= rows <= 1000:
+            raise ValueError("rows must be 1..1000")
+        with self._state.lock:
+            self._state.account.max_page = rows
+
+    def set_exchange_max_num_orders(self, count: int) -> None:
+        """EXCHANGE_MAX_NUM_ORDERS: open orders per account (0: no limit); over it a new
+        order gets -2010 "Filter failure: EXCHANGE_MAX_NUM_ORDERS"."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._state.lock:
+            self._state.account.max_open_orders = count
+
     def subscriptions(self) -> set[str]:
         return self._state.hub.wanted()
 
@@ -231,6 +287,46 @@ class FakeBinance:
                 return self._state.account.place(symbol, params, self._state.server_ms())
             except ApiError as error:
                 raise FakeBinanceError(error.status, error.code, error.msg) from None
+            finally:
+                self._state.flush_user_events()
+
+    def deposit(self, asset: str, amount: str) -> None:
+        """A deposit (a negative amount: a withdrawal) from outside trading; the user data
+        stream gets a balanceUpdate and an outboundAccountPosition."""
+        with self._state.lock:
+            self._state.account.deposit(asset.upper(), Decimal(amount), self._state.server_ms())
+        self._state.flush_user_events()
+
+    # -- user data stream faults (ws_api.py) -------------------------------------------------
+    def user_stream_subscriptions(self) -> int:
+        return self._state.ws_api.subscriptions()
+
+    def drop_user_streams(self) -> None:
+        """Cut every WebSocket API connection now (no close frame); their subscriptions die."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._state.ws_api.drop_all(), loop).result(
+            STOP_TIMEOUT_S)
+
+    def terminate_user_streams(self) -> None:
+        """End every user data stream subscription with eventStreamTerminated; the
+        connections stay up (ws_api.py)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._state.ws_api.terminate, self._state.server_ms())
+
+    def delay_user_events(self, seconds: float) -> None:
+        """Push each later user data stream event ``seconds`` after it happened (0: at once)."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._state.ws_api.event_delay_s = float(seconds)
+
+    def pending_bookings(self) -> int:
+        """Order requests answered 5xx by a ``late_booking`` fault and not booked yet."""
+        with self._state.lock:
+            return len(self._state.late)
 
     # -- faults ------------------------------------------------------------------------------
     def fail(self, kind: str, times: int = 1, method: str | None = None,
@@ -242,6 +338,27 @@ class FakeBinance:
     def clear_faults(self) -> None:
         with self._state.lock:
             self._state.faults.clear()
+
+    def server_shutdown(self, grace_s: float = 0.5) -> None:
+        """serverShutdown on every market stream connection, each closed ``grace_s`` later
+        (streams.py); clients reconnect to the same server, which keeps running."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        now_ms = self._state.server_ms()
+        loop.call_soon_threadsafe(self._state.hub.shutdown, now_ms, grace_s)
+
+    def set_connection_lifetime(self, seconds: float | None) -> None:
+        """Close each market stream and WebSocket API connection opened from now on
+        ``seconds`` after it opened (Binance: 24 h); None: no limit."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError("seconds must be > 0")
+        self._state.hub.lifetime_s = seconds
+        self._state.ws_api.lifetime_s = seconds
+
+    def ws_connects(self) -> int:
+        """Market stream connections accepted so far (a reconnect counts again)."""
+        return self._state.hub.opened
 
     def drop_streams(self) -> None:
         """Cut every websocket connection now (no close frame); the market keeps running."""

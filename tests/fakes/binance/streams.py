@@ -2,7 +2,13 @@
 ``/stream?streams=a/b`` (``{"stream", "data"}`` envelopes), live SUBSCRIBE / UNSUBSCRIBE /
 LIST_SUBSCRIPTIONS, and Binance's per-connection limits (5 incoming messages a second,
 1024 streams). Each connection has its own queue and writer task, so one slow reader never
-holds up the market's tick."""
+holds up the market's tick.
+
+Endings a client must survive (FakeBinance methods): ``server_shutdown(grace_s)`` sends
+``{"e": "serverShutdown", "E": ms}`` on every market connection, then closes each (1001)
+``grace_s`` later, as Binance does before a restart; ``set_connection_lifetime(s)`` closes
+every connection (market streams and WebSocket API) ``s`` seconds after it opened (1000), as
+Binance does after 24 h; ``drop_streams()`` cuts them without a close frame."""
 
 from __future__ import annotations
 
@@ -29,6 +35,13 @@ QUEUE_MAX = 10_000  # a reader this far behind is disconnected, as Binance does
 INVALID = {"code": 2, "msg": "Invalid request"}
 
 
+class Close:
+    """Queued after a connection's last message: the writer closes it with this code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+
+
 class Connection:
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, combined: bool,
                  streams: Iterable[str]) -> None:
@@ -36,7 +49,8 @@ class Connection:
         self.request = request
         self.combined = combined
         self.streams: dict[str, None] = dict.fromkeys(streams)  # ordered like Binance's LIST
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_MAX)  # None: stop
+        # None: stop writing; Close: close the connection after what is queued before it
+        self.queue: asyncio.Queue[str | Close | None] = asyncio.Queue(maxsize=QUEUE_MAX)
         self.incoming: deque[float] = deque()
 
     def too_fast(self) -> bool:
@@ -50,6 +64,12 @@ class Connection:
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(json.dumps(message))
 
+    def close_later(self, code: int, reason: str) -> None:
+        try:
+            self.queue.put_nowait(Close(code, reason))
+        except asyncio.QueueFull:
+            self.abort()
+
     def abort(self) -> None:
         """Drop the TCP connection without a close frame (a network cut)."""
         transport = self.request.transport
@@ -62,6 +82,8 @@ class StreamHub:
         self._lock = lock
         self._valid = valid
         self._conns: set[Connection] = set()
+        self.lifetime_s: float | None = None  # Binance: 24 h
+        self.opened = 0  # connections accepted so far (reconnects count)
 
     # -- inspection (any thread) -------------------------------------------------------------
     def wanted(self) -> set[str]:
@@ -84,7 +106,11 @@ class StreamHub:
         conn = Connection(ws, request, combined, names)
         with self._lock:
             self._conns.add(conn)
+            self.opened += 1
         writer = asyncio.create_task(self._write(conn))
+        ender = (asyncio.get_running_loop().call_later(
+            self.lifetime_s, conn.close_later, 1000, "connection lifetime reached")
+            if self.lifetime_s is not None else None)
         try:
             async for msg in ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -100,6 +126,8 @@ class StreamHub:
                     break
                 conn.send(self._control(conn, msg.data))
         finally:
+            if ender is not None:
+                ender.cancel()
             with self._lock:
                 self._conns.discard(conn)
             writer.cancel()
@@ -111,6 +139,9 @@ class StreamHub:
         while not conn.ws.closed:
             text = await conn.queue.get()
             if text is None:
+                return
+            if isinstance(text, Close):
+                await conn.ws.close(code=text.code, message=text.reason.encode())
                 return
             try:
                 await conn.ws.send_str(text)
@@ -168,6 +199,15 @@ class StreamHub:
                 except asyncio.QueueFull:
                     log.warning("dropping a stream connection that stopped reading")
                     conn.abort()
+
+    def shutdown(self, now_ms: int, grace_s: float) -> None:
+        """serverShutdown on every connection, then a close ``grace_s`` later (loop thread)."""
+        with self._lock:
+            conns = list(self._conns)
+        loop = asyncio.get_running_loop()
+        for conn in conns:
+            conn.send({"e": "serverShutdown", "E": now_ms})
+            loop.call_later(grace_s, conn.close_later, 1001, "server shutdown")
 
     async def drop_all(self, timeout: float = 2.0) -> None:
         """Cut every connection and wait (bounded) until their handlers are gone."""
