@@ -78,7 +78,8 @@ def test_a_paper_limit_exit_that_expires_is_tried_again_until_flat(fleet: FleetC
 @pytest.fixture
 def exchange() -> Iterator[FakeBinance]:
     with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
-                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.002) as fake:
+                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.0005,
+                     start_prices={"BTCUSDT": 50_000.0}) as fake:
         yield fake
 
 
@@ -106,34 +107,70 @@ def _held(fake: FakeBinance, asset: str) -> Decimal:
     return free + locked
 
 
+def _long(fleet: FleetCli, fake: FakeBinance, target: Path) -> Decimal:
+    """Turn the strategy long and wait for the entry to fill; what the account then holds."""
+    target.write_text("long")
+    return eventually(lambda: _held(fake, "BTC"), timeout=30, what="the entry filled")
+
+
+STEP = Decimal(bundled_rules()["BTCUSDT"].step_size)
+
+
 def test_an_exit_rejected_while_the_market_is_closed_is_retried_until_flat(
         fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.write_text("flat")
     _up_steered(fleet, exchange, target)
-    # an entry rejected during maintenance is not sent again: a new entry is a new decision
-    exchange.fail("-2010", times=1, method="POST", path=ORDER_PATH, msg=CLOSED)
+    # an entry rejected in maintenance is not sent again: a new entry is a new decision
+    exchange.set_maintenance("BTCUSDT")
     target.write_text("long")
     eventually(lambda: _posted(exchange, "BUY"), timeout=30, what="the entry")
     _bars_later(fleet, 4)
     assert [r.code for r in _posted(exchange, "BUY")] == [-2010]
+    exchange.set_maintenance("BTCUSDT", on=False)
+    _bars_later(fleet, 2)
+    assert len(_posted(exchange, "BUY")) == 1
     target.write_text("flat")
     _bars_later(fleet, 2)  # a bar saw it: the next "long" is a new decision
-    target.write_text("long")
-    eventually(lambda: _held(exchange, "BTC") > 0, timeout=30, what="the second entry filled")
+    _long(fleet, exchange, target)
     # the exit is rejected while the market is closed, and tried again until it goes through
-    exchange.fail("-2010", times=3, method="POST", path=ORDER_PATH, msg=CLOSED)
+    exchange.set_maintenance("BTCUSDT")
     target.write_text("flat")
-    step = Decimal(bundled_rules()["BTCUSDT"].step_size)
-    eventually(lambda: _held(exchange, "BTC") < step, timeout=60, what="flat on the exchange")
+    eventually(lambda: len(_posted(exchange, "SELL")) >= 3, timeout=30,
+               what="three tries at the exit")
+    exchange.set_maintenance("BTCUSDT", on=False)
+    eventually(lambda: _held(exchange, "BTC") < STEP, timeout=60, what="flat on the exchange")
     sells = _posted(exchange, "SELL")
-    assert [r.code for r in sells] == [-2010, -2010, -2010, None]
-    assert [r.params["newClientOrderId"] for r in sells] == sorted(
-        {r.params["newClientOrderId"] for r in sells}, key=lambda c: int(c.rsplit("-", 1)[1]))
+    assert [r.code for r in sells[:-1]] == [-2010] * (len(sells) - 1) and sells[-1].code is None
+    assert len({r.params["newClientOrderId"] for r in sells}) == len(sells)  # each a new order
     waits = [b.at - a.at for a, b in itertools.pairwise(sells)]
-    assert waits[0] >= 0.9 and waits[1] >= 1.9 and waits[2] >= 3.9  # the growing wait
+    assert waits[0] >= 0.9 and waits[1] >= 1.9  # the growing wait
     assert len(_posted(exchange, "BUY")) == 2  # no entry retried
     worker = eventually(lambda: where(fleet.workers()["BTCUSDT"],
-                                      lambda w: Decimal(str(w["position"])) < step),
+                                      lambda w: Decimal(str(w["position"])) < STEP),
+                        what="the worker flat")
+    assert Decimal(str(worker["position"])) == _held(exchange, "BTC")
+    with fleet.journal() as conn:
+        reasons = [r[0] for r in conn.execute(
+            "SELECT reason FROM orders WHERE side='SELL' AND status='REJECTED'")]
+    assert reasons and all(CLOSED in r for r in reasons)
+
+
+def test_the_expired_remainder_of_a_market_exit_is_sold_until_flat(
+        fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("flat")
+    _up_steered(fleet, exchange, target)
+    held = _long(fleet, exchange, target)
+    assert held > Decimal("0.0015")
+    # a thin book: each MARKET SELL finds 0.0007 BTC and the rest of it expires
+    exchange.set_liquidity("BTCUSDT", levels=["0.0007"])
+    target.write_text("flat")
+    eventually(lambda: _held(exchange, "BTC") < STEP, timeout=60, what="flat on the exchange")
+    statuses = [o["status"] for o in exchange.orders("BTCUSDT") if o["side"] == "SELL"]
+    assert statuses == ["EXPIRED", "EXPIRED", "FILLED"]
+    assert len(_posted(exchange, "BUY")) == 1
+    worker = eventually(lambda: where(fleet.workers()["BTCUSDT"],
+                                      lambda w: Decimal(str(w["position"])) < STEP),
                         what="the worker flat")
     assert Decimal(str(worker["position"])) == _held(exchange, "BTC")
