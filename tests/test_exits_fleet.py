@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from multibot.market.bundled import load_klines
+from multibot.market.orders import OrderType, Side
 from multibot.market.rules import bundled_rules
+from multibot.wire import protocol as p
+from multibot.wire.home import Home
 from tests.fakes.binance import FakeBinance
 from tests.support import FleetCli, eventually, where
 
@@ -29,6 +33,28 @@ def _orders(fleet: FleetCli, symbol: str) -> list[Any]:
     with fleet.journal() as conn:
         return conn.execute("SELECT * FROM orders WHERE symbol=? ORDER BY seq",
                             (symbol,)).fetchall()
+
+
+def test_an_error_reply_carries_the_id_of_the_request_it_refuses(fleet: FleetCli) -> None:
+    """The worker tells which order or cancel an error answers by the reply's envelope id
+    (worker.main.request_id), also when the broker refuses at once."""
+    fleet.up("BTCUSDT", "--speed", "20")
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"EVILUSDT")  # not a registered worker: refused at once
+    sock.connect(Home.at(fleet.home).endpoint("broker"))
+    try:
+        for request in (p.PlaceOrder(client_order_id="mb-EVILUSDT-1", side=Side.SELL,
+                                     type=OrderType.MARKET, quantity="1", bar_time=0),
+                        p.CancelOrder(client_order_id="mb-EVILUSDT-1")):
+            request_id = f"{request.TYPE}:mb-EVILUSDT-1"
+            sock.send(p.encode(request, request_id))
+            assert sock.poll(5000), "no reply"
+            envelope, reply = p.decode(sock.recv())
+            assert isinstance(reply, p.Error) and reply.code == "not_allowed"
+            assert envelope.id == request_id
+    finally:
+        sock.close()
 
 
 def _falling_after(symbol: str, start: int, bars: int) -> int:
@@ -78,7 +104,7 @@ def test_a_paper_limit_exit_that_expires_is_tried_again_until_flat(fleet: FleetC
 @pytest.fixture
 def exchange() -> Iterator[FakeBinance]:
     with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
-                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.0005,
+                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.0,
                      start_prices={"BTCUSDT": 50_000.0}) as fake:
         yield fake
 
@@ -174,3 +200,38 @@ def test_the_expired_remainder_of_a_market_exit_is_sold_until_flat(
                                       lambda w: Decimal(str(w["position"])) < STEP),
                         what="the worker flat")
     assert Decimal(str(worker["position"])) == _held(exchange, "BTC")
+
+
+def test_a_refused_cancel_is_asked_again_and_nothing_is_sold_before_its_outcome(
+        fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
+    """A BUY LIMIT rests (the market rose while the order was on its way); the strategy turns
+    flat; the exchange refuses the cancel twice. The worker asks again (after 1 s, then 2 s)
+    until the cancel is confirmed, and sends no SELL meanwhile: nothing was bought."""
+    target = tmp_path / "target"
+    target.write_text("flat")
+    env = dict(os.environ, MULTIBOT_BINANCE_REST_URL=exchange.rest_url,
+               MULTIBOT_BINANCE_STREAM_URL=exchange.stream_url,
+               MULTIBOT_BINANCE_TESTNET_API_KEY=KEY, MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
+    fleet.run("up", "BTCUSDT", "--mode", "testnet", "--interval", "1s", "--order-type",
+              "LIMIT", "-s", f"{STRATEGIES}:Steered:path={target}", env=env, check=True,
+              timeout=90)
+    exchange.fail("slow", times=1, method="POST", path=ORDER_PATH, delay=2.0)
+    target.write_text("long")
+    eventually(lambda: [o for o in _orders(fleet, "BTCUSDT") if o["side"] == "BUY"],
+               timeout=30, what="the entry journaled (and on its way, slowly)")
+    exchange.set_price("BTCUSDT", float(exchange.price("BTCUSDT")) * 1.01)
+    (resting,) = eventually(lambda: exchange.open_orders("BTCUSDT"), timeout=30,
+                            what="the BUY LIMIT resting below the market")
+    exchange.fail("-2010", times=2, method="DELETE", path=ORDER_PATH,
+                  msg="Unknown error, please check your request or try again later.")
+    target.write_text("flat")
+    eventually(lambda: not exchange.open_orders("BTCUSDT"), timeout=30,
+               what="the BUY cancelled")
+    cancels = [r for r in exchange.requests() if r.method == "DELETE" and r.path == ORDER_PATH]
+    assert [r.code for r in cancels] == [-2010, -2010, None]
+    assert {r.params["origClientOrderId"] for r in cancels} == {resting["clientOrderId"]}
+    waits = [b.at - a.at for a, b in itertools.pairwise(cancels)]
+    assert waits[0] >= 0.9 and waits[1] >= 1.9
+    _bars_later(fleet, 3)
+    assert _posted(exchange, "SELL") == [] and _held(exchange, "BTC") == 0
+    assert [o["status"] for o in _orders(fleet, "BTCUSDT")] == ["CANCELED"]
