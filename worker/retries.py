@@ -77,9 +77,6 @@ class Cancels:
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self._due
 
-    def __len__(self) -> int:
-        return len(self._due)
-
     def ask(self, coids: list[str], now: float) -> list[CancelOrder]:
         """Cancels of those of ``coids`` not already asked."""
         fresh = [c for c in coids if c not in self._due]
