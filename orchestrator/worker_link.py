@@ -72,20 +72,20 @@ class WorkerLink:
 
     def _handle(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
         identity = frames[0]  # the connection's routing id, assigned by ZeroMQ
+        msg_id = ""  # an error reply carries the request's id too: it says what it refused
         try:
             if len(frames) != 2:
                 raise ProtocolError(ErrorCode.MALFORMED, "expected exactly one frame")
             envelope, message = decode(frames[1])
-            reply = self._serve(identity, message)
             msg_id = envelope.id
+            reply = self._serve(identity, message)
         except ProtocolError as exc:
-            reply, msg_id = error_reply(exc), ""
+            reply = error_reply(exc)
         except JournalError as exc:  # trading halts; the worker resends the same id later
-            reply, msg_id = self._halted(exc), ""
+            reply = self._halted(exc)
         except Exception as exc:  # one message must never stop the loop that serves them all
             log.exception("worker message could not be handled")
-            reply, msg_id = Error(code=ErrorCode.INTERNAL,
-                                  reason=f"{type(exc).__name__}: {exc}"), ""
+            reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
         if inspect.isawaitable(reply):  # the exchange answers later: others go on meanwhile
             self._ports.spawn(self._reply_later(sock, identity, msg_id, reply))
         elif reply is not None:

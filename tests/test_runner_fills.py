@@ -85,4 +85,4 @@ def test_finished_orders_leave_nothing_behind() -> None:
         assert runner.bars == 200
         assert not runner.open_orders and not runner.pending
         assert len(runner._placed_at_bar) <= 1, order_type  # at most the one still resting
-        assert not runner._cancelling
+        assert not runner._cancels

@@ -30,6 +30,7 @@ from multibot.wire.protocol import (
     WORKER_TOKEN_BYTES,
     ZMQ_MAX_MESSAGE_BYTES,
     BarMessage,
+    CancelOrder,
     Error,
     Goodbye,
     Message,
@@ -108,7 +109,17 @@ class WorkerProcess:
         self.foreign_bars = 0
 
     def _send(self, message: Message) -> None:
-        self._broker.send(encode(message))
+        self._broker.send(encode(message, request_id(message)))
+
+    def _send_actions(self, actions: list[Message]) -> None:
+        """The runner's requests out, then logged (logging first would delay the orders)."""
+        for action in actions:
+            self._send(action)
+        for action in actions:
+            if isinstance(action, PlaceOrder):
+                log.info("%s %s %s%s (%s%s)", action.side, action.type, action.quantity,
+                         f" @ {action.price}" if action.price else "", action.client_order_id,
+                         ", exit retry" if action.exit_retry else "")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signal = True
@@ -148,9 +159,10 @@ class WorkerProcess:
         runner.warmup(welcome.history)
         return self._loop(runner, welcome.config.heartbeat_s, welcome.config.liveness)
 
-    def _recv(self, sock: zmq.Socket[bytes]) -> Message | None:
+    def _recv(self, sock: zmq.Socket[bytes]) -> tuple[str, Message] | None:
+        """(the id of the request it answers, the message), or None if nothing came."""
         try:
-            _envelope, message = decode(sock.recv(zmq.NOBLOCK))
+            envelope, message = decode(sock.recv(zmq.NOBLOCK))
         except zmq.Again:
             return None
         except ProtocolError as exc:
@@ -158,14 +170,15 @@ class WorkerProcess:
             return None
         if sock is self._broker:
             self._heard_from_orchestrator = time.monotonic()
-        return message
+        return envelope.id, message
 
     def _await_welcome(self) -> Welcome | None:
         deadline = time.monotonic() + _WELCOME_TIMEOUT_S
         while time.monotonic() < deadline and not self._stop_signal:
             if not self._broker.poll(100):
                 continue
-            message = self._recv(self._broker)
+            received = self._recv(self._broker)
+            message = received[1] if received else None
             if isinstance(message, Welcome):
                 return message
             if isinstance(message, Error):
@@ -182,9 +195,12 @@ class WorkerProcess:
             poller.register(self._parent_fd, zmq.POLLIN)
         next_beat = 0.0
         while True:
-            # Sleep until a message, a signal or the next heartbeat: an idle worker wakes
-            # once per heartbeat period (the orchestrator's broadcast, which it answers).
-            wait_ms = max(0, int((next_beat - time.monotonic()) * 1000) + 1)
+            # Sleep until a message, a signal, the next heartbeat or what the runner has to
+            # try again: an idle worker wakes once per heartbeat period (the orchestrator's
+            # broadcast, which it answers).
+            wake = runner.wake_at()
+            until = next_beat if wake is None else min(next_beat, wake)
+            wait_ms = max(0, int((until - time.monotonic()) * 1000) + 1)
             ready = dict(poller.poll(wait_ms))
             if self._wake_r.fileno() in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -201,6 +217,7 @@ class WorkerProcess:
                     return self._stop(runner, stop.flatten)
             if self._stop_signal:
                 return self._stop(runner, flatten=False)
+            self._on_timer(runner)
             now = time.monotonic()
             # Answer the orchestrator's broadcast when ours is due within half a period, and
             # in any case wait for the next broadcast (our timer is only the fallback, at 1.5
@@ -220,10 +237,16 @@ class WorkerProcess:
                 return EXIT_NO_ORCHESTRATOR
 
     def _beat(self, runner: Runner) -> None:
-        """Our heartbeat (with the stats status shows), and resends of unanswered orders."""
+        """Our heartbeat, with the stats status shows."""
         self._send(msgspec.structs.replace(runner.stats(), foreign_bars=self.foreign_bars))
-        for order in runner.resends():
-            self._send(order)
+
+    def _on_timer(self, runner: Runner) -> None:
+        """What the runner has due without a bar: resends, cancels asked again, and the exit
+        or entry that the answers just received allow (an exit does not wait for a bar)."""
+        try:
+            self._send_actions(runner.on_timer())
+        except Exception as exc:
+            _contained(runner, "the runner's timer", exc)
 
     def _drain_market(self, runner: Runner) -> bool:
         """Bars to the runner, its orders out; True if the orchestrator's heartbeat came."""
@@ -253,16 +276,11 @@ class WorkerProcess:
         return beat
 
     def _on_bar(self, runner: Runner, bar: Bar) -> None:
-        actions = runner.on_bar(bar)
-        for action in actions:
-            self._send(action)
-        for action in actions:
-            if isinstance(action, PlaceOrder):
-                log.info("%s %s %s%s (%s)", action.side, action.type, action.quantity,
-                         f" @ {action.price}" if action.price else "", action.client_order_id)
+        self._send_actions(runner.on_bar(bar))
 
     def _drain_broker(self, runner: Runner) -> StopWorker | None:
-        while (message := self._recv(self._broker)) is not None:
+        while (received := self._recv(self._broker)) is not None:
+            request, message = received
             if isinstance(message, OrderUpdate):
                 try:
                     runner.on_update(message)
@@ -273,6 +291,7 @@ class WorkerProcess:
             elif isinstance(message, Error):
                 runner.last_error = f"broker: {message.code}: {message.reason}"
                 log.warning("%s", runner.last_error)
+                _refused(runner, request, message.code)
             elif not isinstance(message, OrchestratorHeartbeat):
                 log.warning("unexpected %s from the orchestrator", message.TYPE)
         return None
@@ -300,6 +319,22 @@ class WorkerProcess:
         self._send(Goodbye(reason="stopped on request"))
         log.info("stopped; position %s", runner.position)
         return EXIT_OK
+
+
+def request_id(message: Message) -> str | None:
+    """The envelope id of an order request, which the broker's reply carries back: an error
+    reply then says which order or cancel it refused. None: a fresh random id."""
+    if isinstance(message, PlaceOrder | CancelOrder):
+        return f"{message.TYPE}:{message.client_order_id}"
+    return None
+
+
+def _refused(runner: Runner, request: str, code: str) -> None:
+    kind, _, client_order_id = request.partition(":")
+    if kind == CancelOrder.TYPE:
+        runner.cancel_refused(client_order_id, code)
+    elif kind == PlaceOrder.TYPE:
+        runner.place_refused(client_order_id, code)
 
 
 def _contained(runner: Runner, what: str, exc: Exception) -> None:

@@ -143,9 +143,9 @@ class BacktestRunner(Runner):
         return self._act()
 
     def skip(self, bars: int, last_open_time: int, last_close: float) -> None:
-        """Count ``bars`` bars on which no strategy spoke and no order was open or pending:
-        ``on_bar`` would have done nothing on them but this."""
-        assert not self.open_orders and not self.pending, "skip() with orders in flight"
+        """Count ``bars`` bars on which no strategy spoke, no order was in flight and no exit
+        was to be tried again: ``on_bar`` would have done nothing on them but this."""
+        assert self.idle, "skip() with orders in flight or an exit to retry"
         self.bars += bars
         self.last_bar_time = self._last_live_time = last_open_time
         self._last_close = last_close
@@ -212,7 +212,9 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
     broker = PaperBroker(journal, {symbol: job.rules}, fee_rate=job.fee_rate,
                          slippage_bps=job.slippage_bps, clock=clock)
     strategies = [create(spec.name, spec.params) for spec in job.config.strategies]
-    runner = BacktestRunner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1)
+    # the runner's waits between exit tries run on the bars' time too: a run is deterministic
+    runner = BacktestRunner(job.config, job.rules, strategies, PositionView(symbol=symbol), [], 1,
+                            clock=lambda: clock() / 1e9)
 
     def step(index: int, current: Bar, signals: Sequence[Signal | None] | None) -> None:
         """One bar, as the fleet does it: the broker fills, then the runner decides."""
@@ -227,6 +229,10 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
                                                                                      signals)
         if actions:
             for action in actions:
+                _execute(broker, runner, result, index, current.open_time, action)
+            # what the answers allow at once, as the worker's timer does: the exit after a
+            # cancelled entry, the entry after a cancelled exit
+            for action in runner.on_timer():
                 _execute(broker, runner, result, index, current.open_time, action)
 
     with journal, _captured_warnings(result.warnings):
@@ -313,7 +319,7 @@ def _event_driven(job: SymbolJob, codes: np.ndarray, step: Step, runner: Backtes
     count, index, next_event = len(rows), 0, 0
     next_report = CHUNK
     while index < count:
-        if not (runner.open_orders or runner.pending or broker.has_open(symbol)):
+        if runner.idle and not broker.has_open(symbol):
             while next_event < len(events) and events[next_event] < index:
                 next_event += 1
             target = events[next_event] if next_event < len(events) else count
