@@ -29,8 +29,10 @@ test: setup #-- the whole test suite (real processes, sockets, SQLite)
 reliability: setup #-- chaos, faults, fuzzing and security suites; figures to reliability-figures.json
 	rm -f reliability-figures.json
 	MULTIBOT_RELIABILITY_FIGURES=$(CURDIR)/reliability-figures.json $(BIN)/python -m pytest -q -s \
-	  tests/test_chaos.py tests/test_hostile_input.py tests/test_storage_faults.py \
-	  tests/test_secrets.py tests/test_remote.py tests/test_supervision.py tests/test_protocol.py \
+	  tests/test_chaos.py tests/test_chaos_decisions.py tests/test_hostile_input.py \
+	  tests/test_storage_faults.py tests/test_secrets.py tests/test_remote.py \
+	  tests/test_supervision.py tests/test_protocol.py tests/test_worker_auth.py \
+	  tests/test_unknown_outcomes.py tests/test_user_stream.py tests/test_exits_fleet.py \
 	  | grep -E "reliability figures|passed|failed"
 
 bench: setup #-- benchmark suite (not tests): writes BENCHMARKS.md; ~10 min
