@@ -134,6 +134,8 @@ class WorkerLink:
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 f"{message.TYPE!r} is not a worker request")
         self._ports.journal.guard()
+        if isinstance(message, PlaceOrder):
+            self._check_bar_time(symbol, message)
         broker = self._ports.trading.broker
         call = (broker.place(symbol, message) if isinstance(message, PlaceOrder)
                 else broker.cancel(symbol, message.client_order_id))
@@ -142,6 +144,22 @@ class WorkerLink:
         update = at_once(call)
         self._ports.order_event(update)
         return update
+
+    def _check_bar_time(self, symbol: str, order: PlaceOrder) -> None:
+        """A decision is made on a bar the feed has produced: a ``bar_time`` beyond the newest
+        (the feed's cursor, or the symbol's newest history bar) is refused before anything is
+        journaled. Journaled, it would make every later decision of the symbol stale, for
+        ever; too big for the journal, its failed write would halt every symbol's trading."""
+        if order.bar_time is None:
+            return
+        feed = self._ports.trading.feed
+        newest = [t for t in (feed.cursor, *(b.open_time for b in feed.history(symbol, 1)))
+                  if t is not None]
+        if not newest or order.bar_time > max(newest):
+            raise ProtocolError(
+                ErrorCode.BAD_BODY, f"order {order.client_order_id}: bar_time "
+                f"{order.bar_time} is not a bar the feed has produced (newest: "
+                f"{max(newest) if newest else 'none yet'})")
 
     def _register(self, route: bytes, message: Register) -> WorkerHandle:
         try:
