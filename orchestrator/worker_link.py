@@ -111,6 +111,12 @@ class WorkerLink:
             log.exception("worker request failed")
             reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
         _send(sock, identity, reply, msg_id)
+        if isinstance(reply, OrderUpdate):
+            # The worker that asked may have died meanwhile (the exchange can take seconds):
+            # its successor, which got the order as still open, must learn what became of it.
+            current = self._ports.supervisor.routes.route_of(reply.order.symbol)
+            if current is not None and current != identity:
+                _send(sock, current, reply, "")
 
     def _serve(self, route: bytes, message: Message) -> Message | Awaitable[OrderUpdate] | None:
         supervisor = self._ports.supervisor

@@ -1,0 +1,73 @@
+"""A worker that dies while the exchange is still answering its order: its successor, which
+got the order as still open in its welcome, learns what became of it, so what it believes it
+holds is what the account holds and its exits sell it. Real fleet, real worker processes, the
+REAL python-binance client against the local Binance-protocol server."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from multibot.market.rules import bundled_rules
+from tests.fakes.binance import FakeBinance
+from tests.support import FleetCli, eventually, worker_running
+
+pytestmark = pytest.mark.process
+
+STRATEGIES = Path(__file__).with_name("steered_strategies.py")
+ORDER_PATH = "/api/v3/order"
+KEY, SECRET = "restarts-key-8Hq2", "restarts-secret-Vb7mW3xT"
+STEP = Decimal(bundled_rules()["BTCUSDT"].step_size)
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeBinance]:
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
+                     balances={"USDT": "100000"}, tick_s=0.05, volatility=0.0,
+                     start_prices={"BTCUSDT": 50_000.0}) as fake:
+        yield fake
+
+
+def _held(fake: FakeBinance) -> Decimal:
+    free, locked = fake.balances().get("BTC", (Decimal(0), Decimal(0)))
+    return free + locked
+
+
+def _buy_status(fleet: FleetCli) -> str | None:
+    with fleet.journal() as conn:
+        row = conn.execute("SELECT status FROM orders WHERE side='BUY'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_the_successor_of_a_worker_killed_mid_order_learns_its_fill_and_exits(
+        fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("flat")
+    env = dict(os.environ, MULTIBOT_BINANCE_REST_URL=exchange.rest_url,
+               MULTIBOT_BINANCE_STREAM_URL=exchange.stream_url,
+               MULTIBOT_BINANCE_TESTNET_API_KEY=KEY, MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
+    fleet.run("up", "BTCUSDT", "--mode", "testnet", "--interval", "1s", "-s",
+              f"{STRATEGIES}:Steered:path={target}", env=env, check=True, timeout=90)
+    first = eventually(lambda: worker_running(fleet, "BTCUSDT"), timeout=30,
+                       what="BTCUSDT running")
+    # the exchange takes 5 s to answer the entry: the worker dies meanwhile and is restarted
+    exchange.fail("slow", times=1, method="POST", path=ORDER_PATH, delay=5.0)
+    target.write_text("long")
+    eventually(lambda: _buy_status(fleet) == "PENDING_NEW", timeout=30,
+               what="the entry journaled and on its way")
+    psutil.Process(first["pid"]).send_signal(signal.SIGKILL)
+    eventually(lambda: worker_running(fleet, "BTCUSDT", not_pid=first["pid"]), timeout=30,
+               what="BTCUSDT restarted")
+    eventually(lambda: _buy_status(fleet) == "FILLED", timeout=30, what="the entry filled")
+    held = _held(exchange)
+    assert held >= STEP
+    # the new worker got the entry as still open, and the exchange's answer went to the dead
+    # one: it must learn the fill, or it believes it holds nothing and never sells
+    target.write_text("flat")
+    eventually(lambda: _held(exchange) < STEP, timeout=30, what="flat on the exchange")
