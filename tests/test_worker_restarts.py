@@ -71,3 +71,26 @@ def test_the_successor_of_a_worker_killed_mid_order_learns_its_fill_and_exits(
     # one: it must learn the fill, or it believes it holds nothing and never sells
     target.write_text("flat")
     eventually(lambda: _held(exchange) < STEP, timeout=30, what="flat on the exchange")
+
+
+def test_kill_flatten_sells_the_expired_remainder_until_flat(
+        fleet: FleetCli, exchange: FakeBinance, tmp_path: Path) -> None:
+    """``kill --flatten`` on a thin book: each MARKET SELL finds 0.0007 BTC and the rest of
+    it expires; the stopping worker sells what is left until flat, not once."""
+    target = tmp_path / "target"
+    target.write_text("flat")
+    env = dict(os.environ, MULTIBOT_BINANCE_REST_URL=exchange.rest_url,
+               MULTIBOT_BINANCE_STREAM_URL=exchange.stream_url,
+               MULTIBOT_BINANCE_TESTNET_API_KEY=KEY, MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
+    fleet.run("up", "BTCUSDT", "--mode", "testnet", "--interval", "1s", "-s",
+              f"{STRATEGIES}:Steered:path={target}", env=env, check=True, timeout=90)
+    target.write_text("long")
+    held = eventually(lambda: _held(exchange), timeout=30, what="the entry filled")
+    assert held > Decimal("0.0015")
+    exchange.set_liquidity("BTCUSDT", levels=["0.0007"])
+    fleet.run("kill", "BTCUSDT", "--flatten", check=True, timeout=60)
+    assert _held(exchange) < STEP
+    statuses = [o["status"] for o in exchange.orders("BTCUSDT") if o["side"] == "SELL"]
+    assert statuses == ["EXPIRED", "EXPIRED", "FILLED"]
+    worker = fleet.workers()["BTCUSDT"]
+    assert worker["state"] == "STOPPED" and Decimal(str(worker["position"])) < STEP
