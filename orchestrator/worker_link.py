@@ -159,13 +159,15 @@ class WorkerLink:
         if order.bar_time is None:
             return
         feed = self._ports.trading.feed
-        newest = [t for t in (feed.cursor, *(b.open_time for b in feed.history(symbol, 1)))
-                  if t is not None]
-        if not newest or order.bar_time > max(newest):
+        newest = feed.cursor
+        if newest is None or order.bar_time > newest:  # a warm-up bar may be newer
+            with contextlib.suppress(KeyError):  # a symbol the feed no longer serves
+                for bar in feed.history(symbol, 1):
+                    newest = bar.open_time if newest is None else max(newest, bar.open_time)
+        if newest is None or order.bar_time > newest:
             raise ProtocolError(
                 ErrorCode.BAD_BODY, f"order {order.client_order_id}: bar_time "
-                f"{order.bar_time} is not a bar the feed has produced (newest: "
-                f"{max(newest) if newest else 'none yet'})")
+                f"{order.bar_time} is not a bar the feed has produced (newest: {newest})")
 
     def _register(self, route: bytes, message: Register) -> WorkerHandle:
         try:
