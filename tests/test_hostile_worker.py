@@ -84,3 +84,44 @@ def test_a_decision_on_a_bar_the_feed_has_not_made_is_refused(fleet: FleetCli,
     assert not status["orchestrator"].get("journal_error"), status["orchestrator"]
     text = log.read_text(errors="replace")
     assert "trading halted" not in text
+
+
+# Runs inside the worker: on its 3rd bar it sends, on the worker's own registered connection,
+# a heartbeat whose count of duplicate bars SQLite cannot store.
+BOASTER = """\
+import gc
+
+from multibot.wire.protocol import WorkerHeartbeat
+
+
+class Boaster(Strategy):
+    name = "boaster"
+    warmup = 0
+
+    def on_start(self):
+        self.bars = 0
+
+    def on_bar(self, bar):
+        self.bars += 1
+        if self.bars == 3:
+            worker = next(o for o in gc.get_objects() if type(o).__name__ == "WorkerProcess")
+            worker._send(WorkerHeartbeat(duplicate_bars={huge}))
+            open({sent!r}, "w").close()
+        return Signal.LONG if self.bars % 4 < 2 else Signal.FLAT
+"""
+
+
+def test_a_heartbeat_with_an_impossible_count_halts_nothing(fleet: FleetCli,
+                                                            tmp_path: Path) -> None:
+    sent = tmp_path / "sent"
+    strategy = strategy_file(tmp_path, "boaster", BOASTER.format(huge=HUGE, sent=str(sent)))
+    fleet.up("BTCUSDT", "--speed", "20", "-s", f"{strategy}:Boaster")
+    journal = fleet.home / "multibot.db"
+    eventually(sent.exists, timeout=30, what="the heartbeat sent")
+    with sqlite3.connect(journal) as conn:
+        first = conn.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0] or 0
+    eventually(lambda: _decisions_after(journal, first) >= 2 or None, timeout=40,
+               what="BTCUSDT deciding on later bars")
+    text = Home.at(fleet.home).orchestrator_log.read_text(errors="replace")
+    assert "trading halted" not in text
+    assert fleet.workers()["BTCUSDT"]["duplicate_bars"] == 0
