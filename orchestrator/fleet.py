@@ -46,6 +46,7 @@ from orchestrator.control.server import ControlServer
 from orchestrator.events import FleetEvents, JournalHealth
 from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
 from orchestrator.feeds.factory import make_feed
+from orchestrator.flatten import sell_leftover
 from orchestrator.live import DrawFrame, live_view
 from orchestrator.ports import Trading
 from orchestrator.remote import bind_curve_router, start_authenticator
@@ -230,6 +231,10 @@ class Fleet:
 
     async def _stop_everything(self, flatten: bool = False) -> None:
         await self.supervisor.stop_all(flatten)
+        if flatten:  # what a worker could not flatten (none to ask, or out of time)
+            trading = Trading(broker=self.broker, feed=self.feed, rules=self.rules)
+            for symbol in list(self.supervisor.handles):
+                await sell_leftover(trading, symbol)
         if self.broker.on_exchange:  # nothing may rest on the exchange unwatched
             for symbol in list(self.supervisor.handles):
                 await self._cancel_all(symbol)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from multibot.market.rules import bundled_rules
+from tests.backtest_support import strategy_file
 from tests.fakes.binance import FakeBinance
 from tests.support import FleetCli, eventually, worker_running
 
@@ -94,3 +95,51 @@ def test_kill_flatten_sells_the_expired_remainder_until_flat(
     assert statuses == ["EXPIRED", "EXPIRED", "FILLED"]
     worker = fleet.workers()["BTCUSDT"]
     assert worker["state"] == "STOPPED" and Decimal(str(worker["position"])) < STEP
+
+
+# Runs inside the worker: LONG from its 3rd bar; once it holds (a fill came), every later
+# start of its worker process dies at once, so the symbol ends FAILED holding a position.
+CRASHER = """\
+import os
+
+
+class Crasher(Strategy):
+    name = "crasher"
+    warmup = 0
+
+    def on_start(self):
+        self.bars = 0
+        if os.path.exists({held!r}):
+            os._exit(3)
+
+    def on_fill(self, side, qty, price):
+        open({held!r}, "w").close()
+        os._exit(3)
+
+    def on_bar(self, bar):
+        self.bars += 1
+        return Signal.LONG if self.bars >= 3 else Signal.FLAT
+"""
+
+
+@pytest.mark.parametrize("command", ["kill", "down"])
+def test_flatten_sells_what_a_failed_symbol_holds(fleet: FleetCli, tmp_path: Path,
+                                                  command: str) -> None:
+    """A symbol whose worker gave up (FAILED, no worker to ask) still holds a position:
+    ``kill --flatten`` and ``down --flatten`` sell it, not leave it."""
+    held = tmp_path / "held"
+    strategy = strategy_file(tmp_path, "crasher", CRASHER.format(held=str(held)))
+    fleet.up("BTCUSDT", "--speed", "20", "-s", f"{strategy}:Crasher", "--max-restarts", "0")
+    eventually(lambda: fleet.workers()["BTCUSDT"]["state"] == "FAILED", timeout=30,
+               what="BTCUSDT failed")
+    assert held.exists() and Decimal(str(fleet.workers()["BTCUSDT"]["position"])) >= STEP
+    args = ("kill", "BTCUSDT") if command == "kill" else ("down",)
+    fleet.run(*args, "--flatten", check=True, timeout=60)
+    with fleet.journal() as conn:
+        bought, sold = (sum((Decimal(q) for (q,) in conn.execute(
+            "SELECT qty FROM fills WHERE side=?", (side,))), Decimal(0))
+            for side in ("BUY", "SELL"))
+        exits = [tuple(r) for r in conn.execute(
+            "SELECT exit_retry, type FROM orders WHERE side='SELL'")]
+    assert bought >= STEP and abs(bought - sold) < STEP  # fees are paid in USDT on paper
+    assert exits == [(1, "MARKET")]
