@@ -34,6 +34,7 @@ from multibot.wire.protocol import (
 )
 from orchestrator.broker.base import at_once
 from orchestrator.broker.journal import JournalError
+from orchestrator.broker.order_ids import MAX_SEQ, parse_seq
 from orchestrator.events import JournalHealth
 from orchestrator.ports import Spawn, Trading
 from orchestrator.supervisor import Supervisor, WorkerHandle
@@ -141,6 +142,7 @@ class WorkerLink:
                                 f"{message.TYPE!r} is not a worker request")
         self._ports.journal.guard()
         if isinstance(message, PlaceOrder):
+            _check_seq(symbol, message)
             self._check_bar_time(symbol, message)
         broker = self._ports.trading.broker
         call = (broker.place(symbol, message) if isinstance(message, PlaceOrder)
@@ -189,6 +191,15 @@ class WorkerLink:
             history=trading.feed.history(symbol, handle.warmup + 1),
             last_decision_bar=trading.broker.decisions.last(symbol),
         )
+
+
+def _check_seq(symbol: str, order: PlaceOrder) -> None:
+    """A client order id's sequence number is far below what ids can number: journaled, one
+    near the limit would make the symbol's next ids unnumbered (seq 0), and a restarted worker
+    would reuse them (its new orders answered from the journal, never placed)."""
+    if parse_seq(symbol, order.client_order_id) > MAX_SEQ:
+        raise ProtocolError(ErrorCode.BAD_BODY, f"order {order.client_order_id}: sequence "
+                            f"number beyond {MAX_SEQ}")
 
 
 def _send(sock: zmq.asyncio.Socket, identity: bytes, reply: Message, msg_id: str) -> None:

@@ -6,6 +6,8 @@ cannot store. Real fleet, real worker process, real sockets."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from multibot.wire.home import Home
 from tests.backtest_support import strategy_file
-from tests.support import FleetCli, eventually
+from tests.support import FleetCli, eventually, worker_running
 
 pytestmark = pytest.mark.process
 
@@ -125,3 +127,62 @@ def test_a_heartbeat_with_an_impossible_count_halts_nothing(fleet: FleetCli,
     text = Home.at(fleet.home).orchestrator_log.read_text(errors="replace")
     assert "trading halted" not in text
     assert fleet.workers()["BTCUSDT"]["duplicate_bars"] == 0
+
+
+# Runs inside the first worker: on its 3rd bar it sends an exit retry whose client order id
+# has the largest sequence number an id may carry; then it trades as ROGUE does.
+SKIPPER = """\
+import gc
+import os
+
+from multibot.market.orders import OrderType, Side
+from multibot.wire.protocol import PlaceOrder
+
+
+class Skipper(Strategy):
+    name = "skipper"
+    warmup = 0
+
+    def on_start(self):
+        self.bars = 0
+
+    def on_bar(self, bar):
+        self.bars += 1
+        if self.bars == 3 and not os.path.exists({sent!r}):
+            worker = next(o for o in gc.get_objects() if type(o).__name__ == "WorkerProcess")
+            worker._send(PlaceOrder(client_order_id="mb-BTCUSDT-999999999999999999",
+                                    side=Side.SELL, type=OrderType.MARKET, quantity="1",
+                                    exit_retry=True))
+            open({sent!r}, "w").close()
+        return Signal.LONG if self.bars % 4 < 2 else Signal.FLAT
+"""
+
+
+def test_a_client_order_id_far_ahead_cannot_make_later_ids_collide(fleet: FleetCli,
+                                                                   tmp_path: Path) -> None:
+    """Journaled, the id would make the symbol's next sequence number 10**18, whose ids the
+    journal no longer numbers (seq 0): after the next restart the worker's new orders would
+    reuse journaled ids and be answered from the journal instead of placed."""
+    sent = tmp_path / "sent"
+    strategy = strategy_file(tmp_path, "skipper", SKIPPER.format(sent=str(sent)))
+    fleet.up("BTCUSDT", "--speed", "20", "-s", f"{strategy}:Skipper")
+    journal = fleet.home / "multibot.db"
+    eventually(sent.exists, timeout=30, what="the far id sent")
+    for _ in range(2):  # two restarts: each new worker numbers from the journal
+        pid = worker_running(fleet, "BTCUSDT")
+        assert pid is not None
+        with sqlite3.connect(journal) as conn:
+            first = conn.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0] or 0
+        eventually(lambda f=first: _decisions_after(journal, f) >= 2 or None, timeout=40,
+                   what="BTCUSDT deciding")
+        os.kill(pid["pid"], signal.SIGKILL)
+        eventually(lambda p=pid["pid"]: worker_running(fleet, "BTCUSDT", not_pid=p),
+                   timeout=30, what="BTCUSDT restarted")
+    with sqlite3.connect(journal) as conn:
+        first = conn.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0] or 0
+    eventually(lambda: _decisions_after(journal, first) >= 2 or None, timeout=40,
+               what="BTCUSDT deciding after two restarts")
+    with sqlite3.connect(journal) as conn:
+        far = conn.execute("SELECT count(*) FROM orders WHERE seq >= 1000000000000000 "
+                           "OR seq = 0").fetchone()[0]
+    assert far == 0
