@@ -33,8 +33,10 @@ class KillCommand(Command[Kill, Kill]):
         stopped = await asyncio.gather(
             *(self.ports.supervisor.stop(symbol, checked.flatten) for symbol in checked.symbols)
         )
+        problems = {}
         for symbol in checked.symbols:
             if checked.flatten:  # what its worker could not flatten (none to ask, or no time)
-                await sell_leftover(self.ports.trading, symbol)
+                problems[symbol] = await sell_leftover(self.ports.trading, symbol)
             self.ports.trading.feed.remove(symbol)
-        return KillResult(results=[symbol_result(handle) for handle in stopped])
+        return KillResult(results=[symbol_result(h, problems.get(h.symbol, ""))
+                                   for h in stopped])
