@@ -37,9 +37,10 @@ from multibot.wire.protocol import (
     encode_bar,
     heartbeat_frame,
 )
-from multibot.wire.settings import FleetSettings
+from multibot.wire.settings import FleetSettings, Mode
 from orchestrator.broker.base import Broker, at_once
 from orchestrator.broker.journal import Journal, JournalError
+from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control.base import ControlPorts
 from orchestrator.control.server import ControlServer
@@ -79,9 +80,13 @@ class Fleet:
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self._check_mode()
         self.journal.start_decision_clock(f"{settings.feed}:{settings.interval}")
+        # On testnet and live the exchange broker comes with the venue (run), before any
+        # worker starts. A paper broker must never open that journal: it would close every
+        # order still in flight on the exchange as never filled. Till then it holds nothing.
+        paper = settings.mode == Mode.PAPER
         self.broker: Broker = PaperBroker(
-            self.journal, {}, fee_rate=Decimal(settings.fee_rate),
-            slippage_bps=Decimal(settings.slippage_bps))
+            self.journal if paper else MemoryJournal(), {},
+            fee_rate=Decimal(settings.fee_rate), slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
         self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
         saved = self.journal.get_meta(self._cursor_key)

@@ -143,3 +143,52 @@ def test_flatten_sells_what_a_failed_symbol_holds(fleet: FleetCli, tmp_path: Pat
             "SELECT exit_retry, type FROM orders WHERE side='SELL'")]
     assert bought >= STEP and abs(bought - sold) < STEP  # fees are paid in USDT on paper
     assert exits == [(1, "MARKET")]
+
+
+def test_an_exit_in_flight_when_the_orchestrator_dies_is_not_sold_twice(
+        fleet: FleetCli, tmp_path: Path) -> None:
+    """The orchestrator is SIGKILLed while the exchange is still executing an exit (a 3 s
+    slow answer); the next `up` must find out what became of it, not close it as never
+    filled: else the worker sells again and the first SELL, executed late, sells the
+    account's other coins (the user's own BTC here)."""
+    with FakeBinance(api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"],
+                     balances={"USDT": "100000", "BTC": "1"}, tick_s=0.05, volatility=0.0,
+                     start_prices={"BTCUSDT": 50_000.0}) as exchange:
+        target = tmp_path / "target"
+        target.write_text("flat")
+        env = dict(os.environ, MULTIBOT_BINANCE_REST_URL=exchange.rest_url,
+                   MULTIBOT_BINANCE_STREAM_URL=exchange.stream_url,
+                   MULTIBOT_BINANCE_TESTNET_API_KEY=KEY,
+                   MULTIBOT_BINANCE_TESTNET_API_SECRET=SECRET)
+        up = ("up", "BTCUSDT", "--mode", "testnet", "--interval", "1s", "-s",
+              f"{STRATEGIES}:Steered:path={target}")
+        fleet.run(*up, env=env, check=True, timeout=90)
+        target.write_text("long")
+        eventually(lambda: _held(exchange) > 1, timeout=30, what="the entry filled")
+        exchange.fail("slow", times=1, method="POST", path=ORDER_PATH, delay=3.0)
+        target.write_text("flat")
+
+        def sells(status: str) -> int:
+            with fleet.journal() as conn:
+                return int(conn.execute("SELECT count(*) FROM orders WHERE side='SELL' AND "
+                                        "status=?", (status,)).fetchone()[0])
+
+        eventually(lambda: sells("PENDING_NEW"), timeout=30, what="the exit on its way")
+        orchestrator = fleet.orchestrator_pid()
+        assert orchestrator is not None
+        os.kill(orchestrator, signal.SIGKILL)
+        eventually(lambda: not psutil.pid_exists(orchestrator)
+                   or psutil.Process(orchestrator).status() == psutil.STATUS_ZOMBIE,
+                   what="the orchestrator gone")
+        # `up` refuses the symbol while the exit's outcome is unknown; it is asked again
+        eventually(lambda: fleet.run(*up, env=env, timeout=90).returncode == 0, timeout=60,
+                   interval=1.0, what="BTCUSDT up again once its exit's outcome is known")
+        eventually(lambda: _held(exchange) < 1 + STEP, timeout=30, what="the exit executed")
+        eventually(lambda: sells("FILLED"), timeout=30, what="the exit journaled")
+        posted = len([r for r in exchange.requests()
+                      if r.method == "POST" and r.params.get("side") == "SELL"])
+        worker = fleet.workers()["BTCUSDT"]
+        eventually(lambda: fleet.workers()["BTCUSDT"]["bars"] >= worker["bars"] + 5,
+                   timeout=30, what="5 more bars")
+        assert _held(exchange) > 1 - STEP  # the user's own coin untouched
+        assert posted == 1 and sells("FILLED") == 1
