@@ -168,20 +168,23 @@ def test_a_client_order_id_far_ahead_cannot_make_later_ids_collide(fleet: FleetC
     fleet.up("BTCUSDT", "--speed", "20", "-s", f"{strategy}:Skipper")
     journal = fleet.home / "multibot.db"
     eventually(sent.exists, timeout=30, what="the far id sent")
-    for _ in range(2):  # two restarts: each new worker numbers from the journal
-        pid = worker_running(fleet, "BTCUSDT")
-        assert pid is not None
+    def deciding() -> None:
         with sqlite3.connect(journal) as conn:
             first = conn.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0] or 0
-        eventually(lambda f=first: _decisions_after(journal, f) >= 2 or None, timeout=40,
+        eventually(lambda: _decisions_after(journal, first) >= 2 or None, timeout=40,
                    what="BTCUSDT deciding")
-        os.kill(pid["pid"], signal.SIGKILL)
-        eventually(lambda p=pid["pid"]: worker_running(fleet, "BTCUSDT", not_pid=p),
+
+    def restart() -> None:
+        worker = worker_running(fleet, "BTCUSDT")
+        assert worker is not None
+        os.kill(worker["pid"], signal.SIGKILL)
+        eventually(lambda: worker_running(fleet, "BTCUSDT", not_pid=worker["pid"]),
                    timeout=30, what="BTCUSDT restarted")
-    with sqlite3.connect(journal) as conn:
-        first = conn.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0] or 0
-    eventually(lambda: _decisions_after(journal, first) >= 2 or None, timeout=40,
-               what="BTCUSDT deciding after two restarts")
+
+    for _ in range(2):  # two restarts: each new worker numbers from the journal
+        deciding()
+        restart()
+    deciding()  # after two restarts
     with sqlite3.connect(journal) as conn:
         far = conn.execute("SELECT count(*) FROM orders WHERE seq >= 1000000000000000 "
                            "OR seq = 0").fetchone()[0]
