@@ -163,6 +163,8 @@ class Fleet:
 
     def _start(self, initial: Up | None, live: DrawFrame | None) -> None:
         """Serve the sockets and run the feed; each part gets the few capabilities it uses."""
+        if self.settings.mode != Mode.PAPER and not self.broker.on_exchange:
+            raise RuntimeError(f"--mode {self.settings.mode} without its exchange broker")
         feed = self.feed
         feed_task = (feed.run(self._publish_bars) if isinstance(feed, StreamingFeed)
                      else self._feed_loop())
