@@ -37,15 +37,17 @@ from multibot.wire.protocol import (
     encode_bar,
     heartbeat_frame,
 )
-from multibot.wire.settings import FleetSettings
+from multibot.wire.settings import FleetSettings, Mode
 from orchestrator.broker.base import Broker, at_once
 from orchestrator.broker.journal import Journal, JournalError
+from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control.base import ControlPorts
 from orchestrator.control.server import ControlServer
 from orchestrator.events import FleetEvents, JournalHealth
 from orchestrator.feeds.base import ClockedFeed, Feed, PendingFeed, StreamingFeed
 from orchestrator.feeds.factory import make_feed
+from orchestrator.flatten import sell_leftover
 from orchestrator.live import DrawFrame, live_view
 from orchestrator.ports import Trading
 from orchestrator.remote import bind_curve_router, start_authenticator
@@ -78,9 +80,13 @@ class Fleet:
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self._check_mode()
         self.journal.start_decision_clock(f"{settings.feed}:{settings.interval}")
+        # On testnet and live the exchange broker comes with the venue (run), before any
+        # worker starts. A paper broker must never open that journal: it would close every
+        # order still in flight on the exchange as never filled. Till then it holds nothing.
+        paper = settings.mode == Mode.PAPER
         self.broker: Broker = PaperBroker(
-            self.journal, {}, fee_rate=Decimal(settings.fee_rate),
-            slippage_bps=Decimal(settings.slippage_bps))
+            self.journal if paper else MemoryJournal(), {},
+            fee_rate=Decimal(settings.fee_rate), slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
         self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
         saved = self.journal.get_meta(self._cursor_key)
@@ -157,6 +163,8 @@ class Fleet:
 
     def _start(self, initial: Up | None, live: DrawFrame | None) -> None:
         """Serve the sockets and run the feed; each part gets the few capabilities it uses."""
+        if self.settings.mode != Mode.PAPER and not self.broker.on_exchange:
+            raise RuntimeError(f"--mode {self.settings.mode} without its exchange broker")
         feed = self.feed
         feed_task = (feed.run(self._publish_bars) if isinstance(feed, StreamingFeed)
                      else self._feed_loop())
@@ -230,6 +238,10 @@ class Fleet:
 
     async def _stop_everything(self, flatten: bool = False) -> None:
         await self.supervisor.stop_all(flatten)
+        if flatten:  # what a worker could not flatten (none to ask, or out of time)
+            trading = Trading(broker=self.broker, feed=self.feed, rules=self.rules)
+            for symbol in list(self.supervisor.handles):
+                await sell_leftover(trading, symbol)
         if self.broker.on_exchange:  # nothing may rest on the exchange unwatched
             for symbol in list(self.supervisor.handles):
                 await self._cancel_all(symbol)

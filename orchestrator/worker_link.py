@@ -34,6 +34,7 @@ from multibot.wire.protocol import (
 )
 from orchestrator.broker.base import at_once
 from orchestrator.broker.journal import JournalError
+from orchestrator.broker.order_ids import MAX_SEQ, parse_seq
 from orchestrator.events import JournalHealth
 from orchestrator.ports import Spawn, Trading
 from orchestrator.supervisor import Supervisor, WorkerHandle
@@ -111,6 +112,12 @@ class WorkerLink:
             log.exception("worker request failed")
             reply = Error(code=ErrorCode.INTERNAL, reason=f"{type(exc).__name__}: {exc}")
         _send(sock, identity, reply, msg_id)
+        if isinstance(reply, OrderUpdate):
+            # The worker that asked may have died meanwhile (the exchange can take seconds):
+            # its successor, which got the order as still open, must learn what became of it.
+            current = self._ports.supervisor.routes.route_of(reply.order.symbol)
+            if current is not None and current != identity:
+                _send(sock, current, reply, "")
 
     def _serve(self, route: bytes, message: Message) -> Message | Awaitable[OrderUpdate] | None:
         supervisor = self._ports.supervisor
@@ -134,6 +141,9 @@ class WorkerLink:
             raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                 f"{message.TYPE!r} is not a worker request")
         self._ports.journal.guard()
+        if isinstance(message, PlaceOrder):
+            _check_seq(symbol, message)
+            self._check_bar_time(symbol, message)
         broker = self._ports.trading.broker
         call = (broker.place(symbol, message) if isinstance(message, PlaceOrder)
                 else broker.cancel(symbol, message.client_order_id))
@@ -142,6 +152,24 @@ class WorkerLink:
         update = at_once(call)
         self._ports.order_event(update)
         return update
+
+    def _check_bar_time(self, symbol: str, order: PlaceOrder) -> None:
+        """A decision is made on a bar the feed has produced: a ``bar_time`` beyond the newest
+        (the feed's cursor, or the symbol's newest history bar) is refused before anything is
+        journaled. Journaled, it would make every later decision of the symbol stale, for
+        ever; too big for the journal, its failed write would halt every symbol's trading."""
+        if order.bar_time is None:
+            return
+        feed = self._ports.trading.feed
+        newest = feed.cursor
+        if newest is None or order.bar_time > newest:  # a warm-up bar may be newer
+            with contextlib.suppress(KeyError):  # a symbol the feed no longer serves
+                for bar in feed.history(symbol, 1):
+                    newest = bar.open_time if newest is None else max(newest, bar.open_time)
+        if newest is None or order.bar_time > newest:
+            raise ProtocolError(
+                ErrorCode.BAD_BODY, f"order {order.client_order_id}: bar_time "
+                f"{order.bar_time} is not a bar the feed has produced (newest: {newest})")
 
     def _register(self, route: bytes, message: Register) -> WorkerHandle:
         try:
@@ -163,6 +191,15 @@ class WorkerLink:
             history=trading.feed.history(symbol, handle.warmup + 1),
             last_decision_bar=trading.broker.decisions.last(symbol),
         )
+
+
+def _check_seq(symbol: str, order: PlaceOrder) -> None:
+    """A client order id's sequence number is far below what ids can number: journaled, one
+    near the limit would make the symbol's next ids unnumbered (seq 0), and a restarted worker
+    would reuse them (its new orders answered from the journal, never placed)."""
+    if parse_seq(symbol, order.client_order_id) > MAX_SEQ:
+        raise ProtocolError(ErrorCode.BAD_BODY, f"order {order.client_order_id}: sequence "
+                            f"number beyond {MAX_SEQ}")
 
 
 def _send(sock: zmq.asyncio.Socket, identity: bytes, reply: Message, msg_id: str) -> None:

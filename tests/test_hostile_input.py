@@ -20,6 +20,7 @@ from multibot.wire import protocol as p
 from multibot.wire.home import Home
 from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
+from orchestrator.feeds.synthetic import SyntheticFeed
 from orchestrator.ports import Trading
 from orchestrator.worker_link import WorkerLink, WorkerLinkPorts
 from strategies.base import Strategy
@@ -375,8 +376,8 @@ def test_a_paper_order_is_placed_and_answered_when_it_is_read() -> None:
                       high=50_000.0, low=50_000.0, close=50_000.0, volume=1.0))
     events: list[p.OrderUpdate] = []
     ports = cast(Any, WorkerLinkPorts)(
-        supervisor=_LiveSupervisor(), trading=Trading(broker=broker, feed=cast(Any, None),
-                                                       rules={}),
+        supervisor=_LiveSupervisor(),
+        trading=Trading(broker=broker, feed=SyntheticFeed(cursor=0), rules={}),  # at bar 0
         journal=_OpenJournal(), order_event=events.append, spawn=None)
     link, sock = WorkerLink(ports), _Recorder()
     order = p.PlaceOrder(client_order_id="mb-BTCUSDT-1", side=Side.BUY, type=OrderType.MARKET,

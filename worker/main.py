@@ -48,6 +48,7 @@ from multibot.wire.protocol import (
 )
 from strategies.base import StrategyError
 from strategies.registry import create
+from worker.retries import backoff
 from worker.runner import Runner
 
 log = logging.getLogger("worker")
@@ -302,16 +303,20 @@ class WorkerProcess:
         for action in runner.cancel(list(runner.open_orders)):
             self._send(action)
         deadline = time.monotonic() + _STOP_TIMEOUT_S
-        flattened = not flatten
-        while time.monotonic() < deadline:
-            if not flattened and not runner.open_orders and not runner.pending:
-                flattened = True
+        tries, next_try = 0, 0.0
+        while (now := time.monotonic()) < deadline:
+            if runner.open_orders or runner.pending:
+                pass  # a cancel or an exit in flight: its outcome first
+            elif not (flatten and runner.holds_tradable()):
+                break
+            elif now >= next_try:
+                # sold until flat (an exit may leave an EXPIRED remainder or be rejected),
+                # with the exits' growing wait; a commanded exit, not a decision on a bar
+                tries += 1
+                next_try = now + backoff(tries)
                 price = runner.last_price
-                # a commanded exit, not a decision on a bar: may follow one on the same bar
                 for action in runner.close_position(price, exit_retry=True) if price else []:
                     self._send(action)
-            if flattened and not runner.open_orders and not runner.pending:
-                break
             if self._broker.poll(100):
                 self._drain_broker(runner)
         for strategy in runner.strategies:

@@ -224,7 +224,7 @@ class Runner:
             return actions
         self._entry_wanted = False  # tried once: a rejected or expired entry is not re-sent
         price = self.last_price
-        if price is None or self._holds_tradable() or self.open_orders:
+        if price is None or self.holds_tradable() or self.open_orders:
             return actions
         qty = round_step_down(self._stake / price, self._step)
         return actions + self._order(_BUY, qty, price)
@@ -233,7 +233,7 @@ class Runner:
         actions = self.cancel(self._against(_BUY)) if self.open_orders else []
         if not self._settled():
             return actions  # a cancelled BUY may yet fill: sell what the outcome leaves
-        if not self._holds_tradable():
+        if not self.holds_tradable():
             self._exit.reset()  # flat (dust at most): the next exit starts afresh
             return actions
         now = self._clock()
@@ -241,7 +241,7 @@ class Runner:
             return actions
         retry = self._exit.tried(now)
         qty, price = self._for_sale, self.last_price
-        assert price is not None  # _holds_tradable saw it
+        assert price is not None  # holds_tradable saw it
         order_type = self._exit.order_type(self._order_type)
         if retry:
             log.info("%s: flat but holding %s: exit try %d (%s)", self.symbol, qty,
@@ -250,13 +250,13 @@ class Runner:
 
     def _exit_wanted(self) -> bool:
         """An exit try waits only for its time (nothing else has to happen first)."""
-        return self._target != _LONG and self._settled() and self._holds_tradable()
+        return self._target != _LONG and self._settled() and self.holds_tradable()
 
     def _set_position(self, qty: Decimal) -> None:
         self.position = qty
         self._for_sale = round_step_down(qty, self._step)  # what a SELL of it may carry
 
-    def _holds_tradable(self) -> bool:
+    def holds_tradable(self) -> bool:
         """Long means a position the exchange would let us sell. Dust left by fees taken in
         the base asset (Binance, on buys) is below that and must not block the next entry."""
         qty = self._for_sale

@@ -27,6 +27,7 @@ __all__ = ["Decisions"]
 log = logging.getLogger(__name__)
 
 _SELL = Side.SELL
+_MAX_COUNT = 2**40  # more bars than any worker sees: a lifetime sum stays far within SQLite's
 
 
 class Decisions:
@@ -49,7 +50,12 @@ class Decisions:
 
     def reported(self, symbol: str, pid: int | None, count: int) -> None:
         """A worker process's own count of duplicate bars (since it started): what is new
-        of it is added to the symbol's lifetime count."""
+        of it is added to the symbol's lifetime count. ProtocolError (BAD_BODY), with nothing
+        counted, for a count no worker can have seen (a failed journal write of it would halt
+        every symbol's trading)."""
+        if not 0 <= count <= _MAX_COUNT:
+            raise ProtocolError(ErrorCode.BAD_BODY, f"{symbol}: duplicate_bars {count} is "
+                                f"not a count of bars (0 to {_MAX_COUNT})")
         last_pid, last = self._reported.get(symbol, (None, 0))
         new = count - last if pid == last_pid else count
         if new > 0:

@@ -6,10 +6,11 @@ import re
 
 from multibot.errors import ErrorCode, ProtocolError
 
-__all__ = ["check_client_order_id", "parse_seq"]
+__all__ = ["MAX_SEQ", "check_client_order_id", "parse_seq"]
 
 _COID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _SEQ_DIGITS = 18  # a seq fits SQLite's signed 64-bit INTEGER
+MAX_SEQ = 10**15  # the most a worker may ask for: the ids after it stay numbered for ever
 
 
 def parse_seq(symbol: str, coid: str) -> int:

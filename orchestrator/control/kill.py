@@ -9,6 +9,7 @@ import msgspec
 
 from multibot.wire.protocol import ErrorCode, Kill, KillResult, ProtocolError
 from orchestrator.control.base import Command, checked_symbols, symbol_result
+from orchestrator.flatten import sell_leftover
 from orchestrator.supervisor import State
 
 
@@ -32,6 +33,10 @@ class KillCommand(Command[Kill, Kill]):
         stopped = await asyncio.gather(
             *(self.ports.supervisor.stop(symbol, checked.flatten) for symbol in checked.symbols)
         )
+        problems = {}
         for symbol in checked.symbols:
+            if checked.flatten:  # what its worker could not flatten (none to ask, or no time)
+                problems[symbol] = await sell_leftover(self.ports.trading, symbol)
             self.ports.trading.feed.remove(symbol)
-        return KillResult(results=[symbol_result(handle) for handle in stopped])
+        return KillResult(results=[symbol_result(h, problems.get(h.symbol, ""))
+                                   for h in stopped])
