@@ -281,12 +281,16 @@ def test_a_stream_that_cannot_be_had_does_not_stop_trading(
         nowhere = {WS_API_ENV: "ws://127.0.0.1:9/ws-api/v3"}  # nothing listens there
         endpoints = resolve_endpoints("testnet", fake.rest_url, fake.stream_url, nowhere)
         client = await ExchangeClient.connect(endpoints, load_credentials("testnet", environ=ENV))
-        desk = Desk(fake, tmp_path / "j.db", client)
+        try:
+            rules = trading_rules(await client.exchange_info())
+        except BaseException:
+            await client.close()
+            raise
+        desk = Desk(fake, tmp_path / "j.db", client, rules)
         tasks: list[asyncio.Task[None]] = []
         try:
-            for rules in trading_rules(await client.exchange_info()).values():
-                desk.broker.add_rules(rules)
-                desk.price_bar(rules.symbol)
+            for symbol in rules:
+                desk.price_bar(symbol)
             tasks += [asyncio.create_task(follow_user_stream(desk.broker, resubscribe_s=(0.1,))),
                       asyncio.create_task(watch(desk.broker, period_s=0.05))]
             rest_at, crossing = resting_at(fake)
