@@ -90,6 +90,8 @@ class _Router:
         if not isinstance(event, dict):
             return
         kind = event.get("e")
+        if not isinstance(kind, str):
+            return  # not an event we know (an unhashable kind would end the subscription)
         if kind in _ENDED:
             raise StreamEnded(str(event.get("m") or event.get("type") or kind))
         if kind != "executionReport":
