@@ -37,9 +37,10 @@ from multibot.wire.protocol import (
     encode_bar,
     heartbeat_frame,
 )
-from multibot.wire.settings import FleetSettings
+from multibot.wire.settings import FleetSettings, Mode
 from orchestrator.broker.base import Broker, at_once
 from orchestrator.broker.journal import Journal, JournalError
+from orchestrator.broker.memory_journal import MemoryJournal
 from orchestrator.broker.paper import PaperBroker
 from orchestrator.control.base import ControlPorts
 from orchestrator.control.server import ControlServer
@@ -78,8 +79,13 @@ class Fleet:
         self.journal = Journal(home.journal_path, timeout=_JOURNAL_BUSY_S)
         self._check_mode()
         self.journal.start_decision_clock(f"{settings.feed}:{settings.interval}")
+        # A paper broker settles the journal's open orders as paper ones (an open MARKET order
+        # expires): on a testnet or live journal that would guess the outcome of an order
+        # the exchange may have filled. There it only holds the place, on a journal of its
+        # own, until the exchange broker takes over (run).
+        paper = self.journal if settings.mode == Mode.PAPER else MemoryJournal()
         self.broker: Broker = PaperBroker(
-            self.journal, {}, fee_rate=Decimal(settings.fee_rate),
+            paper, {}, fee_rate=Decimal(settings.fee_rate),
             slippage_bps=Decimal(settings.slippage_bps))
         self.exchange: ExchangeClient | None = None  # set by run() for the binance feed/modes
         self.binance_feed: BinanceFeed | None = None  # the same feed as self.feed, typed
