@@ -186,6 +186,7 @@ def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
     monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
     monkeypatch.setattr("orchestrator.exchange.ledger.RECV_WINDOW_NS", 200_000_000)
     monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_MARGIN_NS", 100_000_000)
+    monkeypatch.setattr(ExchangeClient, "order_send_within_s", 0.1)
 
     async def main() -> None:
         # polling settles the unknown order; periodic reconciliation is off: only the stream
