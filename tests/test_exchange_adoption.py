@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from multibot.wire.protocol import ProtocolError
 from orchestrator.exchange.watcher import reconcile_all
 from tests.exchange_support import (
     Desk,
@@ -128,5 +129,28 @@ def test_the_user_stream_never_adopts_another_homes_order_of_a_closed_id(
             await until(lambda: desk.order_status("mb-BTCUSDT-2") == "FILLED", timeout=10,
                         what="our own fill by the stream")
             assert_not_adopted(desk, fake)  # its event came first, in the symbol's order
+
+    run(main())
+
+
+def test_a_cancel_asked_before_a_late_booking_is_carried_out_once_it_is_adopted(
+        fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    short_recv_window(monkeypatch)
+
+    async def main() -> None:
+        async with watched(fake, tmp_path / "j.db") as desk:
+            far = str((fake.price("BTCUSDT") * Decimal("0.5")).quantize(Decimal("0.01")))
+            fake.fail("late_booking", delay=2.0)
+            with pytest.raises(ProtocolError):
+                await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", far))
+            with pytest.raises(ProtocolError, match="it will be cancelled once it is"):
+                await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-1")
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "EXPIRED", timeout=10,
+                        what="the order closed as never booked")
+            # booked after all, resting: the broker promised to cancel it once it is
+            await until(lambda: fake.pending_bookings() == 0, timeout=10, what="the booking")
+            await until(lambda: desk.order_status("mb-BTCUSDT-1") == "CANCELED", timeout=15,
+                        what="the adopted order cancelled as asked")
+            assert not fake.open_orders("BTCUSDT") and desk.broker.halted("BTCUSDT") == ""
 
     run(main())
