@@ -4,7 +4,7 @@ Binance-protocol server through the REAL python-binance AsyncClient."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +13,7 @@ import pytest
 
 from multibot.market.bar import Bar
 from multibot.market.orders import OrderType, Side
+from multibot.market.records import SymbolRules
 from multibot.wire.protocol import OrderUpdate, PlaceOrder
 from orchestrator.broker.journal import Journal
 from orchestrator.exchange.broker import ExchangeBroker
@@ -51,23 +52,26 @@ async def connect(fake: FakeBinance) -> ExchangeClient:
 class Desk:
     """A broker on a real journal file, connected to the fake; updates pushed are kept."""
 
-    def __init__(self, fake: FakeBinance, journal_path: Path, client: ExchangeClient) -> None:
+    def __init__(self, fake: FakeBinance, journal_path: Path, client: ExchangeClient,
+                 rules: Mapping[str, SymbolRules]) -> None:
         self.fake, self.client = fake, client
         self.journal = Journal(journal_path)
         self.pushed: list[OrderUpdate] = []
-        self.broker = ExchangeBroker(self.journal, client, {}, self.pushed.append)
+        # with the rules from the start, as the venue does: positions rebuilt from journaled
+        # fills know their assets (a buy's fee in base)
+        self.broker = ExchangeBroker(self.journal, client, rules, self.pushed.append)
 
     @classmethod
     async def open(cls, fake: FakeBinance, path: Path) -> Desk:
         client = await connect(fake)
-        desk = cls(fake, path, client)
         try:
-            for rules in trading_rules(await client.exchange_info()).values():
-                desk.broker.add_rules(rules)
-                desk.price_bar(rules.symbol)  # a last price, as the feed's first bar gives
+            rules = trading_rules(await client.exchange_info())
         except BaseException:
-            await desk.close()  # the callers' try begins only once we return
+            await client.close()  # the callers' try begins only once we return
             raise
+        desk = cls(fake, path, client, rules)
+        for symbol in rules:
+            desk.price_bar(symbol)  # a last price, as the feed's first bar gives
         return desk
 
     def order_status(self, client_order_id: str) -> str:

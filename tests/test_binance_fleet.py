@@ -233,3 +233,47 @@ def test_an_order_booked_late_halts_its_symbol_in_status_until_the_exchange_answ
     posted = [r.params["newClientOrderId"] for r in exchange.requests()
               if r.method == "POST" and r.path == ORDER_PATH]
     assert len(posted) == len(set(posted))  # nothing sent twice
+
+
+@pytest.mark.parametrize("fault", ["late_booking", "never_booked"])
+def test_an_orchestrator_killed_while_an_outcome_is_unknown_resolves_it_on_evidence(
+        fleet: FleetCli, exchange: FakeBinance, fault: str) -> None:
+    if fault == "late_booking":
+        exchange.fail(fault, delay=3.0)
+    else:
+        exchange.fail(fault)
+    up(fleet, exchange, "BTCUSDT")
+    halted = eventually(lambda: fleet.workers()["BTCUSDT"]["halted"], timeout=60,
+                        what="the symbol halted while its order's outcome is unknown")
+    first = next(r for r in exchange.requests() if r.method == "POST" and r.path == ORDER_PATH)
+    sent_at, coid = time.monotonic(), first.params["newClientOrderId"]
+    assert coid in halted
+    pid = fleet.orchestrator_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # crash while the outcome is unknown
+    eventually(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status()
+               == psutil.STATUS_ZOMBIE, what="the orchestrator gone")
+    with sqlite3.connect(fleet.home / "multibot.db") as conn:
+        [(status, reason)] = conn.execute("SELECT status, reason FROM orders WHERE "
+                                          "client_order_id=?", (coid,)).fetchall()
+    assert status == "PENDING_NEW" and reason.startswith("outcome unknown")
+    # past the request's recvWindow (sent within 15 s, + 10 s + 5 s margin): the exchange
+    # can answer for it
+    eventually(lambda: exchange.pending_bookings() == 0
+               and time.monotonic() - sent_at > 31, timeout=45, what="the recvWindow passed")
+    up(fleet, exchange, "BTCUSDT")
+    assert fleet.workers()["BTCUSDT"]["state"] == "RUNNING"
+    fleet.run("kill", "BTCUSDT", check=True)
+    with sqlite3.connect(fleet.home / "multibot.db") as conn:
+        [(status, reason)] = conn.execute("SELECT status, reason FROM orders WHERE "
+                                          "client_order_id=?", (coid,)).fetchall()
+    booked = [o for o in exchange.orders("BTCUSDT") if o["clientOrderId"] == coid]
+    if fault == "late_booking":
+        assert status == "FILLED" and len(booked) == 1
+    else:
+        assert status == "EXPIRED" and reason.startswith("never booked: ") and not booked
+    assert journal_fills(fleet, "BTCUSDT") == exchange_fills(exchange, "BTCUSDT")
+    assert Decimal(str(fleet.workers()["BTCUSDT"]["position"])) == held(exchange, "BTC")
+    posted = [r.params["newClientOrderId"] for r in exchange.requests()
+              if r.method == "POST" and r.path == ORDER_PATH]
+    assert posted.count(coid) == 1 and len(posted) == len(set(posted))

@@ -89,7 +89,7 @@ def test_an_intent_that_never_reached_the_exchange_expires_on_evidence(
         desk = await Desk.open(fake, tmp_path / "j.db")
         now = desk.broker.ledger.now_ns()
         try:  # journaled, then the process died before (or while) sending
-            for seq, age_s in ((1, 20), (2, 1)):
+            for seq, age_s in ((1, 40), (2, 1)):
                 desk.journal.insert_order(OrderView(
                     client_order_id=f"mb-BTCUSDT-{seq}", symbol="BTCUSDT", side=Side.BUY,
                     type=OrderType.MARKET, quantity="0.002", status=OrderStatus.PENDING_NEW,
@@ -100,7 +100,7 @@ def test_an_intent_that_never_reached_the_exchange_expires_on_evidence(
         try:
             # the recent one may still reach the exchange (within its recvWindow): wait
             with pytest.raises(NotReconciled, match=r"mb-BTCUSDT-2 .*outcome is not known "
-                                                    r"yet.* try again in 1[34]s"):
+                                                    r"yet.* try again in 2[89]s"):
                 await reconcile(desk.broker.ledger, "BTCUSDT")
             older = desk.journal.get_order("mb-BTCUSDT-1")
             assert older is not None and older.status == "EXPIRED"

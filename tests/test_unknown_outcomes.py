@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from multibot.wire.protocol import ErrorCode, ProtocolError
+from orchestrator.exchange.client import ExchangeClient
 from orchestrator.exchange.watcher import watch
 from tests.exchange_support import (
     Desk,
@@ -40,9 +41,11 @@ def quick_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def short_recv_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As if requests were signed with a 0.3 s recvWindow (python-binance's is 10 s)."""
+    """As if requests were signed with a 0.3 s recvWindow (python-binance's is 10 s), orders
+    sent within 0.1 s of their intent or not at all (15 s)."""
     monkeypatch.setattr("orchestrator.exchange.ledger.RECV_WINDOW_NS", 200_000_000)
     monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_MARGIN_NS", 100_000_000)
+    monkeypatch.setattr(ExchangeClient, "order_send_within_s", 0.1)
 
 
 @asynccontextmanager

@@ -186,6 +186,7 @@ def test_an_order_closed_as_never_booked_is_adopted_from_the_stream(
     monkeypatch.setattr("orchestrator.exchange.broker._LOOKUPS_S", (0.05, 0.05))
     monkeypatch.setattr("orchestrator.exchange.ledger.RECV_WINDOW_NS", 200_000_000)
     monkeypatch.setattr("orchestrator.exchange.ledger.SETTLE_MARGIN_NS", 100_000_000)
+    monkeypatch.setattr(ExchangeClient, "order_send_within_s", 0.1)
 
     async def main() -> None:
         # polling settles the unknown order; periodic reconciliation is off: only the stream
@@ -281,12 +282,16 @@ def test_a_stream_that_cannot_be_had_does_not_stop_trading(
         nowhere = {WS_API_ENV: "ws://127.0.0.1:9/ws-api/v3"}  # nothing listens there
         endpoints = resolve_endpoints("testnet", fake.rest_url, fake.stream_url, nowhere)
         client = await ExchangeClient.connect(endpoints, load_credentials("testnet", environ=ENV))
-        desk = Desk(fake, tmp_path / "j.db", client)
+        try:
+            rules = trading_rules(await client.exchange_info())
+        except BaseException:
+            await client.close()
+            raise
+        desk = Desk(fake, tmp_path / "j.db", client, rules)
         tasks: list[asyncio.Task[None]] = []
         try:
-            for rules in trading_rules(await client.exchange_info()).values():
-                desk.broker.add_rules(rules)
-                desk.price_bar(rules.symbol)
+            for symbol in rules:
+                desk.price_bar(symbol)
             tasks += [asyncio.create_task(follow_user_stream(desk.broker, resubscribe_s=(0.1,))),
                       asyncio.create_task(watch(desk.broker, period_s=0.05))]
             rest_at, crossing = resting_at(fake)

@@ -11,7 +11,9 @@ Same contract as the paper broker, with the exchange in the middle:
   journaled REJECTED with the reason (naming the order), and status shows it (``halted``);
 - a rejection (-2010, -1013, ...) is journaled REJECTED and reported once: no retry;
 - a cancel that fails (any rejection but "unknown order", or no answer) is tried again with
-  backoff until the exchange confirms the order final (orchestrator.exchange.cancels);
+  backoff until the exchange confirms the order final (orchestrator.exchange.cancels); one
+  asked while the order's outcome is unknown is carried out once it is known booked, also
+  when that is after it was closed as never booked (adopted);
 - resting orders are polled (within a share of the rate limit) for fills and final states,
   which reach the worker through ``on_update`` (orchestrator.exchange.watcher).
 What the exchange says about an order is journaled by the ledger (orchestrator.exchange.ledger),
@@ -40,6 +42,7 @@ from orchestrator.exchange.ledger import Ledger
 from orchestrator.exchange.orders import on_grid, rejection_reason
 from orchestrator.exchange.reconcile import reconcile
 from orchestrator.exchange.reports import OrderRequest
+from orchestrator.exchange.unknown import NEVER_BOOKED
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,11 @@ class ExchangeBroker(BookQueries):
         self.client = client
         self.book = Book(journal, rules, fees_in_base=True)  # Binance: a buy pays in base
         self.ledger = Ledger(journal, client, self.book, clock)
-        self.notify = on_update  # an update the worker did not ask for (the watcher's)
+        self._on_update = on_update
         self._clock = clock
         self.cancels = PendingCancels()  # not confirmed yet: retried by the watcher
+        # cancels asked of orders then closed as never booked: carried out if they are booked
+        self._cancel_if_booked: set[tuple[str, str]] = set()
         self.halts: dict[str, str] = {}  # symbol -> why reconciliation stopped its trading
         self.suspect: set[str] = set()  # symbols short once: halted if short again
         self.traded: set[str] = set()  # reconciled at start-up: reconciled periodically
@@ -74,6 +79,26 @@ class ExchangeBroker(BookQueries):
         await reconcile(self.ledger, symbol)
         self.halts.pop(symbol, None)
         self.traded.add(symbol)
+
+    def notify(self, update: OrderUpdate) -> None:
+        """Tell the worker of an update it did not ask for (the watcher's, the stream's). An
+        order adopted open whose cancel was asked while its outcome was unknown is cancelled
+        now, as promised (the watcher tries; new orders wait for it)."""
+        order = update.order
+        key = (order.symbol, order.client_order_id)
+        if key in self._cancel_if_booked:
+            self._cancel_if_booked.discard(key)
+            if order.status not in FINAL_STATUSES:
+                self.cancels.failed(*key, "asked before the order was known to be booked")
+        self._on_update(update)
+
+    def cancel_settled(self, symbol: str, client_order_id: str) -> None:
+        """A pending cancel whose order is no longer open is done; if the order was closed as
+        never booked, it is still carried out should the order turn out booked (``notify``)."""
+        self.cancels.done(symbol, client_order_id)
+        order = self.journal.get_order(client_order_id)
+        if order is not None and order.reason.startswith(NEVER_BOOKED):
+            self._cancel_if_booked.add((symbol, client_order_id))
 
     def halted(self, symbol: str) -> str:
         """Why ``symbol`` places no new order now ("" if it may)."""
@@ -145,7 +170,7 @@ class ExchangeBroker(BookQueries):
         for coid, _ in self.cancels.of(symbol):
             order = self.book.open_order(symbol, coid)
             if order is None:
-                self.cancels.done(symbol, coid)
+                self.cancel_settled(symbol, coid)
             elif order.status != OrderStatus.PENDING_NEW:
                 try:
                     await self._cancel(symbol, order)

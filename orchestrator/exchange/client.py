@@ -41,9 +41,8 @@ WEIGHTS = {"ping": 1, "get_server_time": 1, "get_exchange_info": 20, "get_klines
            "get_my_trades": 20, "get_all_orders": 20, "get_account": 20}
 PAGE = 1000  # myTrades and allOrders: the most Binance returns per request
 _READ_RETRIES = (0.25, 1.0, 2.0)  # back-off between retries of an idempotent read
-# Longer than this behind the limits (or a 429/418): give up on the request. An order is
-# worth less the later it goes out, so it waits less than a read.
-_MAX_RATE_WAIT_S = {"read": 130.0, "order": 15.0}
+# Longer than this behind the limits (or a 429/418): give up on a read.
+_MAX_READ_WAIT_S = 130.0
 RECV_WINDOW_MS = 10_000  # every signed request's recvWindow: refused once older than this
 UNKNOWN_CODES = {-1006, -1007}  # "unexpected response" / "timeout": execution status unknown
 
@@ -82,6 +81,11 @@ def _retry_after(exc: Any) -> float:
 
 class ExchangeClient:
     """Create with ``await ExchangeClient.connect(...)``; close with ``await close()``."""
+
+    # An order goes out (is signed) within this many seconds of being asked, or not at all
+    # (Rejected: nothing was executed): worth less the later it goes, and the never-booked
+    # evidence counts an order's recvWindow from its intent plus this (ledger).
+    order_send_within_s = 15.0
 
     def __init__(self, sdk: AsyncClient, endpoints: Endpoints, limiter: RateLimiter,
                  credentials: Credentials | None) -> None:
@@ -161,7 +165,7 @@ class ExchangeClient:
 
         cost = WEIGHTS.get(method, 1) if weight is None else weight
         if max_wait_s is None:
-            max_wait_s = _MAX_RATE_WAIT_S["order" if orders else "read"]
+            max_wait_s = self.order_send_within_s if orders else _MAX_READ_WAIT_S
         deadline = time.monotonic() + max_wait_s
         retries = list(_READ_RETRIES) if idempotent else []
         resynced = False
@@ -170,6 +174,8 @@ class ExchangeClient:
                 await self.limiter.acquire(cost, orders, max(0.0, deadline - time.monotonic()))
             except RateLimitWait as exc:
                 raise Rejected(f"rate limited: {exc}", -1003, 429) from None
+            if orders and time.monotonic() > deadline:  # after a resync or a 429: too late
+                raise Rejected(f"not sent: it could not go out within {max_wait_s:g}s")
             try:
                 result = await getattr(self.sdk, method)(**params)
             except BinanceAPIException as exc:

@@ -72,8 +72,10 @@ class Ledger:
 
     def recv_window_ends_in_s(self, order: OrderView) -> float:
         """Seconds until the exchange would refuse ``order``'s request as too old (< 0: it
-        would now)."""
-        return (order.created_ns + RECV_WINDOW_NS + SETTLE_MARGIN_NS - self._clock()) / 1e9
+        would now). The request is signed up to ``order_send_within_s`` after the intent
+        (a rate limit wait, a resend after a 429 or a clock resync)."""
+        signed_by = order.created_ns + int(self.client.order_send_within_s * 1e9)
+        return (signed_by + RECV_WINDOW_NS + SETTLE_MARGIN_NS - self._clock()) / 1e9
 
     def unknown(self, symbol: str) -> OrderView | None:
         """The symbol's oldest order whose outcome is unknown (sent, never confirmed)."""

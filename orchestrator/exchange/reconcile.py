@@ -13,7 +13,10 @@ start-up (before it trades; ``reconcile``) and periodically while it trades (``c
   to their orders: a trade of one of our journaled orders that the journal lacks (an order
   booked late, after it was closed as never booked, say) is adopted, the order's state
   corrected and the position updated; trades of orders that are not ours are the user's own
-  (logged, never adopted);
+  (logged, never adopted), as are those under the id of one of ours the exchange had already
+  confirmed final (another home's order reusing the id: ``unknown.may_trade``);
+- orders closed as never booked in the last day are asked for again by client order id: a
+  late booking's trades may lie before the newest journaled trade, where the scan starts;
 - the account must hold at least what the journal says the bot holds of the base asset (a
   shortfall fails closed); more is logged (the user's own coins, or something to look at).
 Anything that cannot be settled raises ``NotReconciled`` with the reason (``check`` returns
@@ -32,11 +35,14 @@ from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.ledger import Ledger
 from orchestrator.exchange.orders import describe
 from orchestrator.exchange.reports import AccountReport, FillReport, OrderStatusReport
-from orchestrator.exchange.unknown import NEVER_BOOKED, settle_unknown
+from orchestrator.exchange.unknown import NEVER_BOOKED, may_trade, settle_unknown
 
 __all__ = ["check", "reconcile"]
 
 log = logging.getLogger(__name__)
+
+# how long an order closed as never booked is still asked for by its client order id
+LATE_BOOKING_HORIZON_NS = 24 * 3600 * 10**9
 
 
 async def reconcile(ledger: Ledger, symbol: str) -> list[str]:
@@ -56,6 +62,7 @@ async def check(ledger: Ledger, symbol: str,
     symbol's trading, or "". Raises ExchangeError when the exchange cannot be asked."""
     async with ledger.lock(symbol):
         updates, _ = await _open_elsewhere(ledger, symbol)
+        updates += await _booked_after_all(ledger, symbol)
         updates += await _adopt_trades(ledger, symbol)
         return updates, _shortfall(ledger, symbol, account)
 
@@ -92,6 +99,8 @@ async def _reconcile(ledger: Ledger, symbol: str) -> list[str]:
         problems.append(
             f"open order {describe(report)} was not placed by this multibot home: cancel it "
             "(or trade this symbol from one place only), then `multibot up` it again")
+    for update in await _booked_after_all(ledger, symbol):
+        changes.append(f"{update.order.client_order_id}: adopted, {update.order.status}")
     for update in await _adopt_trades(ledger, symbol):
         changes.append(f"{update.order.client_order_id}: {update.order.status} "
                        f"({len(update.fills)} trades adopted)")
@@ -138,6 +147,22 @@ async def _open_elsewhere(ledger: Ledger, symbol: str
     return adopted, foreign
 
 
+async def _booked_after_all(ledger: Ledger, symbol: str) -> list[OrderUpdate]:
+    """The symbol's orders closed as never booked within the horizon, asked for again by
+    client order id: one the engine booked after all is adopted. The trade scan below starts
+    after the newest journaled trade, so it misses a late booking's trades once a later order
+    of ours has traded."""
+    since = ledger.now_ns() - LATE_BOOKING_HORIZON_NS
+    updates = []
+    for order in ledger.journal.orders(symbol):
+        if order.reason.startswith(NEVER_BOOKED) and order.created_ns >= since:
+            report = await ledger.exchange_copy(order)
+            if report is not None:
+                updates.append(await ledger.adopt(
+                    order, report, "reconciliation (a look-up by client order id)"))
+    return updates
+
+
 async def _adopt_trades(ledger: Ledger, symbol: str) -> list[OrderUpdate]:
     """Journal the symbol's trades since the last journaled one that belong to our orders."""
     journal, client = ledger.journal, ledger.client
@@ -166,7 +191,7 @@ async def _adopt_order(ledger: Ledger, symbol: str, order_id: int,
     report = await ledger.client.get_order(symbol, order_id=order_id)
     ids = ", ".join(str(t.trade_id) for t in trades)
     order = ledger.journal.get_order(report.client_order_id) if report is not None else None
-    if (report is None or order is None or order.symbol != symbol
+    if (report is None or order is None or order.symbol != symbol or not may_trade(order)
             or not ledger.is_ours(order, report)):
         name = describe(report) if report is not None else f"orderId {order_id}"
         log.info("%s: trades %s of order %s are not this bot's (the user's own): not adopted",

@@ -90,11 +90,15 @@ class AccountReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def number(value: Any) -> str:
-    """Binance's "0.00100000" as the journal's "0.001"."""
+    """Binance's "0.00100000" as the journal's "0.001". Its numbers are finite: NaN or
+    Infinity is not a document Binance sends (and would poison every sum it entered)."""
     try:
-        return fmt(Decimal(str(value)))
+        decimal = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"not a decimal from the exchange: {value!r}") from None
+        decimal = Decimal("NaN")
+    if not decimal.is_finite():
+        raise ValueError(f"not a decimal from the exchange: {value!r}")
+    return fmt(decimal)
 
 
 def _side(value: Any) -> Side:

@@ -18,20 +18,29 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from multibot.market.orders import OrderStatus, Side
+from multibot.market.orders import FINAL_STATUSES, OrderStatus, Side
 from multibot.market.records import OrderView
 from multibot.market.rules import fmt
 from multibot.wire.protocol import OrderUpdate
 from orchestrator.exchange.client import ExchangeError
 from orchestrator.exchange.ledger import CLOCK_TOLERANCE_NS, Ledger
 
-__all__ = ["NEVER_BOOKED", "settle_unknown"]
+__all__ = ["NEVER_BOOKED", "may_trade", "settle_unknown"]
 
 log = logging.getLogger(__name__)
 
 NEVER_BOOKED = "never booked"  # how the reason of an order closed on this evidence begins
 # a BUY booked and filled would have brought at least this share of its quantity (fees aside)
 _BOUGHT_SHARE = Decimal("0.5")
+
+
+def may_trade(order: OrderView) -> bool:
+    """Whether trades the journal lacks may be ``order``'s: it is open, or it was closed as
+    never booked (the engine may book it late). Any other closed order was confirmed final by
+    the exchange with all its trades journaled, or never reached it: a trade under its client
+    order id is another order's that reused the id (another home's on the same account:
+    client order ids are unique only among open orders)."""
+    return order.status not in FINAL_STATUSES or order.reason.startswith(NEVER_BOOKED)
 
 
 async def settle_unknown(ledger: Ledger, order: OrderView) -> OrderUpdate | None:

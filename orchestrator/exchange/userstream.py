@@ -8,7 +8,8 @@ and by polling (or twice on the stream) is journaled once. Events of one symbol 
 in order, under the symbol's lock, each symbol on its own (a slow order of one symbol does
 not hold up another's fills). A stale event (less executed than journaled, a NEW after the
 fill) changes nothing; an order the journal had closed (as never booked) that trades is
-adopted. Orders that are not ours (the user's own) are ignored.
+adopted. Orders that are not ours are ignored: the user's own, and another home's that
+reuses the id of one of ours the exchange had confirmed final (``unknown.may_trade``).
 
 The subscription is renewed with backoff whenever it ends (a dropped connection, the 24 h
 limit, a server shutdown); while it is down ``broker.stream_healthy`` is False and the
@@ -23,11 +24,9 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from multibot.market.orders import FINAL_STATUSES
-from multibot.wire.protocol import OrderUpdate
 from orchestrator.exchange.broker import ExchangeBroker
-from orchestrator.exchange.reports import OrderStatusReport, execution_report
-from orchestrator.exchange.unknown import NEVER_BOOKED
+from orchestrator.exchange.reports import execution_report
+from orchestrator.exchange.unknown import NEVER_BOOKED, may_trade
 
 __all__ = ["follow_user_stream"]
 
@@ -91,6 +90,8 @@ class _Router:
         if not isinstance(event, dict):
             return
         kind = event.get("e")
+        if not isinstance(kind, str):
+            return  # not an event we know (an unhashable kind would end the subscription)
         if kind in _ENDED:
             raise StreamEnded(str(event.get("m") or event.get("type") or kind))
         if kind != "executionReport":
@@ -135,18 +136,12 @@ async def on_execution(broker: ExchangeBroker, event: dict[str, Any]) -> None:
                 Decimal(report.executed_qty) < Decimal(order.executed_qty)):
             return  # older than what is journaled
         if order.reason.startswith(NEVER_BOOKED):  # any event proves it booked
-            update: OrderUpdate | None = await ledger.adopt(order, report,
-                                                             "the user data stream")
-        elif order.status not in FINAL_STATUSES:
+            update = await ledger.adopt(order, report, "the user data stream")
+        elif may_trade(order):
             update = await ledger.apply(order, report)
-        elif _new_trades(broker, report):  # a closed order traded: ask for its whole state
-            update = await ledger.look_up(order)
         else:
-            return  # nothing the journal lacks
-    if update is not None and (update.fills or update.order.status != order.status):
+            # confirmed final with all its trades: a stale event, or another order that
+            # reuses the id (another home's) whose trades are not ours
+            return
+    if update.fills or update.order.status != order.status:
         broker.notify(update)
-
-
-def _new_trades(broker: ExchangeBroker, report: OrderStatusReport) -> bool:
-    known = broker.journal.exchange_trade_ids(report.client_order_id)
-    return any(f.trade_id not in known for f in report.fills)

@@ -104,7 +104,7 @@ async def _watch_one(broker: ExchangeBroker, symbol: str, coid: str, cancel: boo
         if cancel:
             wanted = book.open_order(symbol, coid)
             if wanted is None:
-                broker.cancels.done(symbol, coid)
+                broker.cancel_settled(symbol, coid)
             elif wanted.status != OrderStatus.PENDING_NEW:  # (else: settled first, above)
                 broker.notify(await broker.cancel(symbol, coid))
             return

@@ -323,6 +323,12 @@ class FakeBinance:
             return
         loop.call_soon_threadsafe(self._state.ws_api.terminate, self._state.server_ms())
 
+    def push_user_events(self, events: list[Any]) -> None:
+        """Push ``events`` to every user data stream subscription as they are (malformed or
+        hostile ones too), after the account's own events so far."""
+        self._state.flush_user_events()
+        self._state.ws_api.push(events)
+
     def delay_user_events(self, seconds: float) -> None:
         """Push each later user data stream event ``seconds`` after it happened (0: at once)."""
         if seconds < 0:

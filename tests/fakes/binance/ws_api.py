@@ -76,7 +76,7 @@ class WsApi:
         with self._lock:
             return len(self._conns)
 
-    def push(self, events: list[dict[str, Any]]) -> None:
+    def push(self, events: list[Any]) -> None:
         """Hand account events to the loop thread, which sends them to every subscription."""
         loop = self._loop
         if events and loop is not None and not loop.is_closed():
@@ -87,7 +87,7 @@ class WsApi:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
+    def _deliver(self, events: list[Any]) -> None:
         due = time.monotonic() + self.event_delay_s
         with self._lock:
             targets = [(c, sorted(c.subscriptions)) for c in self._conns if c.subscriptions]
