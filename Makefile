@@ -23,8 +23,8 @@ demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctr
 demo-binance: setup #-- the same on Binance's protocol: testnet orders against a local Binance server
 	@$(BIN)/python -m tests.fakes.demo --home $(DEMO_HOME)-testnet
 
-test: setup #-- the whole test suite (real processes, sockets, SQLite)
-	$(BIN)/python -m pytest -q
+test: setup #-- the whole test suite (real processes, sockets, SQLite); two files at a time
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 reliability: setup #-- chaos, faults, fuzzing and security suites; figures to reliability-figures.json
 	rm -f reliability-figures.json
