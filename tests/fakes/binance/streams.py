@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.binance.connections import ConnectionSet
 from tests.fakes.binance.market import Event
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,10 @@ class Connection:
             transport.abort()
 
 
-class StreamHub:
+class StreamHub(ConnectionSet[Connection]):
     def __init__(self, lock: threading.RLock, valid: Callable[[str], bool]) -> None:
-        self._lock = lock
+        super().__init__(lock)
         self._valid = valid
-        self._conns: set[Connection] = set()
         self.lifetime_s: float | None = None  # Binance: 24 h
         self.opened = 0  # connections accepted so far (reconnects count)
 
@@ -89,10 +89,6 @@ class StreamHub:
     def wanted(self) -> set[str]:
         with self._lock:
             return {name for conn in self._conns for name in conn.streams}
-
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
 
     # -- connections (loop thread) -----------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -208,28 +204,3 @@ class StreamHub:
         for conn in conns:
             conn.send({"e": "serverShutdown", "E": now_ms})
             loop.call_later(grace_s, conn.close_later, 1001, "server shutdown")
-
-    async def drop_all(self, timeout: float = 2.0) -> None:
-        """Cut every connection and wait (bounded) until their handlers are gone."""
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            conn.abort()
-        await self._wait_empty(timeout)
-
-    async def close_all(self, timeout: float = 2.0) -> None:
-        """Close every connection with a close frame (server going away)."""
-        with self._lock:
-            conns = list(self._conns)
-        closes = [conn.ws.close(code=1001, message=b"server shutdown") for conn in conns]
-        if closes:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), timeout)
-        for conn in conns:
-            conn.abort()
-        await self._wait_empty(timeout)
-
-    async def _wait_empty(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.connections() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)

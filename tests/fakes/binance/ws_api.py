@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.binance.connections import ConnectionSet
 from tests.fakes.binance.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,10 @@ class ApiConnection:
             transport.abort()
 
 
-class WsApi:
+class WsApi(ConnectionSet[ApiConnection]):
     def __init__(self, lock: threading.RLock, verify: Verify) -> None:
-        self._lock = lock
+        super().__init__(lock)
         self._verify = verify
-        self._conns: set[ApiConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.event_delay_s = 0.0
         self.lifetime_s: float | None = None
@@ -71,10 +71,6 @@ class WsApi:
     def subscriptions(self) -> int:
         with self._lock:
             return sum(len(c.subscriptions) for c in self._conns)
-
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
 
     def push(self, events: list[Any]) -> None:
         """Hand account events to the loop thread, which sends them to every subscription."""
@@ -172,29 +168,6 @@ class WsApi:
             for ident in ids:
                 conn.send({"subscriptionId": ident,
                            "event": {"e": "eventStreamTerminated", "E": now_ms}})
-
-    async def drop_all(self, timeout: float = 2.0) -> None:
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            conn.abort()
-        await self._wait_empty(timeout)
-
-    async def close_all(self, timeout: float = 2.0) -> None:
-        with self._lock:
-            conns = list(self._conns)
-        closes = [conn.ws.close(code=1001, message=b"server shutdown") for conn in conns]
-        if closes:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), timeout)
-        for conn in conns:
-            conn.abort()
-        await self._wait_empty(timeout)
-
-    async def _wait_empty(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.connections() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
 
 
 def _text(value: object) -> str:
