@@ -168,3 +168,33 @@ def test_all_orders_and_my_trades_are_paged_to_the_end(
     run(main())
     assert fake.count("GET", "/api/v3/allOrders") == 3  # 2 + 2 + 1
     assert fake.count("GET", "/api/v3/myTrades") == 3
+
+
+def test_cancel_all_also_cancels_an_order_placed_while_it_runs(
+        fake: FakeBinance, tmp_path: Path) -> None:
+    """The worker's next order is inside the broker (retrying a failed cancel first, slowly)
+    when the worker is gone: the broker's cancel-all listed the open orders before that order
+    existed, and must not leave it resting unwatched."""
+    async def main() -> None:
+        desk = await Desk.open(fake, tmp_path / "j.db")
+        try:
+            price = far_below(fake)
+            await desk.broker.place("BTCUSDT", limit(1, "BUY", "0.002", price))
+            fake.fail("5xx", method="DELETE", path=ORDER_PATH)
+            with pytest.raises(ProtocolError, match="tried again"):
+                await desk.broker.cancel("BTCUSDT", "mb-BTCUSDT-1")
+            fake.fail("slow", method="DELETE", path=ORDER_PATH, delay=1.0)
+            worker_place = asyncio.create_task(
+                desk.broker.place("BTCUSDT", limit(2, "BUY", "0.002", price)))
+            lock = desk.broker.ledger.lock("BTCUSDT")
+            await until(lambda: lock.locked() and not worker_place.done(), timeout=5,
+                        what="the new order to be retrying the cancel first")
+            await desk.broker.cancel_all("BTCUSDT")
+            await worker_place
+            assert desk.order_status("mb-BTCUSDT-1") == "CANCELED"
+            assert desk.order_status("mb-BTCUSDT-2") == "CANCELED"
+            assert fake.open_orders("BTCUSDT") == []
+        finally:
+            await desk.close()
+
+    run(main())

@@ -277,13 +277,21 @@ class ExchangeBroker(BookQueries):
         return update
 
     async def cancel_all(self, symbol: str) -> list[OrderUpdate]:
-        updates = []
-        for order in self.open_orders(symbol):
-            try:
-                updates.append(await self.cancel(symbol, order.client_order_id))
-            except ProtocolError as exc:
-                log.warning("%s: could not cancel %s: %s", symbol, order.client_order_id,
-                            exc.reason)
-            except Exception:  # one order's trouble must not leave the others resting
-                log.exception("%s: cancelling %s failed", symbol, order.client_order_id)
-        return updates
+        """Cancel every open order of ``symbol``, including one placed while this runs (a
+        request that was already waiting for the symbol's lock when the list was taken)."""
+        updates: list[OrderUpdate] = []
+        tried: set[str] = set()
+        while True:
+            async with self.ledger.lock(symbol):  # whatever holds or awaits it goes first
+                todo = [o for o in self.open_orders(symbol) if o.client_order_id not in tried]
+            if not todo:
+                return updates
+            for order in todo:
+                tried.add(order.client_order_id)
+                try:
+                    updates.append(await self.cancel(symbol, order.client_order_id))
+                except ProtocolError as exc:
+                    log.warning("%s: could not cancel %s: %s", symbol, order.client_order_id,
+                                exc.reason)
+                except Exception:  # one order's trouble must not leave the others resting
+                    log.exception("%s: cancelling %s failed", symbol, order.client_order_id)
