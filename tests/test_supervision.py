@@ -30,7 +30,8 @@ def _fills(fleet: FleetCli, symbol: str) -> list[Any]:
 
 
 def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
-    fleet.up("BTCUSDT", "ETHUSDT", "--speed", "10", *FAST_TRADER)
+    # up to 10 kills: room for them all before the restart limit, and for the backoff
+    fleet.up("BTCUSDT", "ETHUSDT", "--speed", "4", "--max-restarts", "20", *FAST_TRADER)
     others = fleet.workers()["ETHUSDT"]["pid"]
     # a restarted worker acts at once when its strategy turned flat while it was down (it
     # sells what it holds): such a restart is not quiet, and is tried again
@@ -42,7 +43,7 @@ def test_sigkilled_worker_comes_back_with_its_position(fleet: FleetCli) -> None:
         os.kill(worker["pid"], signal.SIGKILL)
         old_pid = worker["pid"]
         eventually(functools.partial(worker_running, fleet, "BTCUSDT", not_pid=old_pid),
-                   timeout=10, what="BTCUSDT to restart")
+                   timeout=20, what="BTCUSDT to restart (backoff grows to 8 s)")
         back = eventually(lambda: where(fleet.workers()["BTCUSDT"],
                                         lambda w: w["worker_position"] is not None),
                           what="the restarted worker's heartbeat")
