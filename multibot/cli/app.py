@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[fleet]" is a word, not a style tag
 )
 
 register_keys(app)

@@ -122,7 +122,7 @@ def server(home: HomeOption = None) -> None:
 def register(app: typer.Typer) -> None:
     """Add the `keys` command group to ``app``."""
     keys = typer.Typer(help="CURVE keys of the remote control endpoint (TCP is CURVE only).",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
     for name, command in (("generate", generate), ("list", list_), ("authorize", authorize),
                           ("revoke", revoke), ("server", server)):
         keys.command(name)(reported(command))
