@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,16 +212,34 @@ def test_authorized_client_gets_replies(server: CurveServer) -> None:
     assert caught.value.code is ErrorCode.NOT_ALLOWED
 
 
-def test_unknown_key_or_wrong_server_key_gets_no_reply(server: CurveServer,
-                                                       tmp_path: Path) -> None:
+def test_unknown_key_or_wrong_server_key_is_refused_at_once(server: CurveServer,
+                                                             tmp_path: Path) -> None:
+    """A failed CURVE handshake is told apart (and at once), not waited out as silence."""
     stranger = keystore.generate_client_key(server.home, "stranger", authorize=False)
+    started = time.monotonic()
     with pytest.raises(ProtocolError) as caught:
-        _ask(server, stranger, timeout=1.0)
-    assert caught.value.code is ErrorCode.TIMEOUT and "not authorized" in caught.value.reason
+        _ask(server, stranger, timeout=10.0)
+    assert caught.value.code is ErrorCode.NOT_ALLOWED and "not authorized" in caught.value.reason
     friend = keystore.generate_client_key(server.home, "friend")
     impostor = keystore.ensure_server_keys(Home(tmp_path / "impostor"))[0]
-    with pytest.raises(ProtocolError, match="server key is wrong"):
-        _ask(server, friend, timeout=1.0, server_key=impostor)
+    with pytest.raises(ProtocolError, match="server key is wrong") as caught:
+        _ask(server, friend, timeout=10.0, server_key=impostor)
+    assert caught.value.code is ErrorCode.NOT_ALLOWED
+    assert time.monotonic() - started < 3.0  # both, far within one 10 s timeout
+
+
+def test_nobody_listening_is_a_timeout_that_says_so(tmp_path: Path) -> None:
+    import socket as pysocket
+
+    with pysocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    home = Home(tmp_path / "home")
+    key = keystore.generate_client_key(home, "laptop")
+    public = keystore.ensure_server_keys(home)[0]
+    with pytest.raises(ProtocolError, match="no connection") as caught:
+        client_remote.remote_request(endpoint, public, key, Ping(), 0.5)
+    assert caught.value.code is ErrorCode.TIMEOUT
 
 
 @pytest.mark.parametrize("mechanism", ["null", "plain"])
@@ -263,7 +282,7 @@ def test_zap_errors_deny_and_are_logged_not_raised(server: CurveServer,
     keys.name_of = broken  # type: ignore[method-assign]
     try:
         with (caplog.at_level(logging.ERROR, "orchestrator.remote"),
-              pytest.raises(ProtocolError, match="timeout")):
+              pytest.raises(ProtocolError, match="not authorized")):
             _ask(server, key, timeout=1.0)
         assert "ZAP request failed" in caplog.text
     finally:
@@ -318,12 +337,19 @@ def test_a_real_fleet_is_commanded_over_curve_tcp_only_with_an_authorized_key(
     fleet.run("keys", "generate", "stranger", "--no-authorize", check=True)
     server_key = fleet.run("keys", "server", check=True).stdout.strip()
 
-    def remote(key: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return fleet.run("--connect", endpoint, "--key", key, "--server-key", server_key,
-                         *args)
+    def remote(key: str, *args: str, server: str = server_key
+               ) -> subprocess.CompletedProcess[str]:
+        return fleet.run("--connect", endpoint, "--key", key, "--server-key", server, *args)
 
-    ok = remote("laptop", "status", "--json")
+    ok = remote("laptop", "status", "--json")  # the printed (hex) form, as a user pastes it
     assert ok.returncode == 0 and '"BTCUSDT"' in ok.stdout
+    z85_key = keystore.ensure_server_keys(Home(fleet.home))[0].decode()
+    assert remote("laptop", "status", server=z85_key).returncode == 0  # z85 still works
+    started = time.monotonic()
+    impostor = keystore.shell_safe_key(keystore.ensure_server_keys(Home(fleet.home / "x"))[0])
+    wrong = remote("laptop", "status", server=impostor)
+    assert wrong.returncode == 1 and "server key is wrong" in wrong.stderr
+    assert time.monotonic() - started < 5.0  # said at once, not after the 10 s timeout
     added = remote("laptop", "up", "ETHUSDT")
     assert added.returncode == 0 and "ETHUSDT" in added.stdout and "RUNNING" in added.stdout
     refused = remote("stranger", "status")
