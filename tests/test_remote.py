@@ -24,11 +24,13 @@ import zmq
 import zmq.asyncio
 
 from multibot import remote as client_remote
-from multibot.wire import endpoints, keystore
+from multibot.wire import endpoints, keystore, logfiles
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     Error,
     ErrorCode,
+    Logs,
+    LogText,
     Message,
     Ping,
     Pong,
@@ -355,3 +357,52 @@ def test_a_real_fleet_is_commanded_over_curve_tcp_only_with_an_authorized_key(
     refused = remote("stranger", "status")
     assert refused.returncode == 1 and "not authorized" in refused.stderr
     assert set(fleet.workers()) == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_remote_logs_are_the_remote_fleets_over_the_control_socket(
+        fleet: FleetCli, tmp_path: Path) -> None:
+    """`--connect ... logs` prints the remote fleet's log (asked over CURVE), not a local one;
+    only the fleet's own logs can be named, and each reply is bounded."""
+    import socket as pysocket
+
+    with pysocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    fleet.up("BTCUSDT", "--control-tcp", endpoint)
+    fleet.run("keys", "generate", "laptop", check=True)
+    server_key = fleet.run("keys", "server", check=True).stdout.strip()
+    key_file = Home(fleet.home).root / "keys" / "clients" / "laptop.key_secret"
+    laptop = FleetCli(tmp_path / "laptop-home")  # no fleet, no logs here
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return laptop.run("--connect", endpoint, "--key", str(key_file),
+                          "--server-key", server_key, *args)
+
+    shown = remote("logs", "btcusdt", "-n", "20")
+    assert shown.returncode == 0, shown.stderr
+    assert "BTCUSDT" in shown.stdout and "warmed up" in shown.stdout
+    assert remote("logs", "orchestrator", "-n", "5").stdout.strip()
+    for name in ("../multibot", "/etc/passwd", "DOGEUSDT"):
+        missing = remote("logs", name)
+        assert missing.returncode == 2 and "available: BTCUSDT, orchestrator" in missing.stderr
+    assert remote("logs", "BTCUSDT", "-n", "1000000").returncode == 2
+
+    # following: what is appended after an offset, and only that
+    public = keystore.ensure_server_keys(Home(fleet.home))[0]
+    log = Home(fleet.home).worker_log("BTCUSDT")
+
+    def ask(offset: int) -> LogText:
+        reply = client_remote.remote_request(endpoint, public, key_file,
+                                             Logs(name="BTCUSDT", offset=offset))
+        assert isinstance(reply, LogText)
+        return reply
+
+    end = ask(-1).offset
+    assert ask(end).text == ""
+    with open(log, "a") as f:
+        f.write("appended by the test\n")
+    assert ask(end).text == "appended by the test\n"
+    with open(log, "a") as f:
+        f.write("x" * (logfiles.MAX_LOG_BYTES + 10) + "\n")
+    big = ask(end)
+    assert len(big.text) == logfiles.MAX_LOG_BYTES and big.offset == end + logfiles.MAX_LOG_BYTES
