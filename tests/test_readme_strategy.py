@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 def readme_example() -> str:
     readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Writing a strategy\n", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    return code
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    return blocks[0]
 
 
 def test_the_readme_strategy_backtests(tmp_path: Path) -> None:
