@@ -24,7 +24,8 @@ def log_path(home: Home, name: str) -> Path:
     wanted = "orchestrator" if wanted.lower() == "orchestrator" else wanted.upper()
     known = sorted(p.stem for p in home.logs_dir.glob("*.log")) if home.logs_dir.is_dir() else []
     if wanted not in known:
-        raise ProtocolError(ErrorCode.NOT_AVAILABLE, f"no log for {name!r} in {home.logs_dir}; "
+        raise ProtocolError(ErrorCode.NOT_AVAILABLE,
+                            f"no log for {name[:64]!r} in {home.logs_dir}; "
                             f"available: {', '.join(known) or 'none'}")
     return home.logs_dir / f"{wanted}.log"
 
