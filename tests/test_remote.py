@@ -385,6 +385,7 @@ def test_remote_logs_are_the_remote_fleets_over_the_control_socket(
     for name in ("../multibot", "/etc/passwd", "DOGEUSDT"):
         missing = remote("logs", name)
         assert missing.returncode == 2 and "available: BTCUSDT, orchestrator" in missing.stderr
+    assert len(remote("logs", "X" * 5000).stderr) < 500  # a name is not echoed in full
     assert remote("logs", "BTCUSDT", "-n", "1000000").returncode == 2
 
     # following: what is appended after an offset, and only that
