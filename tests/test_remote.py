@@ -40,7 +40,7 @@ from multibot.wire.protocol import (
     encode,
 )
 from orchestrator import remote as remote_server
-from tests.support import FleetCli
+from tests.support import FleetCli, eventually
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -391,6 +391,26 @@ def test_remote_logs_are_the_remote_fleets_over_the_control_socket(
     # following: what is appended after an offset, and only that
     public = keystore.ensure_server_keys(Home(fleet.home))[0]
     log = Home(fleet.home).worker_log("BTCUSDT")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "multibot.cli.app", "--connect", endpoint, "--key", str(key_file),
+         "--server-key", server_key, "logs", "BTCUSDT", "-f", "-n", "0",
+         "--home", str(laptop.home)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert follower.stdout is not None
+        os.set_blocking(follower.stdout.fileno(), False)
+        seen = bytearray()
+
+        def followed() -> bool:
+            with open(log, "a") as f:  # appended until the follower has started and sees it
+                f.write("followed line\n")
+            seen.extend(follower.stdout.read() or b"")  # type: ignore[union-attr]
+            return b"followed line\n" in seen
+
+        eventually(followed, timeout=20, interval=0.3,
+                   what="`logs -f` over --connect to print a new line")
+    finally:
+        follower.kill()
+        follower.wait(10)
 
     def ask(offset: int) -> LogText:
         reply = client_remote.remote_request(endpoint, public, key_file,
