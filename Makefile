@@ -4,23 +4,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_HOME ?= .demo
 
-.PHONY: help setup demo demo-binance test reliability lint typecheck check bench clean
+.PHONY: help run-deps setup demo demo-binance test reliability lint typecheck check bench clean
 
 help: #-- list the targets
-	@grep -E '^[a-z]+:.*#--' $(MAKEFILE_LIST) | sed -E 's/:.*#-- /\t/' | expand -t 12
+	@grep -E '^[a-z][a-z-]*:.*#--' $(MAKEFILE_LIST) | sed -E 's/:.*#-- /\t/' | expand -t 14
 
+# what running needs only (the demos); the dev tools come with `setup`
 $(BIN)/multibot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/multibot
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-setup: $(BIN)/multibot #-- create .venv and install multibot with its dev tools
+run-deps: $(BIN)/multibot #-- create .venv with what running multibot needs (no dev tools)
 
-demo: setup #-- three symbols paper-trading on bundled real data, live view; Ctrl-C stops all
+setup: $(VENV)/.dev #-- create .venv and install multibot with its dev tools
+
+demo: run-deps #-- three symbols paper-trading on bundled real data, live view; Ctrl-C stops all
 	@$(BIN)/multibot up BTCUSDT ETHUSDT XRPUSDT --home $(DEMO_HOME) --foreground --live
 
-demo-binance: setup #-- the same on Binance's protocol: testnet orders against a local Binance server
+demo-binance: run-deps #-- the same on Binance's protocol: testnet orders against a local Binance server
 	@$(BIN)/python -m tests.fakes.demo --home $(DEMO_HOME)-testnet
 
 test: setup #-- the whole test suite (real processes, sockets, SQLite); two files at a time

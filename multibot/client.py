@@ -153,7 +153,7 @@ def start_daemon(home: Home, settings: FleetSettings, timeout: float = 20.0) -> 
     fd = os.open(home.orchestrator_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with open(fd, "ab") as log_file:  # the owner's only, whatever the umask
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.daemon", "--home", str(home.root),
+            [sys.executable, "-m", "orchestrator", "--home", str(home.root),
              "--settings", msgspec.json.encode(settings).decode()],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True, close_fds=True,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 
 from multibot.market.bundled import load_klines
+from multibot.wire.home import Home
 from tests.support import FleetCli, eventually, where
 
 pytestmark = pytest.mark.process
@@ -126,7 +128,7 @@ def test_logs_show_a_symbols_own_log(fleet: FleetCli) -> None:
     assert "XRPUSDT" in proc.stdout and "warmed up" in proc.stdout
     assert "BTCUSDT" not in proc.stdout
     missing = fleet.run("logs", "DOGEUSDT")
-    assert missing.returncode == 1 and "XRPUSDT" in missing.stderr
+    assert missing.returncode == 2 and "XRPUSDT" in missing.stderr  # bad input: nothing read
 
 
 def test_synthetic_feed_serves_any_symbol(fleet: FleetCli) -> None:
@@ -181,3 +183,33 @@ def test_orchestrator_sigkill_workers_exit_and_up_resumes(fleet: FleetCli) -> No
     for symbol, worker in workers.items():
         assert worker["position"] == pytest.approx(positions[symbol])
         assert worker["worker_position"] == pytest.approx(positions[symbol])
+
+
+_MAIN_RECORDER = """
+import sys
+from pathlib import Path
+
+from strategies.sma_cross import SmaCross
+
+with open(Path(__file__).with_suffix(".mains"), "a") as record:
+    print(sys.modules["__main__"].__name__, file=record)
+
+
+class Recorder(SmaCross):
+    name = "recorder"
+"""
+
+
+def test_workers_do_not_rerun_the_daemons_main_module(fleet: FleetCli, tmp_path: Path) -> None:
+    """multiprocessing re-runs the parent's main module as `__mp_main__` in every forked
+    worker unless it is a package's `__main__` (warning "found in sys.modules" when a preload
+    already imported it): the daemon runs as `-m orchestrator`, so workers skip it."""
+    strategy = tmp_path / "recorder.py"
+    strategy.write_text(_MAIN_RECORDER)
+    fleet.up("BTCUSDT", "XRPUSDT", "-s", f"{strategy}:Recorder")
+    mains = eventually(lambda: where(strategy.with_suffix(".mains"), Path.exists),
+                       what="a worker to load the strategy")
+    eventually(lambda: mains.read_text().count("\n") >= 2, what="both workers")
+    assert "__mp_main__" not in mains.read_text()
+    log = Home(fleet.home).orchestrator_log.read_text()
+    assert "RuntimeWarning" not in log and "found in sys.modules" not in log

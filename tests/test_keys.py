@@ -4,6 +4,7 @@ a secret in a listing or on the terminal."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -95,18 +96,31 @@ def test_keys_cli(tmp_path: Path) -> None:
     code, out = run("generate", "laptop")
     secret_file = home / "keys" / "clients" / "laptop.key_secret"
     public, secret = load_keypair(secret_file)
-    assert code == 0 and public.decode() in out and str(secret_file) in out
-    assert secret.decode() not in out
+    # keys are printed in hex: z85 holds characters a shell expands (! * { ) [)
+    assert code == 0 and keystore.shell_safe_key(public) in out and str(secret_file) in out
+    assert secret.decode() not in out and public.decode() not in out
     assert run("generate", "laptop")[0] == 2
     assert run("generate", "../evil")[0] == 2
     code, out = run("generate", "phone", "--no-authorize")
     assert code == 0 and "keys authorize phone.key --name phone" in out
     code, out = run("server")
     server_public, server_secret = keystore.ensure_server_keys(Home(home))
-    assert code == 0 and server_public.decode() in out and server_secret.decode() not in out
+    assert code == 0 and out.split()[0] == keystore.shell_safe_key(server_public)
+    assert re.fullmatch(r"[0-9a-f]{64}", out.split()[0]) and server_secret.decode() not in out
     code, out = run("authorize", str(home / "keys" / "clients" / "phone.key"), "--name", "phone")
     assert code == 0 and (home / "keys" / "authorized" / "phone.key").exists()
     code, out = run("list")
-    assert code == 0 and out.count("authorized ") == 2 and public.decode() in out
+    assert code == 0 and out.count("authorized ") == 2 and keystore.shell_safe_key(public) in out
     assert secret.decode() not in out and server_secret.decode() not in out
     assert run("revoke", "phone")[0] == 0 and run("revoke", "phone")[0] == 2
+
+
+def test_a_public_key_is_accepted_in_hex_or_z85(tmp_path: Path) -> None:
+    public, _ = keystore.ensure_server_keys(Home(tmp_path / "h"))
+    hex_form = keystore.shell_safe_key(public)
+    assert keystore.parse_public_key(hex_form) == public
+    assert keystore.parse_public_key(hex_form.upper() + "\n") == public
+    assert keystore.parse_public_key(public.decode()) == public
+    for bad in ("", hex_form[:-1], hex_form[:-1] + "g", public.decode()[:-1]):
+        with pytest.raises(keystore.KeyStoreError, match="64 hex digits"):
+            keystore.parse_public_key(bad)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +24,13 @@ import zmq
 import zmq.asyncio
 
 from multibot import remote as client_remote
-from multibot.wire import endpoints, keystore
+from multibot.wire import endpoints, keystore, logfiles
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     Error,
     ErrorCode,
+    Logs,
+    LogText,
     Message,
     Ping,
     Pong,
@@ -37,7 +40,7 @@ from multibot.wire.protocol import (
     encode,
 )
 from orchestrator import remote as remote_server
-from tests.support import FleetCli
+from tests.support import FleetCli, eventually
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -211,16 +214,34 @@ def test_authorized_client_gets_replies(server: CurveServer) -> None:
     assert caught.value.code is ErrorCode.NOT_ALLOWED
 
 
-def test_unknown_key_or_wrong_server_key_gets_no_reply(server: CurveServer,
-                                                       tmp_path: Path) -> None:
+def test_unknown_key_or_wrong_server_key_is_refused_at_once(server: CurveServer,
+                                                             tmp_path: Path) -> None:
+    """A failed CURVE handshake is told apart (and at once), not waited out as silence."""
     stranger = keystore.generate_client_key(server.home, "stranger", authorize=False)
+    started = time.monotonic()
     with pytest.raises(ProtocolError) as caught:
-        _ask(server, stranger, timeout=1.0)
-    assert caught.value.code is ErrorCode.TIMEOUT and "not authorized" in caught.value.reason
+        _ask(server, stranger, timeout=10.0)
+    assert caught.value.code is ErrorCode.NOT_ALLOWED and "not authorized" in caught.value.reason
     friend = keystore.generate_client_key(server.home, "friend")
     impostor = keystore.ensure_server_keys(Home(tmp_path / "impostor"))[0]
-    with pytest.raises(ProtocolError, match="server key is wrong"):
-        _ask(server, friend, timeout=1.0, server_key=impostor)
+    with pytest.raises(ProtocolError, match="server key is wrong") as caught:
+        _ask(server, friend, timeout=10.0, server_key=impostor)
+    assert caught.value.code is ErrorCode.NOT_ALLOWED
+    assert time.monotonic() - started < 3.0  # both, far within one 10 s timeout
+
+
+def test_nobody_listening_is_a_timeout_that_says_so(tmp_path: Path) -> None:
+    import socket as pysocket
+
+    with pysocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    home = Home(tmp_path / "home")
+    key = keystore.generate_client_key(home, "laptop")
+    public = keystore.ensure_server_keys(home)[0]
+    with pytest.raises(ProtocolError, match="no connection") as caught:
+        client_remote.remote_request(endpoint, public, key, Ping(), 0.5)
+    assert caught.value.code is ErrorCode.TIMEOUT
 
 
 @pytest.mark.parametrize("mechanism", ["null", "plain"])
@@ -263,7 +284,7 @@ def test_zap_errors_deny_and_are_logged_not_raised(server: CurveServer,
     keys.name_of = broken  # type: ignore[method-assign]
     try:
         with (caplog.at_level(logging.ERROR, "orchestrator.remote"),
-              pytest.raises(ProtocolError, match="timeout")):
+              pytest.raises(ProtocolError, match="not authorized")):
             _ask(server, key, timeout=1.0)
         assert "ZAP request failed" in caplog.text
     finally:
@@ -318,14 +339,91 @@ def test_a_real_fleet_is_commanded_over_curve_tcp_only_with_an_authorized_key(
     fleet.run("keys", "generate", "stranger", "--no-authorize", check=True)
     server_key = fleet.run("keys", "server", check=True).stdout.strip()
 
-    def remote(key: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return fleet.run("--connect", endpoint, "--key", key, "--server-key", server_key,
-                         *args)
+    def remote(key: str, *args: str, server: str = server_key
+               ) -> subprocess.CompletedProcess[str]:
+        return fleet.run("--connect", endpoint, "--key", key, "--server-key", server, *args)
 
-    ok = remote("laptop", "status", "--json")
+    ok = remote("laptop", "status", "--json")  # the printed (hex) form, as a user pastes it
     assert ok.returncode == 0 and '"BTCUSDT"' in ok.stdout
+    z85_key = keystore.ensure_server_keys(Home(fleet.home))[0].decode()
+    assert remote("laptop", "status", server=z85_key).returncode == 0  # z85 still works
+    started = time.monotonic()
+    impostor = keystore.shell_safe_key(keystore.ensure_server_keys(Home(fleet.home / "x"))[0])
+    wrong = remote("laptop", "status", server=impostor)
+    assert wrong.returncode == 1 and "server key is wrong" in wrong.stderr
+    assert time.monotonic() - started < 5.0  # said at once, not after the 10 s timeout
     added = remote("laptop", "up", "ETHUSDT")
     assert added.returncode == 0 and "ETHUSDT" in added.stdout and "RUNNING" in added.stdout
     refused = remote("stranger", "status")
     assert refused.returncode == 1 and "not authorized" in refused.stderr
     assert set(fleet.workers()) == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_remote_logs_are_the_remote_fleets_over_the_control_socket(
+        fleet: FleetCli, tmp_path: Path) -> None:
+    """`--connect ... logs` prints the remote fleet's log (asked over CURVE), not a local one;
+    only the fleet's own logs can be named, and each reply is bounded."""
+    import socket as pysocket
+
+    with pysocket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    fleet.up("BTCUSDT", "--control-tcp", endpoint)
+    fleet.run("keys", "generate", "laptop", check=True)
+    server_key = fleet.run("keys", "server", check=True).stdout.strip()
+    key_file = Home(fleet.home).root / "keys" / "clients" / "laptop.key_secret"
+    laptop = FleetCli(tmp_path / "laptop-home")  # no fleet, no logs here
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return laptop.run("--connect", endpoint, "--key", str(key_file),
+                          "--server-key", server_key, *args)
+
+    shown = remote("logs", "btcusdt", "-n", "20")
+    assert shown.returncode == 0, shown.stderr
+    assert "BTCUSDT" in shown.stdout and "warmed up" in shown.stdout
+    assert remote("logs", "orchestrator", "-n", "5").stdout.strip()
+    for name in ("../multibot", "/etc/passwd", "DOGEUSDT"):
+        missing = remote("logs", name)
+        assert missing.returncode == 2 and "available: BTCUSDT, orchestrator" in missing.stderr
+    assert len(remote("logs", "X" * 5000).stderr) < 500  # a name is not echoed in full
+    assert remote("logs", "BTCUSDT", "-n", "1000000").returncode == 2
+
+    # following: what is appended after an offset, and only that
+    public = keystore.ensure_server_keys(Home(fleet.home))[0]
+    log = Home(fleet.home).worker_log("BTCUSDT")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "multibot.cli.app", "--connect", endpoint, "--key", str(key_file),
+         "--server-key", server_key, "logs", "BTCUSDT", "-f", "-n", "0",
+         "--home", str(laptop.home)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert follower.stdout is not None
+        os.set_blocking(follower.stdout.fileno(), False)
+        seen = bytearray()
+
+        def followed() -> bool:
+            with open(log, "a") as f:  # appended until the follower has started and sees it
+                f.write("followed line\n")
+            seen.extend(follower.stdout.read() or b"")  # type: ignore[union-attr]
+            return b"followed line\n" in seen
+
+        eventually(followed, timeout=20, interval=0.3,
+                   what="`logs -f` over --connect to print a new line")
+    finally:
+        follower.kill()
+        follower.wait(10)
+
+    def ask(offset: int) -> LogText:
+        reply = client_remote.remote_request(endpoint, public, key_file,
+                                             Logs(name="BTCUSDT", offset=offset))
+        assert isinstance(reply, LogText)
+        return reply
+
+    end = ask(-1).offset
+    assert ask(end).text == ""
+    with open(log, "a") as f:
+        f.write("appended by the test\n")
+    assert ask(end).text == "appended by the test\n"
+    with open(log, "a") as f:
+        f.write("x" * (logfiles.MAX_LOG_BYTES + 10) + "\n")
+    big = ask(end)
+    assert len(big.text) == logfiles.MAX_LOG_BYTES and big.offset == end + logfiles.MAX_LOG_BYTES

@@ -167,7 +167,7 @@ def test_one_orchestrator_per_home_and_two_homes_coexist(fleet: FleetCli,
                                                          tmp_path: Path) -> None:
     fleet.up("BTCUSDT")
     second = subprocess.run(
-        [sys.executable, "-m", "orchestrator.daemon", "--home", str(fleet.home)],
+        [sys.executable, "-m", "orchestrator", "--home", str(fleet.home)],
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     assert second.returncode == 3 and "already runs" in second.stderr

@@ -14,6 +14,7 @@ import typer
 
 from multibot.backtest.command import register as register_backtest
 from multibot.cli.keys import register as register_keys
+from multibot.cli.logs import register as register_logs
 from multibot.client import FleetNotRunning, request, start_daemon
 from multibot.errors import EXIT_FAILED, ErrorCode, MultibotError
 from multibot.exits import reported
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Trade many Binance spot symbols at once, one supervised OS process per symbol.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[fleet]" is a word, not a style tag
 )
 
 register_keys(app)
@@ -337,32 +339,6 @@ def down(
 
 @app.command()
 @reported
-def logs(
-    symbol: Annotated[str, typer.Argument(help="a symbol, or 'orchestrator'")],
-    home: HomeOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
-) -> None:
-    """Print a symbol's log (or the orchestrator's)."""
-    from multibot.cli.logs import follow_file, last_lines
-
-    fleet_home = Home.at(home)
-    name = symbol.strip()
-    path = (fleet_home.orchestrator_log if name.lower() == "orchestrator"
-            else fleet_home.worker_log(name.upper()))
-    if not path.exists():
-        known = sorted(p.stem for p in fleet_home.logs_dir.glob("*.log"))
-        raise MultibotError(f"no log for {name} in {fleet_home.logs_dir}; available: "
-                            f"{', '.join(known) or 'none'}", ErrorCode.NOT_AVAILABLE)
-    sys.stdout.write(last_lines(path, lines))
-    sys.stdout.flush()
-    if follow:
-        with contextlib.suppress(KeyboardInterrupt):
-            follow_file(path, sys.stdout)
-
-
-@app.command()
-@reported
 def symbols() -> None:
     """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
     from multibot.market.bundled import catalog
@@ -390,6 +366,7 @@ def list_strategies() -> None:
                "-s path/to/file.py:Class or -s package.module:Class")
 
 
+register_logs(app, lambda home: _remote_target(home) if _connect is not None else None)
 register_backtest(app)
 
 

@@ -47,13 +47,13 @@ def generate(
 ) -> None:
     """Create a client keypair (for `multibot --connect ... --key NAME`)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import generate_client_key, load_public_key
+    from multibot.wire.keystore import generate_client_key, load_public_key, shell_safe_key
 
     fleet_home = Home.at(home)
     with _key_files():
         secret_file = generate_client_key(fleet_home, name, authorize=authorize,
                                           directory=directory)
-        public = load_public_key(secret_file.with_suffix(".key")).decode()
+        public = shell_safe_key(load_public_key(secret_file.with_suffix(".key")))
     typer.echo(f"client key {name!r}")
     typer.echo(f"  public key   {public}")
     typer.echo(f"  public file  {secret_file.with_suffix('.key')}")
@@ -69,15 +69,16 @@ def generate(
 def list_(home: HomeOption = None) -> None:
     """Server, authorized and client keys of this home (public keys only)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import list_keys
+    from multibot.wire.keystore import list_keys, shell_safe_key
 
     keys = list_keys(Home.at(home))
     if not keys:
         typer.echo("no keys yet (`multibot keys server`, `multibot keys generate NAME`)")
         return
-    typer.echo(f"{'KIND':<11} {'NAME':<20} {'PUBLIC KEY':<40}  FILE")
+    typer.echo(f"{'KIND':<11} {'NAME':<20} {'PUBLIC KEY (hex)':<64}  FILE")
     for info in keys:
-        typer.echo(f"{info.kind:<11} {info.name:<20} {info.public_key:<40}  {info.path}")
+        public = shell_safe_key(info.public_key.encode())
+        typer.echo(f"{info.kind:<11} {info.name:<20} {public:<64}  {info.path}")
 
 
 def authorize(
@@ -109,20 +110,21 @@ def revoke(name: NameArg, home: HomeOption = None) -> None:
 def server(home: HomeOption = None) -> None:
     """Print the server public key that remote clients need (created on first use)."""
     from multibot.wire.home import Home
-    from multibot.wire.keystore import ensure_server_keys, keys_dir
+    from multibot.wire.keystore import ensure_server_keys, keys_dir, shell_safe_key
 
     fleet_home = Home.at(home)
     with _key_files():
         public, _ = ensure_server_keys(fleet_home)
-    typer.echo(public.decode())
-    typer.echo(f"(public key file {keys_dir(fleet_home) / 'server.key'}; remote clients pass "
-               "it as --server-key)", err=True)
+    typer.echo(shell_safe_key(public))
+    key_file = keys_dir(fleet_home) / "server.key"
+    typer.echo(f"(hex, safe to paste unquoted; public key file {key_file}; remote clients "
+               "pass either as --server-key)", err=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `keys` command group to ``app``."""
     keys = typer.Typer(help="CURVE keys of the remote control endpoint (TCP is CURVE only).",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
     for name, command in (("generate", generate), ("list", list_), ("authorize", authorize),
                           ("revoke", revoke), ("server", server)):
         keys.command(name)(reported(command))

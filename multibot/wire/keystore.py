@@ -93,6 +93,24 @@ def check_public_key(key: bytes) -> bytes:
     return key
 
 
+def shell_safe_key(key: bytes) -> str:
+    """A z85 public key as 64 hex digits: z85 uses characters a shell expands or splits on
+    (``! * { ) [``), hex none, so it can be pasted unquoted into ``--server-key``."""
+    return z85.decode(check_public_key(key)).hex()
+
+
+def parse_public_key(text: str) -> bytes:
+    """A public key typed by a person, hex (as printed) or z85, as z85; else KeyStoreError."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return z85.encode(bytes.fromhex(text))
+    try:
+        return check_public_key(text.encode())
+    except KeyStoreError:
+        raise KeyStoreError("not a CURVE public key (expected 64 hex digits, as "
+                            "`multibot keys server` prints it, or 40 z85 characters)") from None
+
+
 def load_public_key(path: Path) -> bytes:
     """The public key in a certificate file (public or secret)."""
     try:

@@ -116,6 +116,21 @@ class Status(Message, frozen=True, kw_only=True):
     TYPE = "status"
 
 
+class Logs(Message, frozen=True, kw_only=True):
+    """A log's last ``lines`` (``offset`` < 0), or what was appended after ``offset``."""
+
+    TYPE = "logs"
+    name: str  # a symbol, or "orchestrator"
+    lines: int = 50
+    offset: int = -1
+
+
+class LogText(Message, frozen=True, kw_only=True):
+    TYPE = "log_text"
+    text: str
+    offset: int  # where the next read of the same log starts
+
+
 class StatusReport(Message, frozen=True, kw_only=True):
     TYPE = "status_report"
     orchestrator: OrchestratorStatus
@@ -244,6 +259,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Ping, Pong, Up, UpResult, Kill, KillResult, Down, Status, StatusReport, Ok, Error,
+        Logs, LogText,
         Register, Welcome, WorkerHeartbeat, OrchestratorHeartbeat, PlaceOrder, CancelOrder,
         OrderUpdate, StopWorker, Goodbye, BarMessage, Event,
     )

@@ -21,13 +21,14 @@ from multibot.wire.protocol import (
 from orchestrator.control.base import Command, ControlPorts
 from orchestrator.control.down import DownCommand
 from orchestrator.control.kill import KillCommand
+from orchestrator.control.logs import LogsCommand
 from orchestrator.control.ping import PingCommand
 from orchestrator.control.status import StatusCommand
 from orchestrator.control.up import UpCommand
 from orchestrator.ports import Spawn
 
 COMMANDS: tuple[type[Command[Any, Any]], ...] = (
-    PingCommand, StatusCommand, UpCommand, KillCommand, DownCommand)
+    PingCommand, StatusCommand, UpCommand, KillCommand, DownCommand, LogsCommand)
 _MAX_IN_FLIGHT_PER_PEER = 8  # a flooding client cannot starve the others or grow memory
 _MAX_IN_FLIGHT = 256
 log = logging.getLogger(__name__)
