@@ -273,11 +273,12 @@ def status(
     json: Annotated[bool, typer.Option("--json", help="machine-readable (stable schema)")] = False,
     watch: Annotated[bool, typer.Option(help="refresh until Ctrl-C")] = False,
     every: Annotated[float, typer.Option(help="refresh period with --watch")] = 1.0,
+    wide: Annotated[bool, typer.Option("--wide", help="every column, however wide")] = False,
 ) -> None:
     """One row per symbol: process facts and trading facts."""
     import msgspec
 
-    from multibot.cli.render import status_table
+    from multibot.cli.render import status_table, terminal_width
 
     fleet_home = Home.at(home)
     while True:
@@ -288,7 +289,7 @@ def status(
         else:
             if watch:
                 typer.echo("\x1b[H\x1b[2J", nl=False)
-            typer.echo(status_table(report))
+            typer.echo(status_table(report, None if wide else terminal_width()))
         if not watch:
             return
         try:

@@ -110,3 +110,4 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cpu_percent: float | None
     rss_bytes: int | None
     strategies: list[str]
+    last_error_age_s: float | None = None  # how long ago last_error happened (None: unknown)
