@@ -87,3 +87,22 @@ def test_the_live_view_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "5m ago: worker exited" in frame
     monkeypatch.setenv("COLUMNS", "300")
     assert "CPU%" in live_frame(_report(""), [])
+
+
+def test_the_end_of_the_replay_data_is_logged_and_an_event(fleet: FleetCli) -> None:
+    fleet.up("SOLUSDT", "--interval", "1d", "--speed", "500")  # 970 bars left after warm-up
+    eventually(lambda: fleet.status()["orchestrator"]["feed_ended"], timeout=30,
+               what="the replay to end")
+
+    def ended_events() -> list[str]:
+        with fleet.journal() as journal:
+            return [row["detail"] for row in journal.execute(
+                "SELECT detail FROM events WHERE kind = 'fleet' AND detail LIKE 'replay%'")]
+
+    details = eventually(ended_events, what="the replay-ended event")
+    assert details == ["replay data ended at 2026-01-01T00:00:00Z: no more bars; the fleet "
+                       "keeps its positions and open orders until `multibot down`"]
+    log = (fleet.home / "logs" / "orchestrator.log")
+    eventually(lambda: "replay data ended at 2026-01-01T00:00:00Z" in log.read_text(),
+               what="the log line")
+    assert "(ended)" in fleet.run("status", check=True, env=_env(200)).stdout
