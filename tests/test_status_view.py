@@ -4,6 +4,8 @@ saying what FAILED and how old the last error is."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,10 @@ def test_the_end_of_the_replay_data_is_logged_and_an_event(fleet: FleetCli) -> N
     eventually(lambda: "replay data ended at 2026-01-01T00:00:00Z" in log.read_text(),
                what="the log line")
     assert "(ended)" in fleet.run("status", check=True, env=_env(200)).stdout
+
+
+def test_symbols_lists_the_dates_each_interval_covers() -> None:
+    out = subprocess.run([sys.executable, "-m", "multibot.cli.app", "symbols"], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "1m   2025-01-01 .. 2025-01-28  BTCUSDT ETHUSDT SOLUSDT XRPUSDT" in out, out
+    assert "     2020-08-11 .. 2026-01-01  SOLUSDT" in out, out  # a later start: its own line

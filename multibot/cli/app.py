@@ -365,11 +365,10 @@ def logs(
 @app.command()
 @reported
 def symbols() -> None:
-    """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
-    from multibot.market.bundled import catalog
+    """Bundled symbols per interval and the UTC dates they cover (--feed synthetic: any)."""
+    from multibot.cli.render import symbols_listing
 
-    for interval, names in sorted(catalog().items()):
-        typer.echo(f"{interval:<4} {' '.join(names)}")
+    typer.echo(symbols_listing())
 
 
 @app.command("strategies")

@@ -73,6 +73,27 @@ def _row(w: WorkerStatus) -> tuple[str, ...]:
     )
 
 
+def symbols_listing() -> str:
+    """The bundled symbols per interval, grouped by the dates their bars cover (UTC)."""
+    from multibot.market.bundled import bar_range, catalog
+
+    lines = []
+    for interval, names in sorted(catalog().items()):
+        groups: dict[tuple[int, int], list[str]] = {}
+        for name in names:
+            groups.setdefault(bar_range(name, interval), []).append(name)
+        for n, ((first, last), members) in enumerate(sorted(groups.items())):
+            span = f"{_day(first)} .. {_day(last)}"
+            lines.append(f"{interval if n == 0 else '':<4} {span}  {' '.join(members)}")
+    lines.append("`up` replays from the 1001st bar (those before are warm-up history) to the "
+                 "last; `backtest --from/--to` takes any dates in the range")
+    return "\n".join(lines)
+
+
+def _day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
 def _exchange_line(x: ExchangeStatus) -> str:
     line = (f"exchange {x.endpoint} ({x.network}, {'orders' if x.trading else 'prices only'})"
             f" · weight {x.used_weight_1m}/{x.weight_limit} per min · streams "
