@@ -128,6 +128,7 @@ class StatusBuilder:
                     else broker.halted(symbol)),
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
+            tick_size=rules.tick_size if (rules := self._sources.trading.rules.get(symbol)) else "",
         )
 
 

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from multibot.cli.render import live_frame
+from multibot.cli.render import live_frame, status_table
 from multibot.wire.protocol import Event, EventKind, OrchestratorStatus, StatusReport, WorkerStatus
 from tests.support import FleetCli, eventually
 from tests.test_supervision import CRASHING_STRATEGY
@@ -64,6 +65,7 @@ def test_unrealized_pnl_agrees_with_the_price_on_its_row(fleet: FleetCli) -> Non
         return len(checked) >= 15
 
     eventually(row_checked, timeout=60, interval=0.1, what="15 rows holding a position")
+    assert fleet.workers()["BTCUSDT"]["tick_size"] == "0.01"  # AVG ENTRY is shown on it
 
 
 def _report(width_error: str) -> StatusReport:
@@ -79,6 +81,15 @@ def _report(width_error: str) -> StatusReport:
         last_error=width_error, last_error_age_s=330.0, halted="", cpu_percent=3.2,
         rss_bytes=30 * 2**20, strategies=["sma_cross:fast=2,slow=5"])
     return StatusReport(orchestrator=orchestrator, workers=[worker])
+
+
+def test_avg_entry_is_shown_on_the_symbols_tick() -> None:
+    report = _report("")
+    worker = msgspec.structs.replace(report.workers[0], avg_entry=102919.22922923,
+                                     tick_size="0.01000000")
+    table = status_table(msgspec.structs.replace(report, workers=[worker]))
+    row = next(line for line in table.splitlines() if line.startswith("BTCUSDT"))
+    assert " 102919.23 " in row and "102919.229" not in row, row
 
 
 def test_the_live_view_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

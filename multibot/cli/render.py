@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from decimal import Decimal
 
 from multibot.wire.protocol import Event, ExchangeStatus, StatusReport, WorkerStatus
 
@@ -36,6 +37,18 @@ def _num(value: float | None, digits: int = 8) -> str:
     return f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
 
 
+def _on_tick(value: float, tick: str) -> str:
+    """``value`` rounded to the nearest multiple of the price tick (as is, without one)."""
+    try:
+        step = Decimal(tick)
+    except ArithmeticError:
+        step = Decimal(0)
+    if not value or step <= 0 or not step.is_finite():
+        return _num(value)
+    rounded = (Decimal(repr(value)) / step).to_integral_value() * step
+    return format(rounded.quantize(step.normalize()), "f")
+
+
 def _cut(text: str, width: int = 60) -> str:
     return text[:width] + "…" if len(text) > width else text
 
@@ -65,7 +78,7 @@ def _row(w: WorkerStatus) -> tuple[str, ...]:
         _duration(w.uptime_s), str(w.restarts),
         f"{w.heartbeat_age_s:.1f}s" if w.heartbeat_age_s is not None else "-",
         _bar_time(w.last_bar_time), _num(w.last_price), _num(w.position),
-        _num(w.avg_entry), f"{w.realized_pnl:+.2f}", f"{w.unrealized_pnl:+.2f}",
+        _on_tick(w.avg_entry, w.tick_size), f"{w.realized_pnl:+.2f}", f"{w.unrealized_pnl:+.2f}",
         str(w.open_orders), str(w.trades),
         f"{w.cpu_percent:.1f}" if w.cpu_percent is not None else "-",
         f"{w.rss_bytes / 2**20:.0f}M" if w.rss_bytes else "-",
