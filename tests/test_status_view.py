@@ -45,6 +45,9 @@ def test_status_fits_the_terminal_and_wide_shows_all(fleet: FleetCli, tmp_path: 
         assert column in header, wide
     btc = next(line for line in wide.splitlines() if line.startswith("BTCUSDT"))
     assert "sma_cross" in btc
+    piped = dict(os.environ)
+    piped.pop("COLUMNS", None)  # output to a pipe, no terminal: every column, for scripts
+    assert "CPU%" in fleet.run("status", check=True, env=piped).stdout
     eth = next(line for line in wide.splitlines() if line.startswith("ETHUSDT"))
     assert "s ago: gave up after 2 exits" in eth, wide  # the error's age comes first
     assert fleet.workers()["ETHUSDT"]["last_error_age_s"] >= 0

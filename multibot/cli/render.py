@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import sys
 import time
 from decimal import Decimal
 
@@ -121,9 +122,16 @@ def _exchange_line(x: ExchangeStatus) -> str:
     return line
 
 
-def terminal_width() -> int:
-    """The terminal's width in columns (COLUMNS wins; 80 when there is no terminal)."""
-    return shutil.get_terminal_size((80, 24)).columns
+def terminal_width() -> int | None:
+    """COLUMNS if set, else the width of the terminal stdout is; None (no limit) when stdout
+    is no terminal (a pipe or a file: whoever reads it there gets every column)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # not a terminal, closed, or replaced
+        return None
 
 
 def _table(rows: list[tuple[str, ...]], width: int | None) -> list[str]:
@@ -210,6 +218,6 @@ def live_frame(report: StatusReport, events: list[tuple[int, Event]]) -> str:
     for ts_ns, event in events:
         when = time.strftime("%H:%M:%S", time.localtime(ts_ns / 1e9))
         line = f"  {when} {event.symbol or 'fleet':<9} {event.kind:<6} {event.detail}"
-        lines.append(_cut(line, width - 1))
+        lines.append(line if width is None else _cut(line, width - 1))
     lines += ["", "Ctrl-C stops the fleet (orderly: orders cancelled, journal kept)"]
     return "\n".join(lines)
