@@ -129,3 +129,29 @@ def test_symbols_lists_the_dates_each_interval_covers() -> None:
                          capture_output=True, text=True, timeout=60).stdout
     assert "1m   2025-01-01 .. 2025-01-28  BTCUSDT ETHUSDT SOLUSDT XRPUSDT" in out, out
     assert "     2020-08-11 .. 2026-01-01  SOLUSDT" in out, out  # a later start: its own line
+
+
+RAISER = '''
+from strategies.base import Strategy
+
+
+class Raiser(Strategy):
+    name = "raiser"
+
+    @property
+    def warmup(self) -> int:
+        return 1
+
+    def on_bar(self, bar):
+        raise ValueError("boom")
+'''
+
+
+def test_a_strategy_error_shows_its_age(fleet: FleetCli, tmp_path: Path) -> None:
+    path = tmp_path / "raiser.py"
+    path.write_text(RAISER)
+    fleet.up("BTCUSDT", "-s", f"{path}:Raiser")
+    row = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["last_error"] and w,
+                     timeout=30, what="the strategy's error in status")
+    assert "strategy Raiser: ValueError: boom" in row["last_error"]
+    assert row["last_error_age_s"] is not None and row["last_error_age_s"] >= 0
