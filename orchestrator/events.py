@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import zmq
 import zmq.asyncio
@@ -36,6 +37,15 @@ class FleetEvents:
         self.publish(kind, symbol, detail)
         with contextlib.suppress(JournalError):
             self._journal.add_event(kind, symbol, detail)
+
+    def replay_ended(self, last_bar_ms: int | None) -> None:
+        """The replay feed has no more bars: logged, published and journaled once."""
+        when = "-" if last_bar_ms is None else time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_bar_ms / 1000))
+        detail = (f"replay data ended at {when}: no more bars; the fleet keeps its positions "
+                  "and open orders until `multibot down`")
+        log.info("%s", detail)
+        self.record(EventKind.FLEET, "", detail)
 
     def worker_state(self, handle: WorkerHandle) -> None:
         detail = handle.state.value

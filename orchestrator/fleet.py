@@ -285,7 +285,7 @@ class Fleet:
         feed = self.feed
         assert isinstance(feed, ClockedFeed)
         period = 1.0 / self.settings.speed
-        next_at = time.monotonic()
+        next_at, ended = time.monotonic(), feed.ended
         while True:
             next_at += period
             delay = next_at - time.monotonic()
@@ -294,7 +294,9 @@ class Fleet:
             elif delay < -1.0:  # fell far behind (e.g. suspended): do not replay a burst
                 next_at = time.monotonic()
             self._publish_bars(feed.step())
-            if feed.ended:
+            if feed.ended and not ended:  # said once, again only after a hot-add reopened it
+                self.events.replay_ended(feed.cursor)
+            if ended := feed.ended:
                 await asyncio.sleep(0.5)
 
     def _publish_bars(self, bars: list[Bar]) -> None:

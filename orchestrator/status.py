@@ -6,8 +6,11 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from multibot.market.records import PositionView
+from multibot.market.rules import price_decimal
 from multibot.wire.protocol import ExchangeStatus, OrchestratorStatus, StatusReport, WorkerStatus
 from multibot.wire.settings import FleetSettings
 from orchestrator.events import JournalHealth
@@ -95,7 +98,8 @@ class StatusBuilder:
         symbol = handle.symbol
         now = time.monotonic()
         position = broker.position(symbol)
-        last_price = broker.last_price(symbol)
+        price, unrealized = _price_and_unrealized(handle, broker.last_price(symbol),
+                                                  broker.unrealized_pnl(symbol), position)
         cpu, rss = self._process_facts(handle.pid)
         heartbeat_age = None
         if handle.last_heartbeat is not None and handle.process is not None:
@@ -108,22 +112,43 @@ class StatusBuilder:
             symbol=symbol, pid=handle.pid, state=handle.state.value, uptime_s=uptime,
             restarts=handle.restarts, heartbeat_age_s=heartbeat_age,
             last_bar_time=stats.last_bar_time,
-            last_price=stats.last_close if stats.last_close is not None else (
-                float(last_price) if last_price is not None else None),
+            last_price=price,
             bars=stats.bars, foreign_bars=stats.foreign_bars,
             duplicate_bars=broker.decisions.duplicate_bars(symbol),
             position=float(position.qty),
             worker_position=float(stats.position) if handle.registered else None,
             avg_entry=float(position.avg_entry),
             realized_pnl=round(float(position.realized_pnl), 8),
-            unrealized_pnl=round(float(broker.unrealized_pnl(symbol)), 8),
+            unrealized_pnl=unrealized,
             open_orders=len(broker.open_orders(symbol)), trades=position.trades,
             last_error=handle.last_error or stats.last_error,
+            last_error_age_s=_age(now, handle.last_error_at if handle.last_error
+                                  else handle.worker_error_at),
             halted=(f"journal unavailable: {journal_error}" if journal_error
                     else broker.halted(symbol)),
             cpu_percent=cpu, rss_bytes=rss,
             strategies=[spec.name for spec in handle.config.strategies],
+            tick_size=rules.tick_size if (rules := self._sources.trading.rules.get(symbol)) else "",
         )
+
+
+def _price_and_unrealized(handle: WorkerHandle, broker_price: Decimal | None,
+                          broker_unrealized: Decimal, position: PositionView,
+                          ) -> tuple[float | None, float]:
+    """PRICE and UNREAL from one snapshot: the worker's last heartbeat (the bar BAR names),
+    so that UNREAL = (PRICE - AVG ENTRY) * POSITION holds on every row; the broker's last
+    price only while no heartbeat has named a bar yet."""
+    close = handle.stats.last_close
+    if close is None:
+        price = float(broker_price) if broker_price is not None else None
+        return price, round(float(broker_unrealized), 8)
+    qty, avg_entry = Decimal(position.qty), Decimal(position.avg_entry)
+    unrealized = (price_decimal(close) - avg_entry) * qty if qty else Decimal(0)
+    return close, round(float(unrealized), 8)
+
+
+def _age(now: float, since: float | None) -> float | None:
+    return round(now - since, 3) if since is not None else None
 
 
 def _psutil_facts(pid: int) -> tuple[float | None, int | None]:

@@ -82,6 +82,8 @@ class WorkerHandle:
     restarts: int = 0
     recent_exits: deque[float] = field(default_factory=deque)
     last_error: str = ""
+    last_error_at: float | None = None  # monotonic: when last_error was set
+    worker_error_at: float | None = None  # monotonic: when stats.last_error first showed
     exit_reason: str = ""  # what the worker said (goodbye) or why we killed it
     stats: WorkerHeartbeat = field(default_factory=WorkerHeartbeat)
     backoff_task: asyncio.Task[None] | None = None
@@ -160,7 +162,8 @@ class Supervisor:
         A later `up` of it tries again."""
         previous = self.handles.get(symbol)
         handle = WorkerHandle(symbol=symbol, config=config, warmup=warmup, state=State.FAILED,
-                              restarts=previous.restarts if previous else 0, last_error=reason)
+                              restarts=previous.restarts if previous else 0, last_error=reason,
+                              last_error_at=time.monotonic())
         self.handles[symbol] = handle
         log.error("%s: refused to trade: %s", symbol, reason)
         self._on_state(handle)
@@ -213,6 +216,8 @@ class Supervisor:
         if handle is None or not handle.registered:
             return
         handle.last_heartbeat = time.monotonic()
+        if stats.last_error != handle.stats.last_error:
+            handle.worker_error_at = handle.last_heartbeat if stats.last_error else None
         handle.stats = stats
         if handle.state == State.STARTING:
             handle.running_since = time.monotonic()
@@ -248,6 +253,7 @@ class Supervisor:
             self._set(handle, State.STOPPED)
             return
         handle.last_error = f"{handle.exit_reason} ({how})" if handle.exit_reason else how
+        handle.last_error_at = time.monotonic()
         log.warning("%s: worker died unexpectedly: %s", handle.symbol, handle.last_error)
         now = time.monotonic()
         handle.recent_exits.append(now)

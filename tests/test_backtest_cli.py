@@ -217,3 +217,26 @@ def test_runs_from_a_directory_whose_packages_shadow_ours(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_strategy_disabled_for_its_errors_fails_the_backtest(tmp_path: Path) -> None:
+    """Exit 1 with a summary naming the symbol and strategy, after the report is written:
+    the numbers count the disabled strategy as FLAT, so they are not the strategy's."""
+    path = tmp_path / "raiser.py"
+    path.write_text(
+        "from strategies.base import Strategy\n\n\n"
+        "class Raiser(Strategy):\n"
+        "    name = 'raiser'\n\n"
+        "    @property\n"
+        "    def warmup(self):\n"
+        "        return 0\n\n"
+        "    def on_bar(self, bar):\n"
+        "        raise ValueError('boom')\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "multibot.cli.app", "backtest", "BTCUSDT", *RANGE, "-q",
+         "-s", f"{path}:Raiser", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error: strategy disabled after 10 errors: BTCUSDT (Raiser)" in proc.stderr
+    assert (out / "report.json").exists()  # what it did is still there to read

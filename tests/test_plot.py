@@ -7,6 +7,7 @@ equity and drawdown reach tick labels of five or six characters.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from multibot.backtest.plot import figure
@@ -36,3 +37,28 @@ def test_nothing_is_cut_off(capital: str | None, symbols: list[str]) -> None:
         assert box is not None
         assert box.x0 >= page.x0 and box.x1 <= page.x1, (axes.get_ylabel(), box, page)
         assert box.y0 >= page.y0 and box.y1 <= page.y1, (axes.get_ylabel(), box, page)
+
+
+@pytest.mark.parametrize(("strategy", "symbols"), [  # runs an upper-left legend covered
+    ("macd_cross", ["BTCUSDT"]),
+    ("sma_cross:fast=10,slow=30", ["BTCUSDT", "ETHUSDT"]),
+    ("rsi_revert", ["BTCUSDT", "ETHUSDT"]),
+])
+def test_the_legend_does_not_cover_the_start_of_the_curves(strategy: str,
+                                                            symbols: list[str]) -> None:
+    result = run_backtest(Request(symbols=symbols, strategies=[strategy], interval="1m",
+                                  isolate=False))
+    curves = {o.run.symbol: o.curve for o in result.outcomes}
+    fig = figure(result.title, curves, result.combined_curve, result.combined)
+    fig.draw_without_rendering()
+    top = fig.axes[0]
+    legend = top.get_legend()
+    assert legend is not None
+    box = legend.get_window_extent()
+    for line in top.get_lines():
+        if str(line.get_label()).startswith("_"):
+            continue
+        xy = np.asarray(line.get_xydata(), dtype=float)
+        start = top.transData.transform(xy[: max(1, len(xy) // 10)])  # the first tenth
+        covered = [p for p in start if box.contains(float(p[0]), float(p[1]))]
+        assert not covered, (line.get_label(), len(covered))

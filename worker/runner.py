@@ -185,6 +185,12 @@ class Runner:
                 self._combiner.update(i, signal)
                 self._stale_target = True
 
+    @property
+    def disabled(self) -> list[str]:
+        """The class names of the strategies disabled for raising too often."""
+        return [type(strategy).__name__ for i, strategy in enumerate(self.strategies)
+                if self._errors[i] >= MAX_STRATEGY_ERRORS]
+
     def _strategy_failed(self, index: int, exc: Exception) -> None:
         name = type(self.strategies[index]).__name__
         self._errors[index] += 1

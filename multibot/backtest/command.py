@@ -69,6 +69,7 @@ def backtest(
         run_backtest,
         write_outputs,
     )
+    from worker.runner import MAX_STRATEGY_ERRORS
 
     request = Request(
         symbols=symbols, strategies=strategy or [], config=config, start=start, end=end,
@@ -96,6 +97,13 @@ def backtest(
         raise MultibotError(f"cannot write the report to {directory}: {exc.strerror or exc}",
                             ErrorCode.NOT_AVAILABLE) from None
     typer.echo(f"report  {json_path}\nchart   {png_path}")
+    disabled = [f"{o.run.symbol} ({', '.join(o.run.disabled)})" for o in result.outcomes
+                if o.run.disabled]
+    if disabled:  # its results assume the strategy held FLAT from then on: not a real run
+        raise BacktestFailed(
+            f"strategy disabled after {MAX_STRATEGY_ERRORS} errors: {'; '.join(disabled)}; "
+            "the results above count it as FLAT from then on (see the warnings above and "
+            "report.json's last_error)")
     if result.leaks is not None:
         if result.leaks:
             for leak in result.leaks:

@@ -106,6 +106,7 @@ class SymbolRun:
     decisions: list[Decision] = field(default_factory=list)
     rejected_orders: int = 0
     strategy_errors: int = 0
+    disabled: list[str] = field(default_factory=list)  # strategies disabled for their errors
     last_error: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -246,6 +247,7 @@ def run_symbol(job: SymbolJob, progress: Callable[[int], None] | None = None, *,
         for strategy in strategies:
             strategy.on_stop()
     result.strategy_errors, result.last_error = runner.strategy_errors, runner.last_error
+    result.disabled = runner.disabled
     if progress is not None:
         progress(result.bars)
     return result

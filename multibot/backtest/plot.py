@@ -14,6 +14,7 @@ import numpy as np
 from multibot.backtest.metrics import Curve, Metrics, drawdown
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["figure", "write_png"]
@@ -36,6 +37,31 @@ def _thin(times: np.ndarray, *series: np.ndarray) -> tuple[np.ndarray, ...]:
         padded[:n] = s
         keep[starts + padded.reshape(-1, k).argmin(axis=1)] = True
     return tuple(a[keep] for a in (times, *series))
+
+
+# Where the legend may go, as (name, x range, y range) in axes fractions: the corner boxes a
+# legend of a few entries covers. Lower right holds the summary box, so it is not offered.
+_CORNERS = (("upper left", (0.0, 0.35), (0.6, 1.0)), ("upper right", (0.65, 1.0), (0.6, 1.0)),
+            ("lower left", (0.0, 0.35), (0.0, 0.4)))
+
+
+def _emptiest_corner(axes: Axes) -> str:
+    """The corner whose box the plotted curves cross least (curves start at the left edge,
+    so the upper left corner often covers their start); ties keep the order above. matplotlib's
+    own "best" measures every point against every candidate and is slow on long curves."""
+    x0, x1 = axes.get_xlim()
+    y0, y1 = axes.get_ylim()
+    points = [line.get_xydata() for line in axes.get_lines()
+              if not str(line.get_label()).startswith("_")]  # not the 1.0 reference line
+    xy = np.concatenate([np.asarray(p, dtype=float) for p in points]) if points else (
+        np.empty((0, 2)))
+    fx, fy = (xy[:, 0] - x0) / ((x1 - x0) or 1.0), (xy[:, 1] - y0) / ((y1 - y0) or 1.0)
+
+    def crossed(box: tuple[str, tuple[float, float], tuple[float, float]]) -> int:
+        _, (left, right), (low, high) = box
+        return int(np.count_nonzero((fx >= left) & (fx <= right) & (fy >= low) & (fy <= high)))
+
+    return min(_CORNERS, key=crossed)[0]
 
 
 def write_png(path: Path, title: str, curves: dict[str, Curve], combined: Curve,
@@ -79,7 +105,7 @@ def figure(title: str, curves: dict[str, Curve], combined: Curve, summary: Metri
     top.axhline(1.0, color="grey", lw=0.6)
     top.set_ylabel("equity (start = 1.0)")
     top.set_title(title, loc="left", fontsize=11)
-    top.legend(loc="upper left", fontsize=8, ncols=2 if len(curves) > 2 else 1)
+    top.legend(loc=_emptiest_corner(top), fontsize=8, ncols=2 if len(curves) > 2 else 1)
     top.grid(alpha=0.3)
     stats = (f"return {summary.return_pct:+.2f}%   max DD {summary.max_drawdown_pct:.2f}%   "
              f"trades {summary.trades}   buy & hold {summary.buy_hold_return_pct:+.2f}%")

@@ -275,11 +275,12 @@ def status(
     json: Annotated[bool, typer.Option("--json", help="machine-readable (stable schema)")] = False,
     watch: Annotated[bool, typer.Option(help="refresh until Ctrl-C")] = False,
     every: Annotated[float, typer.Option(help="refresh period with --watch")] = 1.0,
+    wide: Annotated[bool, typer.Option("--wide", help="every column, however wide")] = False,
 ) -> None:
     """One row per symbol: process facts and trading facts."""
     import msgspec
 
-    from multibot.cli.render import status_table
+    from multibot.cli.render import status_table, terminal_width
 
     fleet_home = Home.at(home)
     while True:
@@ -290,7 +291,7 @@ def status(
         else:
             if watch:
                 typer.echo("\x1b[H\x1b[2J", nl=False)
-            typer.echo(status_table(report))
+            typer.echo(status_table(report, None if wide else terminal_width()))
         if not watch:
             return
         try:
@@ -340,11 +341,10 @@ def down(
 @app.command()
 @reported
 def symbols() -> None:
-    """Symbols with bundled real data, per interval (any symbol works with --feed synthetic)."""
-    from multibot.market.bundled import catalog
+    """Bundled symbols per interval and the UTC dates they cover (--feed synthetic: any)."""
+    from multibot.cli.render import symbols_listing
 
-    for interval, names in sorted(catalog().items()):
-        typer.echo(f"{interval:<4} {' '.join(names)}")
+    typer.echo(symbols_listing())
 
 
 @app.command("strategies")

@@ -39,6 +39,14 @@ def symbols_for(interval: str) -> tuple[str, ...]:
 
 
 @cache
+def bar_range(symbol: str, interval: str) -> tuple[int, int]:
+    """Open times (ms) of the first and the last bundled bar, without parsing the rest."""
+    raw = _klines_dir().joinpath(f"{symbol}-{interval}.csv.gz").read_bytes()
+    lines = gzip.decompress(raw).rstrip().split(b"\n")
+    return int(lines[1].split(b",", 1)[0]), int(lines[-1].split(b",", 1)[0])
+
+
+@cache
 def load_klines(symbol: str, interval: str) -> np.ndarray:
     """All bundled bars of one symbol as a structured array sorted by open_time."""
     raw = _klines_dir().joinpath(f"{symbol}-{interval}.csv.gz").read_bytes()
