@@ -1,0 +1,71 @@
+"""`up` as a new user types it: paths relative to where they stand, and options that a running
+fleet cannot apply refused rather than ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from multibot.config import Configuration, configure, parse_config
+from tests.support import FleetCli
+
+pytestmark = pytest.mark.process
+
+MOMENTUM = '''
+from strategies.base import Strategy
+
+
+class Momentum(Strategy):
+    name = "momentum"
+
+    @property
+    def warmup(self) -> int:
+        return 2
+
+    def on_bar(self, bar):
+        return None
+'''
+
+DECOY = '''
+raise RuntimeError("the daemon's directory's file was loaded, not the caller's")
+'''
+
+
+def test_strategy_paths_are_made_absolute_in_the_caller(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "strats").mkdir()
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "fleet.toml"
+    config.write_text('[symbol.BTCUSDT]\nstrategies = ["../strats/momo.py:Momentum"]\n'
+                      '[[symbol.BTCUSDT.strategy]]\nname = "mine.py:Other"\n')
+    monkeypatch.chdir(tmp_path / "strats")  # neither path is relative to the caller's directory
+    from_file = configure({}, Path("../conf/fleet.toml")).plan("BTCUSDT")
+    assert [s.name for s in from_file.strategies] == [
+        f"{tmp_path / 'strats' / 'momo.py'}:Momentum", f"{tmp_path / 'conf' / 'mine.py'}:Other"]
+    cli = Configuration.layer(parse_config(""), {"strategies": ["momo.py:Momentum:x=1",
+                                                                "sma_cross", "pkg.mod:Cls"]})
+    assert [(s.name, s.params) for s in cli.plan("BTCUSDT").strategies] == [
+        (f"{tmp_path / 'strats' / 'momo.py'}:Momentum", {"x": 1}), ("sma_cross", {}),
+        ("pkg.mod:Cls", {})]
+
+
+def test_up_loads_the_callers_strategy_file_not_the_daemons(fleet: FleetCli,
+                                                            tmp_path: Path) -> None:
+    daemon_dir, caller = tmp_path / "daemon", tmp_path / "caller"
+    for where, text in ((daemon_dir, DECOY), (caller, MOMENTUM)):
+        (where / "work" / "strats").mkdir(parents=True)
+        (where / "work" / "strats" / "momo.py").write_text(text)
+    (caller / "conf").mkdir()
+    (caller / "conf" / "fleet.toml").write_text(
+        '[symbol.SOLUSDT]\nstrategies = ["../work/strats/momo.py:Momentum"]\n')
+    fleet.up("BTCUSDT", "--speed", "5", cwd=daemon_dir)  # the daemon's working directory
+
+    fleet.up("ETHUSDT", "-s", "work/strats/momo.py:Momentum", cwd=caller)
+    fleet.up("--config", "conf/fleet.toml", cwd=caller)  # its paths: relative to the file
+
+    workers = fleet.workers()
+    for symbol in ("ETHUSDT", "SOLUSDT"):
+        assert workers[symbol]["state"] == "RUNNING", workers[symbol]
+        assert workers[symbol]["strategies"] == [
+            f"{caller / 'work' / 'strats' / 'momo.py'}:Momentum"]
