@@ -242,6 +242,15 @@ class Configuration:
         return SymbolPlan(strategies=list(values["strategies"]), stake=values["stake"],
                           order_type=values["order_type"].upper())
 
+    def plan_given(self, symbol: str) -> list[str]:
+        """The fields of ``plan(symbol)`` given by the CLI or the config file (not defaults)."""
+        given = {name for name, value in self.plan_options.items() if value}
+        for section in (self.file.defaults, self.file.symbol.get(symbol)):
+            if section is not None:
+                layer = _plan_layer(section, self.file_dir)
+                given |= {name for name, value in layer.items() if value is not None}
+        return sorted(given)
+
 
 def configure(options: Mapping[str, Any], config: Path | None = None,
               environ: Mapping[str, str] | None = None) -> Configuration:

@@ -42,5 +42,7 @@ def prepare_up(symbols: list[str], configuration: Configuration,
         plans[symbol] = plan
     given = configuration.given
     up = Up(symbols=list(plans), plans=plans, mode=given.get("mode", ""),
-            feed=given.get("feed", ""), interval=given.get("interval", ""))
+            feed=given.get("feed", ""), interval=given.get("interval", ""),
+            speed=settings.speed if "speed" in given else 0.0,
+            plans_given={symbol: configuration.plan_given(symbol) for symbol in plans})
     return settings, up if wait_s is None else msgspec.structs.replace(up, wait_s=wait_s)

@@ -69,3 +69,25 @@ def test_up_loads_the_callers_strategy_file_not_the_daemons(fleet: FleetCli,
         assert workers[symbol]["state"] == "RUNNING", workers[symbol]
         assert workers[symbol]["strategies"] == [
             f"{caller / 'work' / 'strats' / 'momo.py'}:Momentum"]
+
+
+def test_up_refuses_what_a_running_fleet_cannot_apply(fleet: FleetCli) -> None:
+    fleet.up("BTCUSDT", "--speed", "5")
+    for args, names in (
+        (["BTCUSDT", "-s", "ema_cross"],
+         ["BTCUSDT runs with -s sma_cross, not -s ema_cross", "multibot kill BTCUSDT"]),
+        (["BTCUSDT", "ETHUSDT", "--stake", "250"],
+         ["BTCUSDT runs with --stake 100, not --stake 250", "multibot kill BTCUSDT"]),
+        (["SOLUSDT", "--speed", "20"],
+         ["uses --speed 5, not 20", "multibot down"]),
+    ):
+        proc = fleet.run("up", *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "[conflict]" in proc.stderr and all(n in proc.stderr for n in names), proc.stderr
+    assert set(fleet.workers()) == {"BTCUSDT"}  # a refused request starts nothing
+
+    fleet.up("BTCUSDT", "--stake", "100.0", "-s", "sma_cross")  # what runs: nothing to change
+    fleet.up("SOLUSDT", "-s", "ema_cross:fast=3,slow=9")  # not running yet: applied
+    fleet.up("BTCUSDT", "SOLUSDT")  # nothing asked of either
+    assert fleet.workers()["BTCUSDT"]["strategies"] == ["sma_cross"]
+    assert fleet.workers()["SOLUSDT"]["strategies"] == ["ema_cross"]

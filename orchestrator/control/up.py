@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from decimal import Decimal
 
 import msgspec
 
@@ -52,20 +53,41 @@ class UpCommand(Command[Up, PlannedUp]):
                 unknown.append(str(exc))
         if unknown:
             raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, "; ".join(unknown))
-        return PlannedUp(symbols=symbols, wait_s=request.wait_s,
-                         workers={symbol: _worker(request, symbol) for symbol in symbols})
+        workers = {symbol: _worker(request, symbol) for symbol in symbols}
+        self._check_matches_running(request, {s: config for s, (config, _) in workers.items()})
+        return PlannedUp(symbols=symbols, wait_s=request.wait_s, workers=workers)
 
     def _check_matches_fleet(self, up: Up) -> None:
         settings = self.ports.settings
         for option, asked, running in (("mode", up.mode, settings.mode),
                                        ("feed", up.feed, settings.feed),
-                                       ("interval", up.interval, settings.interval)):
+                                       ("interval", up.interval, settings.interval),
+                                       ("speed", up.speed and f"{up.speed:g}",
+                                        f"{settings.speed:g}")):
             if asked and asked != running:
                 raise ProtocolError(
                     ErrorCode.CONFLICT,
                     f"the running fleet uses --{option} {running}, not {asked}; "
                     "run `multibot down` first to change it",
                 )
+
+    def _check_matches_running(self, up: Up, configs: dict[str, WorkerConfig]) -> None:
+        """A symbol that runs keeps its plan: asking it for another is a CONFLICT."""
+        differences = []
+        for symbol, config in configs.items():
+            handle = self.ports.supervisor.handles.get(symbol)
+            if handle is None or handle.state not in ACTIVE | {State.STOPPING}:
+                continue  # started with the plan asked for
+            for option in up.plans_given.get(symbol, ()):
+                running, asked = _plan_text(handle.config, option), _plan_text(config, option)
+                if running != asked:
+                    differences.append(f"{symbol} runs with {running}, not {asked}")
+        if differences:
+            symbols = " ".join(sorted({d.split(" ", 1)[0] for d in differences}))
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                f"{'; '.join(differences)}; run `multibot kill {symbols}` first to change it",
+            )
 
     async def execute(self, checked: PlannedUp) -> UpResult:
         supervisor = self.ports.supervisor
@@ -129,3 +151,15 @@ def _worker(up: Up, symbol: str) -> tuple[WorkerConfig, int]:
     config = WorkerConfig(symbol=symbol, strategies=plan.strategies, stake=plan.stake,
                           order_type=plan.order_type)
     return config, warmup
+
+
+def _plan_text(config: WorkerConfig, option: str) -> str:
+    """One plan field of ``config`` as its CLI options (``option``: a SymbolPlan field)."""
+    if option == "strategies":
+        return " ".join(
+            f"-s {spec.name}" + (":" + ",".join(f"{k}={v}" for k, v in spec.params.items())
+                                 if spec.params else "")
+            for spec in config.strategies)
+    if option == "stake":
+        return f"--stake {Decimal(config.stake).normalize():f}"
+    return f"--{option.replace('_', '-')} {getattr(config, option)}"
