@@ -3,6 +3,8 @@ fleet cannot apply refused rather than ignored."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,33 @@ def test_up_refuses_what_a_running_fleet_cannot_apply(fleet: FleetCli) -> None:
     fleet.up("BTCUSDT", "SOLUSDT")  # nothing asked of either
     assert fleet.workers()["BTCUSDT"]["strategies"] == ["sma_cross"]
     assert fleet.workers()["SOLUSDT"]["strategies"] == ["ema_cross"]
+
+
+def test_a_stake_below_the_exchange_minimum_is_refused_up_front(tmp_path: Path) -> None:
+    cli = FleetCli(tmp_path / "home")
+    try:
+        proc = cli.run("up", "BTCUSDT", "--stake", "0.5")
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("error: stake of BTCUSDT (0.5 USDT) is below BTCUSDT's "
+                                      "minimum order: min notional 5 USDT"), proc.stderr
+        assert "use --stake " in proc.stderr
+        assert cli.orchestrator_pid() is None  # nothing was started
+    finally:
+        cli.cleanup()
+    backtest = subprocess.run(
+        [sys.executable, "-m", "multibot.cli.app", "backtest", "BTCUSDT", "--stake", "0.5",
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL)
+    assert backtest.returncode == 2, (backtest.stdout, backtest.stderr)
+    assert "stake of BTCUSDT (0.5 USDT) is below BTCUSDT's minimum order" in backtest.stderr
+
+
+def test_a_stake_below_the_minimum_is_refused_when_the_rules_are_learnt(fleet: FleetCli) -> None:
+    """On a feed whose prices the caller does not know, the orchestrator refuses the symbol."""
+    fleet.up("BTCUSDT", "--feed", "synthetic", "--speed", "5", "--stake", "50")
+    proc = fleet.run("up", "FOOUSDT", "--feed", "synthetic", "--stake", "0.001")
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    reason = "stake of FOOUSDT (0.001 USDT) is below FOOUSDT's minimum order"
+    assert reason in proc.stdout + proc.stderr
+    foo = fleet.workers()["FOOUSDT"]
+    assert foo["pid"] is None and reason in foo["last_error"], foo

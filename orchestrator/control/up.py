@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import msgspec
 
+from multibot.market.records import SymbolRules
+from multibot.market.rules import price_decimal
 from multibot.wire.protocol import (
     ErrorCode,
     ProtocolError,
@@ -18,11 +20,11 @@ from multibot.wire.protocol import (
     UpResult,
     WorkerConfig,
 )
-from multibot.wire.settings import DEFAULT_PLAN, SettingsError
+from multibot.wire.settings import DEFAULT_PLAN, Feed, SettingsError
 from orchestrator.broker.base import NotReconciled
 from orchestrator.control.base import Command, ControlPorts, checked_symbols, symbol_result
 from orchestrator.feeds.base import FeedError, UnknownSymbol
-from orchestrator.plans import check_plan
+from orchestrator.plans import bundled_market, check_plan, check_stake
 from orchestrator.supervisor import ACTIVE, State
 
 
@@ -53,7 +55,10 @@ class UpCommand(Command[Up, PlannedUp]):
                 unknown.append(str(exc))
         if unknown:
             raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, "; ".join(unknown))
-        workers = {symbol: _worker(request, symbol) for symbol in symbols}
+        settings = self.ports.settings
+        workers = {symbol: _worker(request, symbol, bundled_market(symbol, settings.interval)
+                                   if settings.feed == Feed.REPLAY else None)
+                   for symbol in symbols}
         self._check_matches_running(request, {s: config for s, (config, _) in workers.items()})
         return PlannedUp(symbols=symbols, wait_s=request.wait_s, workers=workers)
 
@@ -105,7 +110,7 @@ class UpCommand(Command[Up, PlannedUp]):
             config, warmup = checked.workers[symbol]
             self._preparing.add(symbol)
             try:
-                refusal = await self._prepare(symbol)
+                refusal = await self._prepare(symbol, Decimal(config.stake))
             finally:
                 self._preparing.discard(symbol)
             if refusal:
@@ -121,13 +126,20 @@ class UpCommand(Command[Up, PlannedUp]):
             results[handle.symbol] = symbol_result(handle)
         return UpResult(results=[results[s] for s in checked.symbols])
 
-    async def _prepare(self, symbol: str) -> str:
+    async def _prepare(self, symbol: str, stake: Decimal) -> str:
         """Market data, rules and (on an exchange) reconciliation; why it cannot trade, or ""."""
         trading = self.ports.trading
         try:
             rules = await trading.feed.add(symbol)
         except FeedError as exc:
             return f"no market data: {exc}"
+        latest = trading.feed.history(symbol, 1)
+        try:  # the first time the rules and a price are known on every feed
+            if latest:
+                check_stake(symbol, stake, rules, price_decimal(latest[-1].close))
+        except SettingsError as exc:
+            trading.feed.remove(symbol)
+            return str(exc)
         trading.rules[symbol] = rules
         trading.broker.add_rules(rules)
         try:
@@ -138,14 +150,16 @@ class UpCommand(Command[Up, PlannedUp]):
         return ""
 
 
-def _worker(up: Up, symbol: str) -> tuple[WorkerConfig, int]:
-    """The symbol's own plan, else the request-wide fields; validated, with its warmup."""
+def _worker(up: Up, symbol: str,
+            market: tuple[SymbolRules, Decimal] | None) -> tuple[WorkerConfig, int]:
+    """The symbol's own plan, else the request-wide fields; validated (the stake against
+    ``market`` when known), with its warmup."""
     plan = up.plans.get(symbol) or SymbolPlan(
         strategies=up.strategies, stake=up.stake, order_type=up.order_type)
     if not plan.strategies:
         plan = msgspec.structs.replace(plan, strategies=list(DEFAULT_PLAN.strategies))
     try:
-        warmup = check_plan(symbol, plan)
+        warmup = check_plan(symbol, plan, market)
     except SettingsError as exc:
         raise ProtocolError(ErrorCode.BAD_CONFIG, str(exc)) from None
     config = WorkerConfig(symbol=symbol, strategies=plan.strategies, stake=plan.stake,
