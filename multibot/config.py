@@ -31,7 +31,10 @@ name = "sma_cross"
 fast = 5
 slow = 20
 ```
-Unknown keys are errors that name the key and its line.
+Unknown keys are errors that name the key and its line. A strategy file's path
+(``path/to/file.py:Class``) is relative to the config file's directory; on the command line,
+to the working directory. Either way it is made absolute here, in the caller, so that the
+daemon (with its own working directory) loads the same file.
 
 The environment (``ENVIRONMENT``): ``MULTIBOT_BINANCE_REST_URL`` and
 ``MULTIBOT_BINANCE_STREAM_URL`` set the endpoints of ``[binance]``. The orchestrator's
@@ -169,9 +172,10 @@ def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: env[variable] for variable, name in ENVIRONMENT.items() if env.get(variable)}
 
 
-def _specs(texts: list[str], error: type[MultibotError]) -> list[StrategySpec]:
+def _specs(texts: list[str], error: type[MultibotError], base: Path) -> list[StrategySpec]:
+    """Spec strings parsed; a strategy file's path made absolute against ``base``."""
     from strategies.base import StrategyError
-    from strategies.registry import parse_spec
+    from strategies.registry import absolute_ref, parse_spec
 
     specs = []
     for text in texts:
@@ -179,18 +183,20 @@ def _specs(texts: list[str], error: type[MultibotError]) -> list[StrategySpec]:
             name, params = parse_spec(text)
         except StrategyError as exc:
             raise error(str(exc)) from None
-        specs.append(StrategySpec(name=name, params=params))
+        specs.append(StrategySpec(name=absolute_ref(name, base), params=params))
     return specs
 
 
-def _plan_layer(section: SymbolSection) -> dict[str, Any]:
-    specs = _specs(section.strategies, ConfigError)
+def _plan_layer(section: SymbolSection, base: Path) -> dict[str, Any]:
+    from strategies.registry import absolute_ref
+
+    specs = _specs(section.strategies, ConfigError, base)
     for table in section.strategy:
         params = dict(table)
         name = params.pop("name", None)
         if not isinstance(name, str):
             raise ConfigError("each [[...strategy]] table needs name = \"...\"")
-        specs.append(StrategySpec(name=name, params=params))
+        specs.append(StrategySpec(name=absolute_ref(name, base), params=params))
     stake = None if section.stake is None else str(section.stake)
     return {"strategies": specs or None, "stake": stake, "order_type": section.order_type or None}
 
@@ -202,15 +208,19 @@ class Configuration:
     file: ConfigFile
     given: Mapping[str, Any]  # fleet settings given by the file, the environment or the CLI
     plan_options: Mapping[str, Any]  # the CLI's strategies (spec strings), stake, order type
+    file_dir: Path  # the config file's directory: its strategy files' paths are relative to it
 
     @classmethod
     def layer(cls, file: ConfigFile | None = None, options: Mapping[str, Any] | None = None,
-              environ: Mapping[str, str] | None = None) -> Configuration:
-        """``options``: the CLI's, by setting name (FleetSettings' or PLAN_OPTIONS)."""
+              environ: Mapping[str, str] | None = None,
+              file_dir: Path | None = None) -> Configuration:
+        """``options``: the CLI's, by setting name (FleetSettings' or PLAN_OPTIONS);
+        ``file_dir``: where ``file`` was read (None: the working directory)."""
         cli = dict(options or {})
         plan = {name: cli.pop(name, None) or None for name in PLAN_OPTIONS}
         file = file or ConfigFile()
-        return cls(file, overlay(file.settings(), environment(environ), cli), plan)
+        return cls(file, overlay(file.settings(), environment(environ), cli), plan,
+                   (file_dir or Path()).absolute())
 
     def fleet_settings(self) -> FleetSettings:
         """Types checked; what only ``FleetSettings.check()`` sees is left to the command."""
@@ -224,16 +234,27 @@ class Configuration:
         DEFAULT_PLAN."""
         sections = (self.file.defaults, self.file.symbol.get(symbol))
         cli = dict(self.plan_options)
-        if cli["strategies"]:
-            cli["strategies"] = _specs(cli["strategies"], SettingsError)
+        if cli["strategies"]:  # the caller's paths: relative to its working directory
+            cli["strategies"] = _specs(cli["strategies"], SettingsError, Path.cwd())
         values = overlay(msgspec.structs.asdict(DEFAULT_PLAN),
-                         *(_plan_layer(s) for s in sections if s is not None), cli)
+                         *(_plan_layer(s, self.file_dir) for s in sections if s is not None),
+                         cli)
         return SymbolPlan(strategies=list(values["strategies"]), stake=values["stake"],
                           order_type=values["order_type"].upper())
+
+    def plan_given(self, symbol: str) -> list[str]:
+        """The fields of ``plan(symbol)`` given by the CLI or the config file (not defaults)."""
+        given = {name for name, value in self.plan_options.items() if value}
+        for section in (self.file.defaults, self.file.symbol.get(symbol)):
+            if section is not None:
+                layer = _plan_layer(section, self.file_dir)
+                given |= {name for name, value in layer.items() if value is not None}
+        return sorted(given)
 
 
 def configure(options: Mapping[str, Any], config: Path | None = None,
               environ: Mapping[str, str] | None = None) -> Configuration:
     """Load ``config`` (if given) and layer it under the environment and ``options``."""
-    return Configuration.layer(load_config(config) if config is not None else None, options,
-                               environ)
+    if config is None:
+        return Configuration.layer(None, options, environ)
+    return Configuration.layer(load_config(config), options, environ, config.absolute().parent)

@@ -10,8 +10,8 @@ import msgspec
 
 from multibot.config import Configuration
 from multibot.wire.protocol import Up
-from multibot.wire.settings import FleetSettings, Mode, SettingsError, normalize_symbols
-from orchestrator.plans import check_plan
+from multibot.wire.settings import Feed, FleetSettings, Mode, SettingsError, normalize_symbols
+from orchestrator.plans import bundled_market, check_plan
 
 
 def _checked_settings(configuration: Configuration) -> FleetSettings:
@@ -38,9 +38,12 @@ def prepare_up(symbols: list[str], configuration: Configuration,
     plans = {}
     for symbol in normalize_symbols(raw_symbols):
         plan = configuration.plan(symbol)
-        check_plan(symbol, plan)
+        replay = settings.feed == Feed.REPLAY  # else the orchestrator checks the stake later
+        check_plan(symbol, plan, bundled_market(symbol, settings.interval) if replay else None)
         plans[symbol] = plan
     given = configuration.given
     up = Up(symbols=list(plans), plans=plans, mode=given.get("mode", ""),
-            feed=given.get("feed", ""), interval=given.get("interval", ""))
+            feed=given.get("feed", ""), interval=given.get("interval", ""),
+            speed=settings.speed if "speed" in given else 0.0,
+            plans_given={symbol: configuration.plan_given(symbol) for symbol in plans})
     return settings, up if wait_s is None else msgspec.structs.replace(up, wait_s=wait_s)

@@ -13,6 +13,7 @@ import msgspec
 
 from multibot.errors import ErrorCode, MultibotError
 from multibot.market.bar import Bar, Signal
+from multibot.market.times import iso
 
 if TYPE_CHECKING:  # numpy stays out of workers: strategies.vector is for backtests only
     from strategies.vector import BarColumns, Events
@@ -105,7 +106,8 @@ def safe_on_bar(strategy: Strategy, bar: Bar) -> Signal | None:
         raise
     except Exception as exc:
         raise StrategyError(
-            f"strategy {label!r} raised in on_bar for {bar.symbol} at {bar.close_time}: "
+            f"strategy {label!r} raised in on_bar for {bar.symbol} on the bar of "
+            f"{iso(bar.open_time)}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
     if result is not None and not isinstance(result, Signal):

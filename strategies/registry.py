@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import types
@@ -28,7 +29,8 @@ from strategies.macd_cross import MacdCross
 from strategies.rsi_revert import RsiRevert
 from strategies.sma_cross import SmaCross
 
-__all__ = ["builtins", "create", "describe", "describe_all", "load_strategy_class", "parse_spec"]
+__all__ = ["absolute_ref", "builtins", "create", "describe", "describe_all",
+           "load_strategy_class", "parse_spec"]
 
 _BUILTINS: tuple[type[Strategy], ...] = (Bollinger, EmaCross, MacdCross, RsiRevert, SmaCross)
 _REF_HELP = "a built-in name, 'package.module:Class' or 'path/to/file.py:Class'"
@@ -62,10 +64,7 @@ def load_strategy_class(ref: str) -> type[Strategy]:
             f"malformed strategy spec {ref!r}: {where!r} is a built-in strategy; give its "
             f"parameters as {where}:key=value,key=value"
         )
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        module = _load_file(where, ref)
-    else:
-        module = _import_module(where, attr, ref)
+    module = _load_file(where, ref) if _is_file(where) else _import_module(where, attr, ref)
     obj = getattr(module, attr, None)
     if obj is None:
         found = sorted(
@@ -78,6 +77,21 @@ def load_strategy_class(ref: str) -> type[Strategy]:
             f"{', '.join(found) or 'none'}"
         )
     return _check_class(obj, ref)
+
+
+def _is_file(where: str) -> bool:
+    """Whether the part before ``:Class`` of a reference names a file (else a module)."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def absolute_ref(ref: str, base: Path) -> str:
+    """``ref`` with a file's path made absolute against ``base`` (``~`` expanded), so that it
+    means the same file in any process; a built-in name or module reference is unchanged."""
+    where, sep, attr = ref.strip().rpartition(":")
+    if not sep or not where or not _is_file(where):
+        return ref
+    path = Path(where).expanduser()
+    return f"{os.path.normpath(base / path)}:{attr}"
 
 
 def create(name_or_ref: str, params: Mapping[str, Any] | None = None) -> Strategy:

@@ -58,17 +58,19 @@ class FleetCli:
         self.home = home
 
     def run(self, *args: str, timeout: float = 60.0, check: bool = False,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "multibot.cli.app", *args, "--home", str(self.home)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, env=env)
+                              stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def up(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return self.run("up", *args, timeout=timeout, check=True)
+    def up(self, *args: str, timeout: float = 60.0,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run("up", *args, timeout=timeout, check=True, cwd=cwd)
 
     def status(self) -> dict[str, Any]:
         proc = self.run("status", "--json", check=True)

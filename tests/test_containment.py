@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def test_a_raising_strategy_is_contained_and_reported(fleet: FleetCli, tmp_path:
                                    lambda w: "disabled after 10 errors" in w["last_error"]),
                      timeout=20, what="the strategy to be disabled")
     assert "ZeroDivisionError: boom on ETHUSDT" in eth["last_error"]
+    assert re.search(r" on the bar of \d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?Z: ", eth["last_error"])
     assert eth["state"] == "RUNNING" and eth["pid"] == pids["ETHUSDT"] and eth["restarts"] == 0
     log = (fleet.home / "logs" / "ETHUSDT.log").read_text()
     assert "Traceback" in log and "raise ZeroDivisionError" in log

@@ -126,6 +126,7 @@ def test_each_kind_of_bad_control_message(live_fleet: FleetCli) -> None:
                                      "body": {"symbols": 5}}), "bad_body"),
             (p.encode(p.Up(symbols=["ZZZUSDT"])), "unknown_symbol"),
             (p.encode(p.Up(symbols=["BTCUSDT"], stake="-5")), "bad_config"),
+            (p.encode(p.Up(symbols=["ETHUSDT"], stake="0.5")), "bad_config"),  # below minimum
             (p.encode(p.Kill(symbols=["ETHUSDT"])), "not_running"),
         ]
         for data, code in cases:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from multibot.market.bar import HISTORY_LIMIT, Bar, Signal
+from multibot.market.times import iso
 from strategies import registry
 from strategies.base import INTERFACE_VERSION, Strategy, StrategyError, safe_on_bar
 from strategies.combine import Combiner
@@ -237,8 +238,10 @@ def test_safe_on_bar_wraps_exceptions_and_bad_returns() -> None:
             self.last_fill = (side, qty, price)
 
     bar = load_bars("BTCUSDT")[0]
-    with pytest.raises(StrategyError, match=r"'boom' raised in on_bar for BTCUSDT.*oops"):
+    with pytest.raises(StrategyError, match=r"'boom' raised in on_bar for BTCUSDT.*oops") as raised:
         safe_on_bar(Boom(), bar)
+    assert f"on the bar of {iso(bar.open_time)}: " in str(raised.value)  # UTC, not ms
+    assert str(bar.open_time) not in str(raised.value)
     with pytest.raises(StrategyError, match=r"expected Signal\.LONG"):
         safe_on_bar(Boom(), msgspec.structs.replace(bar, close=-1.0))
     s = Boom()

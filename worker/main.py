@@ -21,6 +21,7 @@ import msgspec
 import zmq
 
 from multibot.market.bar import Bar
+from multibot.market.times import iso
 from multibot.wire.home import Home
 from multibot.wire.protocol import (
     HEARTBEAT_TOPIC,
@@ -273,7 +274,7 @@ class WorkerProcess:
             try:
                 self._on_bar(runner, message.bar)
             except Exception as exc:
-                _contained(runner, f"bar {message.bar.open_time}", exc)
+                _contained(runner, f"the bar of {iso(message.bar.open_time)}", exc)
         return beat
 
     def _on_bar(self, runner: Runner, bar: Bar) -> None:

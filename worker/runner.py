@@ -22,6 +22,7 @@ from decimal import Decimal
 from multibot.market.bar import Bar, Signal
 from multibot.market.orders import OPEN_STATUSES, OrderStatus, OrderType, Side
 from multibot.market.rules import fmt, price_decimal, round_step_down
+from multibot.market.times import iso
 from multibot.wire.protocol import (
     MAX_ERROR_CHARS,
     ErrorCode,
@@ -179,7 +180,7 @@ class Runner:
             try:
                 signal = strategy.on_bar(bar)
             except Exception as exc:  # user code: contain, report, never crash the worker
-                self._strategy_failed(i, exc)
+                self._strategy_failed(i, exc, f"on the bar of {iso(bar.open_time)}")
                 continue
             if signal is not None:  # None: no change of opinion
                 self._combiner.update(i, signal)
@@ -191,11 +192,12 @@ class Runner:
         return [type(strategy).__name__ for i, strategy in enumerate(self.strategies)
                 if self._errors[i] >= MAX_STRATEGY_ERRORS]
 
-    def _strategy_failed(self, index: int, exc: Exception) -> None:
+    def _strategy_failed(self, index: int, exc: Exception, where: str) -> None:
+        """``where``: when it raised, for people ("on the bar of <UTC time>", "in on_fill")."""
         name = type(self.strategies[index]).__name__
         self._errors[index] += 1
         self.strategy_errors += 1
-        self.last_error = f"strategy {name}: {type(exc).__name__}: {exc}"
+        self.last_error = f"strategy {name} {where}: {type(exc).__name__}: {exc}"
         log.error("%s: %s", self.symbol, self.last_error, exc_info=exc)
         if self._errors[index] >= MAX_STRATEGY_ERRORS:
             # asked nothing more: neither on_bar nor on_fill, and its signals are ignored
@@ -390,7 +392,7 @@ class Runner:
                 try:
                     strategy.on_fill(fill.side, float(fill.qty), float(fill.price))
                 except Exception as exc:
-                    self._strategy_failed(i, exc)
+                    self._strategy_failed(i, exc, "in on_fill")
 
     def stats(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(

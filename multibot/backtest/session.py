@@ -24,9 +24,10 @@ from multibot.backtest.pool import run_jobs
 from multibot.backtest.report import SymbolOutcome, build_report, strategy_label
 from multibot.config import ConfigError, configure
 from multibot.errors import ErrorCode, MultibotError
-from multibot.market.rules import bundled_rules, fmt, synthetic_rules
+from multibot.market.rules import bundled_rules, fmt, price_decimal, synthetic_rules
 from multibot.wire.protocol import WorkerConfig
 from multibot.wire.settings import ORDER_TYPES, SettingsError, normalize_symbols, parse_decimal
+from orchestrator.plans import check_stake
 from strategies.base import StrategyError
 from strategies.registry import create
 
@@ -126,6 +127,7 @@ def prepare(req: Request) -> Prepared:
                                  f"not {plan.order_type!r}")
             rules = bundled_rules().get(s.symbol) or synthetic_rules(
                 s.symbol, float(s.bars["close"][0]))
+            check_stake(s.symbol, stake, rules, price_decimal(float(s.bars["close"][0])))
             worker = WorkerConfig(symbol=s.symbol, strategies=plan.strategies,
                                   stake=fmt(stake), order_type=plan.order_type)
             jobs.append(SymbolJob(worker, rules, s.bars, s.step_ms, fee, slippage))

@@ -27,6 +27,7 @@ __all__ = [
     "decimal_of",
     "fmt",
     "load_rules",
+    "minimum_stake",
     "parse_decimal",
     "price_decimal",
     "round_step_down",
@@ -234,6 +235,13 @@ def round_step_up(value: Decimal, step: Decimal) -> Decimal:
     """Smallest multiple of ``step`` >= ``value`` (``value`` itself when step is 0)."""
     down = round_step_down(value, step)
     return down if down == value else down + step
+
+
+def minimum_stake(rules: SymbolRules, price: Decimal) -> Decimal:
+    """The least quote amount an entry at ``price`` can spend: its quantity (the stake over
+    the price, rounded down to the step) must reach LOT_SIZE's minimum and NOTIONAL's."""
+    qty = max(decimal_of(rules.min_qty), decimal_of(rules.min_notional) / price)
+    return round_step_up(qty, decimal_of(rules.step_size)) * price
 
 
 # --- checking --------------------------------------------------------------------------------

@@ -82,6 +82,10 @@ class Up(Message, frozen=True, kw_only=True):
     mode: str = ""
     feed: str = ""
     interval: str = ""
+    speed: float = 0.0  # 0 = whatever runs
+    # per symbol, the plan fields the caller gave (CLI or config file): a running symbol with
+    # another value of one is a CONFLICT, not silently left as it runs
+    plans_given: dict[str, list[str]] = {}
 
 
 class SymbolResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -19,6 +19,7 @@ import logging
 from multibot.errors import ErrorCode, ProtocolError
 from multibot.market.orders import Side
 from multibot.market.records import OrderView
+from multibot.market.times import iso
 from multibot.wire.protocol import PlaceOrder
 from orchestrator.broker.order_journal import OrderJournal
 
@@ -93,9 +94,9 @@ class Decisions:
             if coid not in self._refused:  # a worker's resends of it count once
                 self._count(symbol, 1)
                 self._refused.add(coid)
-                log.warning("%s: refused %s: bar %d was already decided (last decision: bar "
-                            "%d)", symbol, coid, bar_time, last)
+                log.warning("%s: refused %s: bar %s was already decided (last decision: bar "
+                            "%s)", symbol, coid, iso(bar_time), iso(last))
             raise ProtocolError(
                 ErrorCode.STALE_DECISION,
-                f"order {coid}: {symbol} already acted on bar {last}; a decision on bar "
-                f"{bar_time} is refused (each bar is acted on once)")
+                f"order {coid}: {symbol} already acted on bar {iso(last)}; a decision on bar "
+                f"{iso(bar_time)} is refused (each bar is acted on once)")
