@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from multibot.market.bar import Bar, Signal
-from strategies.base import Params, Strategy
+from strategies.base import Params as BaseParams, Strategy
 
 
 class Steered(Strategy):
@@ -15,7 +15,7 @@ class Steered(Strategy):
 
     name = "steered"
 
-    class Params(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    class Params(BaseParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
         path: str = ""
 
     params: Params
@@ -39,7 +39,7 @@ class LateExit(Strategy):
 
     name = "late_exit"
 
-    class Params(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    class Params(BaseParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
         long_at: int = 0
         flat_at: int = 0
         lag_s: float = 0.0
