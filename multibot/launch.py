@@ -10,7 +10,15 @@ import msgspec
 
 from multibot.config import Configuration
 from multibot.wire.protocol import Up
-from multibot.wire.settings import Feed, FleetSettings, Mode, SettingsError, normalize_symbols
+from multibot.wire.settings import (
+    FLEET_GIVEN,
+    Feed,
+    FleetSettings,
+    Mode,
+    SettingsError,
+    fleet_value,
+    normalize_symbols,
+)
 from orchestrator.plans import bundled_market, check_plan
 
 
@@ -45,5 +53,6 @@ def prepare_up(symbols: list[str], configuration: Configuration,
     up = Up(symbols=list(plans), plans=plans, mode=given.get("mode", ""),
             feed=given.get("feed", ""), interval=given.get("interval", ""),
             speed=settings.speed if "speed" in given else 0.0,
+            fleet_given={key: fleet_value(settings, key) for key in FLEET_GIVEN if key in given},
             plans_given={symbol: configuration.plan_given(symbol) for symbol in plans})
     return settings, up if wait_s is None else msgspec.structs.replace(up, wait_s=wait_s)

@@ -82,6 +82,9 @@ def test_up_refuses_what_a_running_fleet_cannot_apply(fleet: FleetCli) -> None:
          ["BTCUSDT runs with --stake 100, not --stake 250", "multibot kill BTCUSDT"]),
         (["SOLUSDT", "--speed", "20"],
          ["uses --speed 5, not 20", "multibot down"]),
+        (["SOLUSDT", "--seed", "8"], ["uses --seed 7, not 8", "multibot down"]),
+        (["SOLUSDT", "--max-restarts", "9"], ["uses --max-restarts 5, not 9"]),
+        (["SOLUSDT", "--restart-window", "30"], ["uses --restart-window 60, not 30"]),
     ):
         proc = fleet.run("up", *args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)

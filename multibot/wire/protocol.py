@@ -83,6 +83,9 @@ class Up(Message, frozen=True, kw_only=True):
     feed: str = ""
     interval: str = ""
     speed: float = 0.0  # 0 = whatever runs
+    # other fleet settings the caller gave (--seed, --max-restarts, --restart-window), as
+    # text; a running fleet with other values refuses them (CONFLICT)
+    fleet_given: dict[str, str] = {}
     # per symbol, the plan fields the caller gave (CLI or config file): a running symbol with
     # another value of one is a CONFLICT, not silently left as it runs
     plans_given: dict[str, list[str]] = {}

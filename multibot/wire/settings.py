@@ -188,3 +188,14 @@ def normalize_symbols(raw: list[str]) -> list[str]:
     if not out:
         raise SettingsError("name at least one symbol, e.g. BTCUSDT")
     return list(out)
+
+
+# fleet settings a running fleet cannot change, by their configuration key (its CLI option is
+# the key with dashes): an `up` that gives another value is refused, not silently ignored
+FLEET_GIVEN = ("seed", "max_restarts", "restart_window")
+
+
+def fleet_value(settings: FleetSettings, key: str) -> str:
+    """The text of one of FLEET_GIVEN's settings, as both sides compare it."""
+    value = settings.restart_window_s if key == "restart_window" else getattr(settings, key)
+    return f"{value:g}" if isinstance(value, float) else str(value)

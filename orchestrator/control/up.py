@@ -20,7 +20,13 @@ from multibot.wire.protocol import (
     UpResult,
     WorkerConfig,
 )
-from multibot.wire.settings import DEFAULT_PLAN, Feed, SettingsError
+from multibot.wire.settings import (
+    DEFAULT_PLAN,
+    FLEET_GIVEN,
+    Feed,
+    SettingsError,
+    fleet_value,
+)
 from orchestrator.broker.base import NotReconciled
 from orchestrator.control.base import Command, ControlPorts, checked_symbols, symbol_result
 from orchestrator.feeds.base import FeedError, UnknownSymbol
@@ -73,6 +79,14 @@ class UpCommand(Command[Up, PlannedUp]):
                 raise ProtocolError(
                     ErrorCode.CONFLICT,
                     f"the running fleet uses --{option} {running}, not {asked}; "
+                    "run `multibot down` first to change it",
+                )
+        for key, asked in up.fleet_given.items():
+            running = fleet_value(settings, key) if key in FLEET_GIVEN else asked
+            if asked != running:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"the running fleet uses --{key.replace('_', '-')} {running}, not {asked}; "
                     "run `multibot down` first to change it",
                 )
 
