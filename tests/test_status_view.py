@@ -153,5 +153,6 @@ def test_a_strategy_error_shows_its_age(fleet: FleetCli, tmp_path: Path) -> None
     fleet.up("BTCUSDT", "-s", f"{path}:Raiser")
     row = eventually(lambda: (w := fleet.workers()["BTCUSDT"])["last_error"] and w,
                      timeout=30, what="the strategy's error in status")
-    assert "strategy Raiser: ValueError: boom" in row["last_error"]
+    assert "strategy Raiser on the bar of " in row["last_error"]
+    assert row["last_error"].endswith(": ValueError: boom")
     assert row["last_error_age_s"] is not None and row["last_error_age_s"] >= 0

@@ -168,6 +168,8 @@ def _wrap(line: str, width: int) -> str:
     """A " · "-separated line broken into lines of at most ``width`` where it can be."""
     out: list[str] = []
     for part in line.split(" · "):
+        if len(part) > width:  # e.g. a deep home path: keep its end, which names it
+            part = "…" + part[len(part) - width + 1:]
         if out and len(out[-1]) + 3 + len(part) <= width:
             out[-1] += " · " + part
         else:
