@@ -32,6 +32,7 @@ from orchestrator.broker.journal_file import (
     stamp_identity,
     unusable_side_file,
 )
+from orchestrator.broker.journal_schema import SCHEMA_VERSION, STEPS
 from orchestrator.broker.order_journal import OrderJournal as OrderJournal
 
 __all__ = [
@@ -43,62 +44,8 @@ __all__ = [
     "OrderJournal",
 ]
 
-SCHEMA_VERSION = 3
 _WAL_KEEP_BYTES = 4 << 20
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS orders (
-        client_order_id TEXT PRIMARY KEY,
-        symbol TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        side TEXT NOT NULL,
-        type TEXT NOT NULL,
-        quantity TEXT NOT NULL,
-        price TEXT,
-        status TEXT NOT NULL,
-        executed_qty TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        created_ns INTEGER NOT NULL,
-        updated_ns INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS orders_symbol_status ON orders (symbol, status)",
-    "CREATE INDEX IF NOT EXISTS orders_symbol_seq ON orders (symbol, seq)",
-    """CREATE TABLE IF NOT EXISTS fills (
-        trade_id INTEGER PRIMARY KEY,
-        client_order_id TEXT NOT NULL REFERENCES orders (client_order_id),
-        symbol TEXT NOT NULL,
-        side TEXT NOT NULL,
-        price TEXT NOT NULL,
-        qty TEXT NOT NULL,
-        fee TEXT NOT NULL,
-        fee_asset TEXT NOT NULL,
-        time_ns INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS fills_symbol ON fills (symbol)",
-    "CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id)",
-    """CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        ts_ns INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        symbol TEXT NOT NULL,
-        detail TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
-# Each step takes the schema from version i to i + 1 (_STEPS[0] = nothing -> 1).
-_STEPS: tuple[tuple[str, ...], ...] = (
-    _SCHEMA,
-    ("ALTER TABLE fills ADD COLUMN exchange_trade_id INTEGER",
-     # an exchange trade is journaled once, however often it is seen (response, poll, restart)
-     "CREATE UNIQUE INDEX IF NOT EXISTS fills_exchange_trade "
-     "ON fills (symbol, exchange_trade_id) WHERE exchange_trade_id IS NOT NULL"),
-    # one decision per symbol per bar: the open time of the bar an intent was decided on, and
-    # whether it only retries an exit already decided (not a decision of its own)
-    ("ALTER TABLE orders ADD COLUMN bar_time INTEGER",
-     "ALTER TABLE orders ADD COLUMN exit_retry INTEGER NOT NULL DEFAULT 0",
-     "CREATE INDEX IF NOT EXISTS orders_symbol_bar ON orders (symbol, bar_time)",
-     # live bars seen twice over the fleet's life: workers' reports and refused decisions
-     """CREATE TABLE IF NOT EXISTS duplicate_bars (
-         symbol TEXT PRIMARY KEY,
-         count INTEGER NOT NULL)"""),
-)
 # Column names equal the wire structs' field names, so rows map straight onto them.
 _ORDER_FIELDS = OrderView.__struct_fields__
 _FILL_FIELDS = FillView.__struct_fields__
@@ -219,7 +166,7 @@ class Journal(DecisionRecords):
                 f"{self.path} is a database without multibot's schema, not a journal: move it "
                 "away (this home's journal is its multibot.db)")
         with self._write(f"upgrade schema {version} -> {SCHEMA_VERSION}") as conn:
-            for step in _STEPS[version:]:
+            for step in STEPS[version:]:
                 for statement in step:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
